@@ -1,0 +1,318 @@
+"""Export-friendly torch modules of the Qwen3-ASR architecture.
+
+They compute what ``transformers.models.qwen3_asr`` computes, restated with
+static shapes and explicit masks so that one graph serves every batch:
+
+- :class:`AudioEncoder`: batch axis = independent 8 s attention windows. Per
+  window, the mel is cut into 1 s chunks that go through the conv stack on
+  their own (positions restart in every chunk), then all valid tokens of the
+  window attend to each other. Invalid positions (the padded tail of the last
+  chunk and padded chunks) are masked out as keys; since valid tokens are
+  always a prefix of the row, row ``b`` yields ``embed_lens[b]`` embeddings.
+- :class:`DecoderWithCache`: the Qwen3 decoder on ``inputs_embeds`` with an
+  explicit KV cache (prefill when the past is empty, one step otherwise),
+  returning the logits of the last position only.
+- :class:`AlignerModel`: the aligner's Qwen3 body and classifier over a whole
+  sequence, causal, no cache.
+
+Parameter names equal the transformers names below ``model.audio_tower``,
+``model.multi_modal_projector``, ``model.language_model`` so loading is a
+strict ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qwen3_asr_triton.model_spec import EncoderSpec, ModelSpec, TextSpec
+
+from .checkpoint import sub_state
+
+# Additive attention bias for masked keys: exp() of it underflows to exactly 0
+# in fp32, and it saturates to -inf (still exact) in fp16 TensorRT builds.
+MASK_BIAS = -1e9
+# Timescale of the encoder's sinusoidal positions (Whisper's).
+MAX_TIMESCALE = 10000.0
+
+
+def sinusoid_table(length: int, channels: int) -> torch.Tensor:
+    """``[length, channels]`` sin | cos positions, as the encoder computes them (fp32)."""
+    increment = math.log(MAX_TIMESCALE) / (channels // 2 - 1)
+    inv = torch.exp(-increment * torch.arange(channels // 2).float())
+    scaled = torch.arange(length)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+
+
+class _EncoderAttention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(2, 3)) * (self.head_dim**-0.5) + bias
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)
+        return self.out_proj(out.transpose(1, 2).reshape(b, s, d))
+
+
+class _EncoderLayer(nn.Module):
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        self.self_attn = _EncoderAttention(spec.d_model, spec.num_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(spec.d_model)
+        self.fc1 = nn.Linear(spec.d_model, spec.ffn_dim)
+        self.fc2 = nn.Linear(spec.ffn_dim, spec.d_model)
+        self.final_layer_norm = nn.LayerNorm(spec.d_model)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), bias)
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class _Projector(nn.Module):
+    def __init__(self, d_model: int, out_dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(d_model, d_model)
+        self.linear_2 = nn.Linear(d_model, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.gelu(self.linear_1(x)))
+
+
+class AudioEncoder(nn.Module):
+    """AuT encoder + projector over a batch of attention windows.
+
+    Inputs: ``input_features`` ``[W, n_mels, F]`` float32 (``F`` a multiple of the
+    chunk size, at most one window) and ``feature_lens`` ``[W]`` int64 valid frames.
+    Outputs: ``audio_embeds`` ``[W, (F / chunk) * tokens_per_chunk, output_dim]`` and
+    ``embed_lens`` ``[W]`` int64 (valid rows are a prefix of each window).
+    """
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        ch = spec.conv_channels
+        self.chunk = 2 * spec.n_window
+        self.conv2d1 = nn.Conv2d(1, ch, 3, 2, padding=1)
+        self.conv2d2 = nn.Conv2d(ch, ch, 3, 2, padding=1)
+        self.conv2d3 = nn.Conv2d(ch, ch, 3, 2, padding=1)
+        freq = spec.num_mel_bins
+        for _ in range(3):
+            freq = (freq - 1) // 2 + 1
+        self.conv_out = nn.Linear(ch * freq, spec.d_model, bias=False)
+        self.layers = nn.ModuleList(_EncoderLayer(spec) for _ in range(spec.num_layers))
+        self.ln_post = nn.LayerNorm(spec.d_model)
+        tokens_per_chunk = self.chunk
+        for _ in range(3):
+            tokens_per_chunk = (tokens_per_chunk - 1) // 2 + 1
+        self.tokens_per_chunk = tokens_per_chunk
+        self.register_buffer("positions", sinusoid_table(tokens_per_chunk, spec.d_model), persistent=False)
+        self.projector = _Projector(spec.d_model, spec.output_dim)
+
+    @staticmethod
+    def _conv_len(frames: torch.Tensor) -> torch.Tensor:
+        for _ in range(3):
+            frames = torch.where(frames > 0, torch.div(frames - 1, 2, rounding_mode="floor") + 1, frames * 0)
+        return frames
+
+    def forward(self, input_features: torch.Tensor, feature_lens: torch.Tensor):
+        w, mels, frames = input_features.shape
+        chunks = frames // self.chunk
+        x = input_features.reshape(w, mels, chunks, self.chunk).permute(0, 2, 1, 3)
+        x = x.reshape(w * chunks, 1, mels, self.chunk)
+        x = F.gelu(self.conv2d1(x))
+        x = F.gelu(self.conv2d2(x))
+        x = F.gelu(self.conv2d3(x))
+        n, c, f, t = x.shape
+        x = self.conv_out(x.permute(0, 3, 1, 2).reshape(n, t, c * f)) + self.positions
+        x = x.reshape(w, chunks * t, -1)
+        # Valid frames per chunk -> valid tokens per chunk -> key mask over the window.
+        starts = torch.arange(chunks, device=x.device, dtype=torch.int64) * self.chunk
+        chunk_frames = torch.clamp(feature_lens[:, None] - starts[None, :], min=0, max=self.chunk)
+        chunk_tokens = self._conv_len(chunk_frames)  # [W, C]
+        slot = torch.arange(t, device=x.device, dtype=torch.int64)
+        valid = (slot[None, None, :] < chunk_tokens[:, :, None]).reshape(w, chunks * t)
+        bias = torch.where(valid, 0.0, MASK_BIAS).to(x.dtype)[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, bias)
+        embeds = self.projector(self.ln_post(x))
+        return embeds, chunk_tokens.sum(dim=1)
+
+    @classmethod
+    def from_state(cls, spec: ModelSpec, state: dict[str, torch.Tensor]) -> AudioEncoder:
+        module = cls(spec.encoder)
+        weights = sub_state(state, "model.audio_tower.")
+        weights.update({f"projector.{k}": v for k, v in sub_state(state, "model.multi_modal_projector.").items()})
+        module.load_state_dict(weights, strict=True)
+        return module.eval()
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(variance + self.eps))
+
+
+def rotary(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin ``[B, S, head_dim]`` for integer positions ``[B, S]`` (default RoPE)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    freqs = position_ids.float()[:, :, None] * inv_freq[None, None, :]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+class _DecoderAttention(nn.Module):
+    def __init__(self, spec: TextSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        h, kv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        self.q_proj = nn.Linear(spec.hidden_size, h * d, bias=False)
+        self.k_proj = nn.Linear(spec.hidden_size, kv * d, bias=False)
+        self.v_proj = nn.Linear(spec.hidden_size, kv * d, bias=False)
+        self.o_proj = nn.Linear(h * d, spec.hidden_size, bias=False)
+        self.q_norm = RMSNorm(d, spec.rms_norm_eps)
+        self.k_norm = RMSNorm(d, spec.rms_norm_eps)
+
+    def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
+        spec = self.spec
+        b, s, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(b, s, spec.num_heads, spec.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(b, s, spec.num_kv_heads, spec.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, spec.num_kv_heads, spec.head_dim).transpose(1, 2)
+        cos, sin = cos[:, None], sin[:, None]
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        if past_k is not None:
+            k = torch.cat([past_k, k], dim=2)
+            v = torch.cat([past_v, v], dim=2)
+        groups = spec.num_heads // spec.num_kv_heads
+        kk = k.repeat_interleave(groups, dim=1) if groups > 1 else k
+        vv = v.repeat_interleave(groups, dim=1) if groups > 1 else v
+        scores = torch.matmul(q, kk.transpose(2, 3)) * (spec.head_dim**-0.5) + bias
+        out = torch.matmul(torch.softmax(scores, dim=-1), vv)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
+
+
+class _MLP(nn.Module):
+    def __init__(self, spec: TextSpec) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class _DecoderLayer(nn.Module):
+    def __init__(self, spec: TextSpec) -> None:
+        super().__init__()
+        self.self_attn = _DecoderAttention(spec)
+        self.mlp = _MLP(spec)
+        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+
+    def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
+        attn, k, v = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_k, past_v)
+        x = x + attn
+        return x + self.mlp(self.post_attention_layernorm(x)), k, v
+
+
+class Qwen3Body(nn.Module):
+    """Qwen3 decoder layers and final norm (no embedding table, no head)."""
+
+    def __init__(self, spec: TextSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.layers = nn.ModuleList(_DecoderLayer(spec) for _ in range(spec.num_layers))
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+
+    @staticmethod
+    def attention_bias(attention_mask: torch.Tensor, query_len: int) -> torch.Tensor:
+        """``[B, 1, S, P+S]`` additive bias: causal over the new tokens, padding from ``attention_mask``."""
+        total = attention_mask.shape[1]
+        past = total - query_len
+        key_pos = torch.arange(total, device=attention_mask.device)[None, :]
+        query_pos = past + torch.arange(query_len, device=attention_mask.device)[:, None]
+        allowed = (key_pos <= query_pos)[None, None] & (attention_mask[:, None, None, :] > 0)
+        return torch.where(allowed, 0.0, MASK_BIAS)
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, past=None):
+        cos, sin = rotary(position_ids, self.spec.head_dim, self.spec.rope_theta)
+        bias = self.attention_bias(attention_mask, inputs_embeds.shape[1]).to(inputs_embeds.dtype)
+        x = inputs_embeds
+        presents = []
+        for i, layer in enumerate(self.layers):
+            pk, pv = (past[2 * i], past[2 * i + 1]) if past is not None else (None, None)
+            x, k, v = layer(x, cos, sin, bias, pk, pv)
+            presents += [k, v]
+        return self.norm(x), presents
+
+
+class DecoderWithCache(nn.Module):
+    """Qwen3 decoder step: ``(inputs_embeds, attention_mask, position_ids, *past) -> (logits, *present)``.
+
+    Shapes: ``inputs_embeds [B, S, H]``, ``attention_mask [B, P + S]`` (1 = attend),
+    ``position_ids [B, S]``, past/present ``[B, kv_heads, P(+S), head_dim]`` per layer
+    as key, value pairs; ``logits [B, vocab]`` of the last position.
+    """
+
+    def __init__(self, spec: TextSpec) -> None:
+        super().__init__()
+        self.body = Qwen3Body(spec)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        hidden, presents = self.body(inputs_embeds, attention_mask, position_ids, list(past))
+        return (self.lm_head(hidden[:, -1, :]), *presents)
+
+    @classmethod
+    def from_state(cls, spec: ModelSpec, state: dict[str, torch.Tensor]) -> DecoderWithCache:
+        module = cls(spec.text)
+        body = {k: v for k, v in sub_state(state, "model.language_model.").items() if not k.startswith("embed_tokens")}
+        module.body.load_state_dict(body, strict=True)
+        module.lm_head.load_state_dict({"weight": state["lm_head.weight"]}, strict=True)
+        return module.eval()
+
+
+class AlignerModel(nn.Module):
+    """Aligner body + classifier: ``(inputs_embeds [B, S, H], attention_mask [B, S]) -> logits [B, S, C]``."""
+
+    def __init__(self, spec: TextSpec, num_labels: int, score_bias: bool = False) -> None:
+        super().__init__()
+        self.body = Qwen3Body(spec)
+        self.score = nn.Linear(spec.hidden_size, num_labels, bias=score_bias)
+
+    def forward(self, inputs_embeds, attention_mask):
+        seq = inputs_embeds.shape[1]
+        positions = torch.arange(seq, device=inputs_embeds.device)[None, :].expand(inputs_embeds.shape[0], seq)
+        hidden, _ = self.body(inputs_embeds, attention_mask, positions)
+        return self.score(hidden)
+
+    @classmethod
+    def from_state(cls, spec: ModelSpec, state: dict[str, torch.Tensor]) -> AlignerModel:
+        module = cls(spec.text, spec.num_labels, score_bias="score.bias" in state)
+        body = {k: v for k, v in sub_state(state, "model.language_model.").items() if not k.startswith("embed_tokens")}
+        module.body.load_state_dict(body, strict=True)
+        module.score.load_state_dict(sub_state(state, "score."), strict=True)
+        return module.eval()

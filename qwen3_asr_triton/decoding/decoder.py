@@ -1,0 +1,249 @@
+"""Greedy decoding over the exported decoder graph with ONNX Runtime (numpy only).
+
+:class:`DecodeBatch` is the core: a set of running sequences whose KV caches are
+kept in one left-aligned batch (row ``r`` holds its ``L_r`` cached positions in the
+last ``L_r`` columns), so that one graph call advances every sequence by one
+token whatever their lengths. Sequences join after their own prefill and leave
+as soon as they finish; this is the mechanism behind in-flight batching
+(:mod:`.scheduler`) and, with a single sequence, behind :func:`greedy_decode`,
+so both run the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..model_spec import ModelSpec
+from ..prompt import splice_prompt_embeddings
+from .session import OrtOptions, make_session
+
+logger = logging.getLogger(__name__)
+
+DECODER_FILENAME = "decoder.onnx"
+EMBED_FILENAME = "embed_tokens.npy"
+
+
+class DecoderRunner:
+    """The decoder graph plus the host-side token embedding table.
+
+    Parameters
+    ----------
+    model_dir : path
+        Export directory with ``decoder.onnx``, ``embed_tokens.npy`` and ``model_spec.json``.
+    """
+
+    def __init__(self, model_dir: str | Path, options: OrtOptions | None = None) -> None:
+        model_dir = Path(model_dir)
+        self.spec = ModelSpec.load(model_dir)
+        self.session = make_session(model_dir / DECODER_FILENAME, options)
+        # Memory-mapped: only the rows actually looked up are paged in.
+        self.embed = np.load(model_dir / EMBED_FILENAME, mmap_mode="r")
+        t = self.spec.text
+        if self.embed.shape != (t.vocab_size, t.hidden_size):
+            raise ValueError(f"embedding table shape {self.embed.shape} does not match the spec")
+        self.num_layers = t.num_layers
+        self.kv_shape = (t.num_kv_heads, t.head_dim)
+        self._past_names = [f"past_key_values.{i}.{k}" for i in range(t.num_layers) for k in ("key", "value")]
+        graph_inputs = {i.name for i in self.session.get_inputs()}
+        missing = {"inputs_embeds", "attention_mask", "position_ids", *self._past_names} - graph_inputs
+        if missing:
+            raise ValueError(f"decoder graph lacks inputs {sorted(missing)}")
+
+    def embed_prompt(self, prompt_ids: np.ndarray, prompt_table: np.ndarray | None) -> np.ndarray:
+        """``[S]`` ids (audio as ``vocab_size + k``) -> ``[S, H]`` input embeddings."""
+        table = prompt_table if prompt_table is not None else np.zeros((0, self.embed.shape[1]), np.float32)
+        return splice_prompt_embeddings(prompt_ids, self.embed, table, self.spec.text.vocab_size)
+
+    def empty_past(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((batch, *self.kv_shape[:1], 0, self.kv_shape[1]), np.float32)] * (2 * self.num_layers)
+
+    def run(self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
+            past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One graph call.
+
+        Parameters
+        ----------
+        inputs_embeds : ``[B, S, H]`` float32
+        attention_mask : ``[B, P + S]`` int64, 1 where a key may be attended
+        position_ids : ``[B, S]`` int64 RoPE positions
+        past : ``2 * layers`` arrays ``[B, kv_heads, P, head_dim]``
+
+        Returns
+        -------
+        logits ``[B, vocab]`` of the last position and the ``[B, kv_heads, P + S, head_dim]`` presents.
+        """
+        feeds: dict[str, Any] = {
+            "inputs_embeds": inputs_embeds,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+        }
+        feeds.update(zip(self._past_names, past, strict=False))
+        outputs = self.session.run(None, feeds)
+        return outputs[0], outputs[1:]
+
+
+@dataclass
+class Sequence:
+    """One request being decoded greedily.
+
+    Attributes
+    ----------
+    key : any
+        Caller's handle (request id).
+    max_new_tokens : int
+        Generation budget; the EOS token counts.
+    length : int
+        Positions in this sequence's KV cache.
+    tokens : list of int
+        Generated ids, including a final EOS when generation ended on one.
+    logprobs : list of float
+        Log-probability of each generated id.
+    margins : list of float
+        Top-1 minus top-2 logit at each step (recorded when asked for).
+    """
+
+    key: Any
+    max_new_tokens: int
+    eos_ids: frozenset[int]
+    length: int = 0
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    margins: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+def _log_softmax_at(logits: np.ndarray, index: int) -> float:
+    top = float(logits.max())
+    return float(logits[index]) - top - float(np.log(np.exp(logits.astype(np.float64) - top).sum()))
+
+
+class DecodeBatch:
+    """Running sequences sharing one left-aligned KV cache (see module docstring)."""
+
+    def __init__(self, runner: DecoderRunner, record_margins: bool = False) -> None:
+        self.runner = runner
+        self.record_margins = record_margins
+        self.sequences: list[Sequence] = []
+        self.kv: list[np.ndarray] | None = None  # 2L arrays [B, kv_heads, T, head_dim]
+
+    @property
+    def width(self) -> int:
+        """Columns of the shared cache (the longest sequence)."""
+        return 0 if self.kv is None else self.kv[0].shape[2]
+
+    @property
+    def cached_positions(self) -> int:
+        """Cache positions allocated (rows x width): what the KV budget is checked against."""
+        return len(self.sequences) * self.width
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def _choose(self, seq: Sequence, logits: np.ndarray) -> None:
+        token = int(np.argmax(logits))
+        seq.tokens.append(token)
+        seq.logprobs.append(_log_softmax_at(logits, token))
+        if self.record_margins:
+            top2 = np.partition(logits, -2)[-2:]
+            seq.margins.append(float(top2[1] - top2[0]))
+        if token in seq.eos_ids:
+            seq.finish_reason = "eos"
+        elif len(seq.tokens) >= seq.max_new_tokens:
+            seq.finish_reason = "length"
+
+    def prefill(self, seq: Sequence, prompt_embeds: np.ndarray) -> None:
+        """Run ``[S, H]`` prompt embeddings, pick the first token and, unless done, join the batch."""
+        runner = self.runner
+        s = prompt_embeds.shape[0]
+        logits, present = runner.run(
+            prompt_embeds[None].astype(np.float32, copy=False),
+            np.ones((1, s), np.int64),
+            np.arange(s, dtype=np.int64)[None],
+            runner.empty_past(1),
+        )
+        seq.length = s
+        self._choose(seq, logits[0])
+        if not seq.finished:
+            self._join(seq, present)
+
+    def _join(self, seq: Sequence, present: list[np.ndarray]) -> None:
+        length = present[0].shape[2]
+        if self.kv is None:
+            self.kv = [np.ascontiguousarray(p) for p in present]
+        else:
+            width = self.width
+            if length > width:  # widen the existing rows on the left
+                grow = ((0, 0), (0, 0), (length - width, 0), (0, 0))
+                self.kv = [np.pad(k, grow) for k in self.kv]
+                width = length
+            pad = ((0, 0), (0, 0), (width - length, 0), (0, 0))
+            self.kv = [np.concatenate([k, np.pad(p, pad)], axis=0) for k, p in zip(self.kv, present, strict=False)]
+        self.sequences.append(seq)
+
+    def step(self) -> list[Sequence]:
+        """Advance every running sequence by one token; returns (and removes) those that finished."""
+        if not self.sequences:
+            return []
+        runner = self.runner
+        width = self.width
+        tokens = np.array([s.tokens[-1] for s in self.sequences], dtype=np.int64)
+        lengths = np.array([s.length for s in self.sequences], dtype=np.int64)
+        cols = np.arange(width + 1)[None, :]
+        mask = (cols >= (width - lengths)[:, None]).astype(np.int64)
+        embeds = np.asarray(runner.embed[tokens], dtype=np.float32)[:, None, :]
+        logits, present = runner.run(embeds, mask, lengths[:, None], self.kv)
+        self.kv = present
+        for seq, row in zip(self.sequences, logits, strict=False):
+            seq.length += 1
+            self._choose(seq, row)
+        done = [i for i, s in enumerate(self.sequences) if s.finished]
+        finished = [self.sequences[i] for i in done]
+        if done:
+            self.remove(done)
+        return finished
+
+    def remove(self, rows: list[int]) -> None:
+        """Drop rows (finished or cancelled) and trim columns no remaining row uses."""
+        keep = [i for i in range(len(self.sequences)) if i not in set(rows)]
+        self.sequences = [self.sequences[i] for i in keep]
+        if not keep:
+            self.kv = None
+            return
+        width = max(s.length for s in self.sequences)
+        start = self.width - width
+        self.kv = [np.ascontiguousarray(k[keep, :, start:, :]) for k in self.kv]
+
+
+@dataclass(frozen=True)
+class GreedyResult:
+    tokens: list[int]
+    logprobs: list[float]
+    margins: list[float]
+    finish_reason: str
+
+
+def greedy_decode(
+    runner: DecoderRunner,
+    prompt_ids: np.ndarray,
+    prompt_table: np.ndarray | None,
+    max_new_tokens: int,
+    record_margins: bool = False,
+) -> GreedyResult:
+    """Greedy generation for one prompt in prompt-table form (audio ids ``>= vocab_size``)."""
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    seq = Sequence(key=0, max_new_tokens=max_new_tokens, eos_ids=frozenset(runner.spec.eos_token_ids))
+    batch = DecodeBatch(runner, record_margins=record_margins)
+    batch.prefill(seq, runner.embed_prompt(prompt_ids, prompt_table))
+    while not seq.finished:
+        batch.step()
+    return GreedyResult(list(seq.tokens), list(seq.logprobs), list(seq.margins), seq.finish_reason or "")
