@@ -60,22 +60,39 @@ def _save_with_external_data(tmp_path: Path, path: Path) -> None:
     for stale in (path, path.with_name(path.name + ".data")):
         stale.unlink(missing_ok=True)
     onnx.save_model(
-        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-        location=path.name + ".data", size_threshold=1024,
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=1024,
     )
     onnx.checker.check_model(str(path))
 
 
-def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
-            dynamic_axes: dict[str, dict[int, str]]) -> None:
+def _export(
+    module: torch.nn.Module,
+    args: tuple,
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> None:
     tmp_dir = path.parent / f".tmp-{path.stem}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     tmp_path = tmp_dir / path.name
     with torch.no_grad():
         torch.onnx.export(
-            module, args, str(tmp_path), input_names=inputs, output_names=outputs,
-            dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            module,
+            args,
+            str(tmp_path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
         )
     _save_with_external_data(tmp_path, path)
     shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -87,9 +104,19 @@ def export_encoder(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path) 
     frames = spec.features.window_frames
     feats = torch.randn(2, spec.encoder.num_mel_bins, frames)
     lens = torch.tensor([frames, frames - 150], dtype=torch.int64)
-    _export(module, (feats, lens), path, ["input_features", "feature_lens"], ["audio_embeds", "embed_lens"],
-            {"input_features": {0: "windows", 2: "frames"}, "feature_lens": {0: "windows"},
-             "audio_embeds": {0: "windows", 1: "tokens"}, "embed_lens": {0: "windows"}})
+    _export(
+        module,
+        (feats, lens),
+        path,
+        ["input_features", "feature_lens"],
+        ["audio_embeds", "embed_lens"],
+        {
+            "input_features": {0: "windows", 2: "frames"},
+            "feature_lens": {0: "windows"},
+            "audio_embeds": {0: "windows", 1: "tokens"},
+            "embed_lens": {0: "windows"},
+        },
+    )
 
 
 def export_decoder(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -98,10 +125,18 @@ def export_decoder(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path) 
     batch, seq, past = 2, 3, 4
     inputs, outputs = decoder_io_names(t.num_layers)
     kv = [torch.randn(batch, t.num_kv_heads, past, t.head_dim) for _ in range(2 * t.num_layers)]
-    args = (torch.randn(batch, seq, t.hidden_size), torch.ones(batch, past + seq, dtype=torch.int64),
-            torch.arange(past, past + seq)[None].repeat(batch, 1), *kv)
-    axes = {"inputs_embeds": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
-            "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch"}}
+    args = (
+        torch.randn(batch, seq, t.hidden_size),
+        torch.ones(batch, past + seq, dtype=torch.int64),
+        torch.arange(past, past + seq)[None].repeat(batch, 1),
+        *kv,
+    )
+    axes = {
+        "inputs_embeds": {0: "batch", 1: "seq"},
+        "attention_mask": {0: "batch", 1: "total"},
+        "position_ids": {0: "batch", 1: "seq"},
+        "logits": {0: "batch"},
+    }
     axes.update({n: {0: "batch", 2: "past"} for n in inputs[3:]})
     axes.update({n: {0: "batch", 2: "total"} for n in outputs[1:]})
     _export(module, args, path, inputs, outputs, axes)
@@ -110,9 +145,18 @@ def export_decoder(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path) 
 def export_aligner(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path) -> None:
     module = AlignerModel.from_state(spec, state)
     args = (torch.randn(2, 5, spec.text.hidden_size), torch.ones(2, 5, dtype=torch.int64))
-    _export(module, args, path, ["inputs_embeds", "attention_mask"], ["logits"],
-            {"inputs_embeds": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-             "logits": {0: "batch", 1: "seq"}})
+    _export(
+        module,
+        args,
+        path,
+        ["inputs_embeds", "attention_mask"],
+        ["logits"],
+        {
+            "inputs_embeds": {0: "batch", 1: "seq"},
+            "attention_mask": {0: "batch", 1: "seq"},
+            "logits": {0: "batch", 1: "seq"},
+        },
+    )
 
 
 def write_tokenizer(checkpoint: Path, out: Path) -> None:

@@ -44,22 +44,47 @@ ALIGNER_CLASSES = 5000
 # (head_dim 32: the smallest vLLM's CPU attention accepts).
 SIZES: dict[str, dict[str, dict[str, int]]] = {
     "tiny": {
-        "audio": dict(d_model=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=256,
-                      downsample_hidden_size=32),
-        "text": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-                     num_key_value_heads=2, head_dim=32),
+        "audio": dict(
+            d_model=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=256, downsample_hidden_size=32
+        ),
+        "text": dict(
+            hidden_size=128,
+            intermediate_size=384,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+        ),
     },
     "0.6b": {
-        "audio": dict(d_model=896, encoder_layers=18, encoder_attention_heads=14, encoder_ffn_dim=3584,
-                      downsample_hidden_size=480),
-        "text": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                     num_key_value_heads=8, head_dim=128),
+        "audio": dict(
+            d_model=896, encoder_layers=18, encoder_attention_heads=14, encoder_ffn_dim=3584, downsample_hidden_size=480
+        ),
+        "text": dict(
+            hidden_size=1024,
+            intermediate_size=3072,
+            num_hidden_layers=28,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
     },
     "1.7b": {
-        "audio": dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096,
-                      downsample_hidden_size=480),
-        "text": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-                     num_key_value_heads=8, head_dim=128),
+        "audio": dict(
+            d_model=1024,
+            encoder_layers=24,
+            encoder_attention_heads=16,
+            encoder_ffn_dim=4096,
+            downsample_hidden_size=480,
+        ),
+        "text": dict(
+            hidden_size=2048,
+            intermediate_size=6144,
+            num_hidden_layers=28,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
     },
 }
 
@@ -92,14 +117,22 @@ def make_config(size: str, kind: str):
     if kind not in ("asr", "aligner"):
         raise ValueError("kind must be 'asr' or 'aligner'")
     dims = SIZES[size]
-    text = dict(dims["text"], vocab_size=VOCAB_SIZE, max_position_embeddings=65536, rms_norm_eps=1e-6,
-                rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}, tie_word_embeddings=True)
-    audio = dict(dims["audio"], output_dim=dims["text"]["hidden_size"], num_mel_bins=128, n_window=50,
-                 n_window_infer=800)
+    text = dict(
+        dims["text"],
+        vocab_size=VOCAB_SIZE,
+        max_position_embeddings=65536,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+        tie_word_embeddings=True,
+    )
+    audio = dict(
+        dims["audio"], output_dim=dims["text"]["hidden_size"], num_mel_bins=128, n_window=50, n_window_infer=800
+    )
     extra = {}
     if kind == "aligner":
-        extra = dict(num_labels=ALIGNER_CLASSES, architectures=["Qwen3ASRForTokenClassification"],
-                     tie_word_embeddings=False)
+        extra = dict(
+            num_labels=ALIGNER_CLASSES, architectures=["Qwen3ASRForTokenClassification"], tie_word_embeddings=False
+        )
     else:
         extra = dict(architectures=["Qwen3ASRForConditionalGeneration"])
     return Qwen3ASRConfig(audio_config=audio, text_config=text, **extra)
@@ -172,12 +205,18 @@ def to_original_layout(output: Path) -> None:
         cfg.pop("label2id", None)
         thinker["classify_num"] = int(cfg.pop("num_labels", len(id2label or {})))
     thinker["text_config"]["rope_scaling"] = {
-        "rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True,
+        "rope_type": "default",
+        "mrope_section": [24, 20, 20],
+        "interleaved": True,
         "rope_theta": thinker["text_config"].get("rope_parameters", {}).get("rope_theta", 1e6),
     }
-    new_cfg = {"architectures": ["Qwen3ASRForConditionalGeneration"], "model_type": "qwen3_asr",
-               "thinker_config": thinker, "support_languages": [],
-               **{k: v for k, v in cfg.items() if k in ("timestamp_token_id",)}}
+    new_cfg = {
+        "architectures": ["Qwen3ASRForConditionalGeneration"],
+        "model_type": "qwen3_asr",
+        "thinker_config": thinker,
+        "support_languages": [],
+        **{k: v for k, v in cfg.items() if k in ("timestamp_token_id",)},
+    }
     (output / "config.json").write_text(json.dumps(new_cfg, indent=2) + "\n")
     head = "thinker.lm_head." if not is_aligner else "score."
     for shard in sorted(output.glob("*.safetensors")):
@@ -189,15 +228,18 @@ def to_original_layout(output: Path) -> None:
             new = new.replace("model.language_model.", "thinker.model.")
             new = new.replace("model.audio_tower.", "thinker.audio_tower.")
             if is_aligner and new.startswith("score."):
-                new = "thinker.lm_head." + new[len("score."):]
+                new = "thinker.lm_head." + new[len("score.") :]
             elif new.startswith("lm_head."):
-                new = head + new[len("lm_head."):]
+                new = head + new[len("lm_head.") :]
             renamed[new] = value.contiguous()
         save_file(renamed, str(shard), metadata={"format": "pt"})
 
 
 def write_random_checkpoint(
-    output: str | Path, size: str = "tiny", kind: str = "asr", opts: InitOptions | None = None,
+    output: str | Path,
+    size: str = "tiny",
+    kind: str = "asr",
+    opts: InitOptions | None = None,
     layout: str = "hf",
 ) -> Path:
     """Write a random checkpoint to ``output`` (replaced if it exists) and return its path."""

@@ -145,9 +145,7 @@ def resample(waveform: np.ndarray, orig_rate: int, target_rate: int = TARGET_SAM
     return out.astype(np.float32)
 
 
-def prepare_waveform(
-    waveform: np.ndarray, sample_rate: int, limits: AudioLimits | None = None
-) -> np.ndarray:
+def prepare_waveform(waveform: np.ndarray, sample_rate: int, limits: AudioLimits | None = None) -> np.ndarray:
     """Validate raw PCM and bring it to mono 16 kHz float32 in [-1, 1].
 
     Parameters
@@ -167,8 +165,7 @@ def prepare_waveform(
         MIN_INPUT_SAMPLE_RATE <= int(sample_rate) <= MAX_INPUT_SAMPLE_RATE
     ):
         raise InputError(
-            f"SAMPLE_RATE must be between {MIN_INPUT_SAMPLE_RATE} and {MAX_INPUT_SAMPLE_RATE} Hz,"
-            f" got {sample_rate}"
+            f"SAMPLE_RATE must be between {MIN_INPUT_SAMPLE_RATE} and {MAX_INPUT_SAMPLE_RATE} Hz, got {sample_rate}"
         )
     x = np.asarray(waveform)
     if x.ndim == 2:

@@ -101,9 +101,7 @@ class FeatureConfig:
     def num_audio_tokens(self, num_frames: int | np.ndarray) -> int | np.ndarray:
         """Encoder tokens for ``num_frames`` mel frames (full chunks give 13 each, the tail fewer)."""
         frames = np.asarray(num_frames, dtype=np.int64)
-        out = (frames // self.chunk_frames) * self.tokens_per_chunk + conv_output_length(
-            frames % self.chunk_frames
-        )
+        out = (frames // self.chunk_frames) * self.tokens_per_chunk + conv_output_length(frames % self.chunk_frames)
         return int(out) if np.ndim(out) == 0 else out
 
 

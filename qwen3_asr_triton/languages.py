@@ -45,8 +45,19 @@ LANGUAGE_NAMES: dict[str, str] = {
 
 # The 11 languages Qwen3-ForcedAligner supports.
 ALIGNER_LANGUAGES: frozenset[str] = frozenset(
-    {"Chinese", "English", "Cantonese", "French", "German", "Italian", "Japanese", "Korean",
-     "Portuguese", "Russian", "Spanish"}
+    {
+        "Chinese",
+        "English",
+        "Cantonese",
+        "French",
+        "German",
+        "Italian",
+        "Japanese",
+        "Korean",
+        "Portuguese",
+        "Russian",
+        "Spanish",
+    }
 )
 
 # Values meaning "detect the language".

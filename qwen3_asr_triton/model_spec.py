@@ -62,9 +62,7 @@ def read_model_config(checkpoint_dir: str | Path) -> dict[str, Any]:
     raw = json.loads(path.read_text())
     cfg = convert_original_config(raw)
     if "audio_config" not in cfg or "text_config" not in cfg:
-        raise ValueError(
-            f"{path} has no audio_config/text_config (nor thinker_config): not a Qwen3-ASR checkpoint"
-        )
+        raise ValueError(f"{path} has no audio_config/text_config (nor thinker_config): not a Qwen3-ASR checkpoint")
     return cfg
 
 

@@ -101,7 +101,9 @@ def parse_asr_output(decoded: str, forced_language: str | None = None) -> Parsed
             line = line.strip()
             if not line:
                 continue
-            language = line[len(LANGUAGE_PREFIX):].strip() or None if line.lower().startswith(LANGUAGE_PREFIX) else line
+            language = (
+                line[len(LANGUAGE_PREFIX) :].strip() or None if line.lower().startswith(LANGUAGE_PREFIX) else line
+            )
             break
     return ParsedOutput(forced_language or language, transcript.strip())
 

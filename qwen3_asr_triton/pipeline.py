@@ -132,16 +132,19 @@ class Recognizer:
         self.aligner_spec = aligner_spec
         self.aligner_prompts = (
             PromptBuilder(aligner_tokenizer or tokenizer, aligner_spec.audio_token_id, self.limits.prompt)
-            if aligner_spec is not None else None
+            if aligner_spec is not None
+            else None
         )
         self.aligner_log_mel = (
-            self.log_mel if aligner_spec is None or aligner_spec.features == spec.features
+            self.log_mel
+            if aligner_spec is None or aligner_spec.features == spec.features
             else LogMel(aligner_spec.features)
         )
 
     # ------------------------------------------------------------------ options
-    def options(self, language: str | None, context: str, return_timestamps: bool,
-                max_new_tokens: int | None) -> TranscribeOptions:
+    def options(
+        self, language: str | None, context: str, return_timestamps: bool, max_new_tokens: int | None
+    ) -> TranscribeOptions:
         """Validate request options (raises :class:`InputError`)."""
         from .languages import normalize_language
 
@@ -149,14 +152,16 @@ class Recognizer:
         self.prompts.context_ids(context or "")
         if return_timestamps:
             if self.aligner_spec is None:
-                raise InputError("timestamps were requested but this server has no forced aligner"
-                                 " (build the repository with --aligner)")
+                raise InputError(
+                    "timestamps were requested but this server has no forced aligner"
+                    " (build the repository with --aligner)"
+                )
             if lang is not None and lang not in ALIGNER_LANGUAGES:
-                raise InputError(f"the forced aligner does not support {lang}; supported: "
-                                 + ", ".join(sorted(ALIGNER_LANGUAGES)))
+                raise InputError(
+                    f"the forced aligner does not support {lang}; supported: " + ", ".join(sorted(ALIGNER_LANGUAGES))
+                )
         if max_new_tokens is not None and not 1 <= max_new_tokens <= self.limits.max_new_tokens:
-            raise InputError(f"MAX_NEW_TOKENS must be between 1 and {self.limits.max_new_tokens},"
-                             f" got {max_new_tokens}")
+            raise InputError(f"MAX_NEW_TOKENS must be between 1 and {self.limits.max_new_tokens}, got {max_new_tokens}")
         return TranscribeOptions(lang, context or "", bool(return_timestamps), max_new_tokens)
 
     def budget(self, seconds: float, options: TranscribeOptions) -> int:
@@ -169,8 +174,9 @@ class Recognizer:
     async def transcribe(self, waveform: np.ndarray, options: TranscribeOptions) -> Transcript:
         """Recognise a mono 16 kHz float32 waveform."""
         rate = self.spec.features.sampling_rate
-        max_seconds = (self.limits.max_align_segment_seconds if options.return_timestamps
-                       else self.limits.max_segment_seconds)
+        max_seconds = (
+            self.limits.max_align_segment_seconds if options.return_timestamps else self.limits.max_segment_seconds
+        )
         segments = split_segments(waveform, rate, max_seconds)
         results = await asyncio.gather(
             *(self._segment(waveform[s.start : s.stop], s.start / rate, options) for s in segments)
@@ -197,8 +203,9 @@ class Recognizer:
         gen = await self.stages.generate(table_ids, audio, self.budget(seconds, options))
         parsed = parse_asr_output(self.tokenizer.decode(gen.tokens), options.language)
         language = canonical_language_name(parsed.language) if parsed.language else None
-        result = SegmentResult(offset, offset + seconds, parsed.text, language, list(gen.tokens),
-                               list(gen.logprobs), gen.finish_reason)
+        result = SegmentResult(
+            offset, offset + seconds, parsed.text, language, list(gen.tokens), list(gen.logprobs), gen.finish_reason
+        )
         words: list[WordTime] = []
         if options.return_timestamps and parsed.text:
             words = await self._align(wave, parsed.text, language, offset)
@@ -245,8 +252,13 @@ class OrtStages:
         return Generation(out.tokens, out.logprobs, out.finish_reason)
 
     async def align(self, windows: EncoderWindows, prompt_ids: np.ndarray) -> np.ndarray:
-        return align_classes(self.aligner_spec, self.aligner_encoder.encode_windows(windows.features, windows.frames),
-                             prompt_ids, self.aligner_embed, self.aligner)
+        return align_classes(
+            self.aligner_spec,
+            self.aligner_encoder.encode_windows(windows.features, windows.frames),
+            prompt_ids,
+            self.aligner_embed,
+            self.aligner,
+        )
 
 
 def align_classes(spec: ModelSpec, audio: np.ndarray, prompt_ids: np.ndarray, embed: np.ndarray, run) -> np.ndarray:
@@ -272,11 +284,13 @@ def align_classes(spec: ModelSpec, audio: np.ndarray, prompt_ids: np.ndarray, em
     return np.argmax(logits[0, slots], axis=-1).astype(np.int64)
 
 
-def load_recognizer(asr_dir: str | Path, aligner_dir: str | Path | None = None,
-                    limits: RecognizerLimits | None = None, options=None) -> Recognizer:
+def load_recognizer(
+    asr_dir: str | Path, aligner_dir: str | Path | None = None, limits: RecognizerLimits | None = None, options=None
+) -> Recognizer:
     """An in-process recogniser over exported graphs (see :mod:`qwen3_asr_triton.export`)."""
     stages = OrtStages(asr_dir, aligner_dir, options)
     aligner_spec = ModelSpec.load(aligner_dir) if aligner_dir else None
     aligner_tok = TextTokenizer.from_file(aligner_dir) if aligner_dir else None
-    return Recognizer(ModelSpec.load(asr_dir), TextTokenizer.from_file(asr_dir), stages, aligner_spec,
-                      aligner_tok, limits)
+    return Recognizer(
+        ModelSpec.load(asr_dir), TextTokenizer.from_file(asr_dir), stages, aligner_spec, aligner_tok, limits
+    )

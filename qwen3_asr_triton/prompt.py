@@ -63,9 +63,7 @@ class PromptBuilder:
         self.audio_token_id = int(audio_token_id)
         pad_id = tokenizer.token_id(AUDIO_PAD)
         if pad_id != self.audio_token_id:
-            raise ValueError(
-                f"config audio_token_id {self.audio_token_id} != tokenizer id of {AUDIO_PAD} ({pad_id})"
-            )
+            raise ValueError(f"config audio_token_id {self.audio_token_id} != tokenizer id of {AUDIO_PAD} ({pad_id})")
         self.timestamp_id = tokenizer.token_id(TIMESTAMP)
         self._asr_suffix = tokenizer.encode(f"{AUDIO_END}{IM_END}\n{IM_START}assistant\n")
         self._audio_start = tokenizer.encode(AUDIO_START)
@@ -76,9 +74,7 @@ class PromptBuilder:
         self.tokenizer.check_plain_text(context, "CONTEXT")
         ids = self.tokenizer.encode(context) if context else []
         if len(ids) > self.limits.max_context_tokens:
-            raise InputError(
-                f"CONTEXT is {len(ids)} tokens; the limit is {self.limits.max_context_tokens}"
-            )
+            raise InputError(f"CONTEXT is {len(ids)} tokens; the limit is {self.limits.max_context_tokens}")
         return ids
 
     def asr_prompt(self, num_audio_tokens: int, context: str = "", language: str | None = None) -> list[int]:

@@ -62,8 +62,9 @@ class DecoderRunner:
     def empty_past(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, *self.kv_shape[:1], 0, self.kv_shape[1]), np.float32)] * (2 * self.num_layers)
 
-    def run(self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
-            past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def run(
+        self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One graph call.
 
         Parameters

@@ -85,8 +85,10 @@ class EncoderRunner:
         """
         embeds, lens = self.session.run(
             None,
-            {"input_features": np.ascontiguousarray(features, dtype=np.float32),
-             "feature_lens": np.asarray(frames, dtype=np.int64)},
+            {
+                "input_features": np.ascontiguousarray(features, dtype=np.float32),
+                "feature_lens": np.asarray(frames, dtype=np.int64),
+            },
         )
         return embeds, lens
 
@@ -108,7 +110,9 @@ class AlignerRunner:
         """``[B, S, H]`` float32 and ``[B, S]`` int64 -> ``[B, S, classes]`` float32."""
         (logits,) = self.session.run(
             None,
-            {"inputs_embeds": np.ascontiguousarray(inputs_embeds, dtype=np.float32),
-             "attention_mask": np.asarray(attention_mask, dtype=np.int64)},
+            {
+                "inputs_embeds": np.ascontiguousarray(inputs_embeds, dtype=np.float32),
+                "attention_mask": np.asarray(attention_mask, dtype=np.int64),
+            },
         )
         return logits
