@@ -53,8 +53,10 @@ def canonical_name(name: str, kind: str) -> str:
     return name
 
 
-def load_state_dict(checkpoint_dir: str | Path, spec: ModelSpec | None = None) -> dict[str, torch.Tensor]:
-    """All weights of a checkpoint as float32 tensors under ``-hf`` names."""
+def load_state_dict(
+    checkpoint_dir: str | Path, spec: ModelSpec | None = None, keep_dtype: bool = False
+) -> dict[str, torch.Tensor]:
+    """All weights of a checkpoint under ``-hf`` names, as float32 unless ``keep_dtype``."""
     from safetensors import safe_open
 
     root = Path(checkpoint_dir)
@@ -66,7 +68,8 @@ def load_state_dict(checkpoint_dir: str | Path, spec: ModelSpec | None = None) -
     for path in _safetensor_files(root):
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                state[canonical_name(key, spec.kind)] = handle.get_tensor(key).to(torch.float32)
+                tensor = handle.get_tensor(key)
+                state[canonical_name(key, spec.kind)] = tensor if keep_dtype else tensor.to(torch.float32)
     embed = "model.language_model.embed_tokens.weight"
     if embed not in state:
         raise CheckpointError(f"{root} has no {embed} (or thinker.model.embed_tokens.weight)")

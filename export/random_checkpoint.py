@@ -94,7 +94,7 @@ class InitOptions:
     """How random weights are drawn (see module docstring)."""
 
     seed: int = 0
-    gain: float = 1.5
+    gain: float = 2.0
     bias_std: float = 0.05
     norm_std: float = 0.1
     embed_std: float = 1.0
@@ -204,6 +204,7 @@ def to_original_layout(output: Path) -> None:
         id2label = cfg.pop("id2label", None)
         cfg.pop("label2id", None)
         thinker["classify_num"] = int(cfg.pop("num_labels", len(id2label or {})))
+    thinker["text_config"]["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings", True))
     thinker["text_config"]["rope_scaling"] = {
         "rope_type": "default",
         "mrope_section": [24, 20, 20],

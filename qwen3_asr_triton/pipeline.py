@@ -1,13 +1,14 @@
-"""One recognition request from a 16 kHz waveform to text, language, ids and timestamps.
+"""One recognition request: prepared audio in; text, language, ids and timestamps out.
 
-:class:`Recognizer` holds the orchestration that does not depend on where the
-neural stages run: long-audio segmentation, features and 8 s windows, prompt
-construction, output parsing, word splitting and timestamp offsets. The stages
-themselves are supplied through the :class:`Stages` protocol:
+:func:`prepare_audio` is the preprocessing every deployment shares: long-audio
+segmentation and a log-mel per segment. :class:`Recognizer` holds the rest of
+the orchestration that does not depend on where the neural stages run: 8 s
+windows, prompt construction, joining segments, offsets, confidence. The
+stages come through the :class:`Stages` protocol:
 
 - :class:`OrtStages` runs them in-process with ONNX Runtime (tests, offline use);
 - the Triton entry model implements them as BLS calls to the ``encoder``,
-  ``decoder`` and ``aligner`` models, so batching happens there.
+  ``decoder``, ``postprocess`` and ``aligner`` models, so batching happens there.
 
 Everything is ``async`` so the Triton model can keep many stage calls in flight.
 """
@@ -15,19 +16,20 @@ Everything is ``async`` so the Triton model can keep many stage calls in flight.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .alignment import WordTime, split_words, word_times
+from .alignment import WordTime
 from .errors import InputError
-from .features import EncoderWindows, LogMel, split_windows
-from .languages import ALIGNER_LANGUAGES, canonical_language_name
+from .features import EncoderWindows, FeatureConfig, LogMel, split_windows
+from .languages import ALIGNER_LANGUAGES, canonical_language_name, normalize_language
 from .model_spec import ModelSpec
-from .output import join_segment_texts, merge_languages, parse_asr_output
+from .output import ParsedOutput, join_segment_texts, merge_languages, parse_asr_output
 from .prompt import PromptBuilder, PromptLimits, to_prompt_table_ids
 from .segmentation import MAX_ALIGN_SEGMENT_SECONDS, MAX_ASR_SEGMENT_SECONDS, split_segments
 from .tokenizer import TextTokenizer
@@ -53,10 +55,50 @@ class RecognizerLimits:
         if not 0 < self.max_align_segment_seconds <= self.max_segment_seconds:
             raise ValueError("need 0 < max_align_segment_seconds <= max_segment_seconds")
 
+    def segment_seconds(self, timestamps: bool) -> float:
+        return self.max_align_segment_seconds if timestamps else self.max_segment_seconds
+
+
+@dataclass(frozen=True)
+class PreparedAudio:
+    """Segmented log-mel features of one request.
+
+    Attributes
+    ----------
+    mel : np.ndarray
+        ``[n_mels, sum(frames)]`` float32: each segment's log-mel (normalised on
+        its own), concatenated.
+    segments : np.ndarray
+        ``[S, 2]`` int64 ``(start, stop)`` sample bounds at 16 kHz.
+    """
+
+    mel: np.ndarray
+    segments: np.ndarray
+
+    def frames(self, cfg: FeatureConfig) -> list[int]:
+        return [cfg.num_frames(int(stop - start)) for start, stop in self.segments]
+
+    def segment_mels(self, cfg: FeatureConfig) -> list[np.ndarray]:
+        bounds = np.cumsum([0, *self.frames(cfg)])
+        if bounds[-1] != self.mel.shape[1]:
+            raise InputError(f"MEL has {self.mel.shape[1]} frames but the segments need {bounds[-1]}")
+        return [self.mel[:, a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def prepare_audio(
+    waveform: np.ndarray, cfg: FeatureConfig, max_segment_seconds: float, log_mel: LogMel | None = None
+) -> PreparedAudio:
+    """Segment a mono 16 kHz waveform and compute each segment's log-mel."""
+    log_mel = log_mel or LogMel(cfg)
+    segments = split_segments(waveform, cfg.sampling_rate, max_segment_seconds)
+    mels = [log_mel(waveform[s.start : s.stop]) for s in segments]
+    bounds = np.array([[s.start, s.stop] for s in segments], dtype=np.int64)
+    return PreparedAudio(np.concatenate(mels, axis=1), bounds)
+
 
 @dataclass(frozen=True)
 class TranscribeOptions:
-    """Per-request options (already validated by :meth:`Recognizer.options`)."""
+    """Per-request options (validated by :meth:`Recognizer.options`)."""
 
     language: str | None = None
     context: str = ""
@@ -66,11 +108,10 @@ class TranscribeOptions:
 
 @dataclass(frozen=True)
 class Generation:
-    """What a decoder returns for one prompt."""
+    """What a decoder returns for one prompt (``tokens`` include a final EOS if one was generated)."""
 
     tokens: list[int]
     logprobs: list[float]
-    finish_reason: str
 
 
 @dataclass(frozen=True)
@@ -81,12 +122,11 @@ class SegmentResult:
     language: str | None
     token_ids: list[int]
     logprobs: list[float]
-    finish_reason: str
 
 
 @dataclass(frozen=True)
 class Transcript:
-    """The result of one request."""
+    """The result of one request; ``token_ids`` exclude end-of-sequence tokens."""
 
     text: str
     language: str
@@ -105,8 +145,11 @@ class Stages(Protocol):
     async def generate(self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int) -> Generation:
         """Greedy generation for ``[S]`` prompt-table ids and ``[N, H]`` audio embeddings."""
 
-    async def align(self, windows: EncoderWindows, prompt_ids: np.ndarray) -> np.ndarray:
-        """``[2 * words]`` timestamp classes for an aligner prompt (audio ids as plain pads)."""
+    async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:
+        """Detokenise and parse generated ids."""
+
+    async def align(self, mel: np.ndarray, text: str, language: str | None) -> list[WordTime]:
+        """Word times (seconds from the segment start) of ``text`` against ``[n_mels, T]``."""
 
 
 class Recognizer:
@@ -117,44 +160,29 @@ class Recognizer:
         spec: ModelSpec,
         tokenizer: TextTokenizer,
         stages: Stages,
-        aligner_spec: ModelSpec | None = None,
-        aligner_tokenizer: TextTokenizer | None = None,
+        has_aligner: bool = False,
         limits: RecognizerLimits | None = None,
     ) -> None:
         if spec.kind != "asr":
             raise ValueError("Recognizer needs a recogniser (asr) checkpoint")
         self.spec = spec
         self.limits = limits or RecognizerLimits()
-        self.tokenizer = tokenizer
         self.prompts = PromptBuilder(tokenizer, spec.audio_token_id, self.limits.prompt)
-        self.log_mel = LogMel(spec.features)
         self.stages = stages
-        self.aligner_spec = aligner_spec
-        self.aligner_prompts = (
-            PromptBuilder(aligner_tokenizer or tokenizer, aligner_spec.audio_token_id, self.limits.prompt)
-            if aligner_spec is not None
-            else None
-        )
-        self.aligner_log_mel = (
-            self.log_mel
-            if aligner_spec is None or aligner_spec.features == spec.features
-            else LogMel(aligner_spec.features)
-        )
+        self.has_aligner = has_aligner
+        self.eos_ids = frozenset(spec.eos_token_ids)
 
-    # ------------------------------------------------------------------ options
     def options(
-        self, language: str | None, context: str, return_timestamps: bool, max_new_tokens: int | None
+        self, language: str | None, context: str | None, return_timestamps: bool, max_new_tokens: int | None
     ) -> TranscribeOptions:
-        """Validate request options (raises :class:`InputError`)."""
-        from .languages import normalize_language
-
+        """Validate request options (raises :class:`InputError` with a client-facing message)."""
         lang = normalize_language(language)
         self.prompts.context_ids(context or "")
         if return_timestamps:
-            if self.aligner_spec is None:
+            if not self.has_aligner:
                 raise InputError(
-                    "timestamps were requested but this server has no forced aligner"
-                    " (build the repository with --aligner)"
+                    "RETURN_TIMESTAMPS needs a forced aligner, and this deployment has none"
+                    " (build the model repository with --aligner)"
                 )
             if lang is not None and lang not in ALIGNER_LANGUAGES:
                 raise InputError(
@@ -165,64 +193,52 @@ class Recognizer:
         return TranscribeOptions(lang, context or "", bool(return_timestamps), max_new_tokens)
 
     def budget(self, seconds: float, options: TranscribeOptions) -> int:
+        """Generation budget for a segment: the request's MAX_NEW_TOKENS or a duration-based default."""
         if options.max_new_tokens is not None:
             return options.max_new_tokens
         default = DEFAULT_TOKENS_BASE + math.ceil(DEFAULT_TOKENS_PER_SECOND * seconds)
         return min(self.limits.max_new_tokens, default)
 
-    # ------------------------------------------------------------------ running
-    async def transcribe(self, waveform: np.ndarray, options: TranscribeOptions) -> Transcript:
-        """Recognise a mono 16 kHz float32 waveform."""
-        rate = self.spec.features.sampling_rate
-        max_seconds = (
-            self.limits.max_align_segment_seconds if options.return_timestamps else self.limits.max_segment_seconds
-        )
-        segments = split_segments(waveform, rate, max_seconds)
+    async def transcribe(self, audio: PreparedAudio, options: TranscribeOptions) -> Transcript:
+        cfg = self.spec.features
+        mels = audio.segment_mels(cfg)
+        rate = cfg.sampling_rate
         results = await asyncio.gather(
-            *(self._segment(waveform[s.start : s.stop], s.start / rate, options) for s in segments)
+            *(
+                self._segment(mel, int(start) / rate, int(stop - start) / rate, options)
+                for mel, (start, stop) in zip(mels, audio.segments)
+            )
         )
-        texts = [r[0].text for r in results]
-        tokens = [t for r in results for t in r[0].token_ids]
-        logprobs = [lp for r in results for lp in r[0].logprobs]
-        confidence = float(math.exp(sum(logprobs) / len(logprobs))) if logprobs else 0.0
+        segments = [r[0] for r in results]
+        logprobs = [lp for s in segments for lp in s.logprobs]
         return Transcript(
-            text=join_segment_texts(texts),
-            language=merge_languages([r[0].language for r in results]),
-            token_ids=tokens,
-            confidence=confidence,
+            text=join_segment_texts([s.text for s in segments]),
+            language=merge_languages([s.language for s in segments]),
+            token_ids=[t for s in segments for t in s.token_ids],
+            confidence=float(math.exp(sum(logprobs) / len(logprobs))) if logprobs else 0.0,
             words=[w for r in results for w in r[1]],
-            segments=[r[0] for r in results],
+            segments=segments,
         )
 
-    async def _segment(self, wave: np.ndarray, offset: float, options: TranscribeOptions):
-        seconds = wave.size / self.spec.features.sampling_rate
-        windows = split_windows(self.log_mel(wave), self.spec.features)
+    async def _segment(self, mel: np.ndarray, offset: float, seconds: float, options: TranscribeOptions):
+        windows = split_windows(mel, self.spec.features)
         audio = await self.stages.encode(windows)
         prompt = self.prompts.asr_prompt(windows.total_tokens, options.context, options.language)
         table_ids = to_prompt_table_ids(prompt, self.spec.audio_token_id, self.spec.text.vocab_size)
         gen = await self.stages.generate(table_ids, audio, self.budget(seconds, options))
-        parsed = parse_asr_output(self.tokenizer.decode(gen.tokens), options.language)
+        tokens = list(gen.tokens)
+        while tokens and tokens[-1] in self.eos_ids:
+            tokens.pop()
+        parsed = await self.stages.postprocess(tokens, options.language)
         language = canonical_language_name(parsed.language) if parsed.language else None
-        result = SegmentResult(
-            offset, offset + seconds, parsed.text, language, list(gen.tokens), list(gen.logprobs), gen.finish_reason
-        )
+        result = SegmentResult(offset, offset + seconds, parsed.text, language, tokens, list(gen.logprobs))
         words: list[WordTime] = []
         if options.return_timestamps and parsed.text:
-            words = await self._align(wave, parsed.text, language, offset)
+            words = [
+                replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3))
+                for w in await self.stages.align(mel, parsed.text, language)
+            ]
         return result, words
-
-    async def _align(self, wave: np.ndarray, text: str, language: str | None, offset: float) -> list[WordTime]:
-        if self.aligner_spec is None or self.aligner_prompts is None:
-            raise RuntimeError("no aligner configured")  # options() rejects such requests earlier
-        # Languages outside the aligner's set fall back to the generic CJK / whitespace splitter.
-        split_language = language if language in ALIGNER_LANGUAGES else None
-        words = split_words(text, split_language)
-        if not words:
-            return []
-        windows = split_windows(self.aligner_log_mel(wave), self.aligner_spec.features)
-        prompt = np.asarray(self.aligner_prompts.aligner_prompt(windows.total_tokens, words), dtype=np.int64)
-        classes = await self.stages.align(windows, prompt)
-        return word_times(words, classes, self.aligner_spec.timestamp_segment_ms, offset)
 
 
 class OrtStages:
@@ -235,12 +251,20 @@ class OrtStages:
         asr_dir = Path(asr_dir)
         self.encoder = EncoderRunner(asr_dir / "encoder.onnx", options)
         self.decoder = DecoderRunner(asr_dir, options)
-        self.aligner_dir = Path(aligner_dir) if aligner_dir else None
-        if self.aligner_dir is not None:
-            self.aligner_spec = ModelSpec.load(self.aligner_dir)
-            self.aligner_encoder = EncoderRunner(self.aligner_dir / "encoder.onnx", options)
-            self.aligner = AlignerRunner(self.aligner_dir / "aligner.onnx", options)
-            self.aligner_embed = np.load(self.aligner_dir / "embed_tokens.npy", mmap_mode="r")
+        self.tokenizer = TextTokenizer.from_file(asr_dir)
+        self.aligner = None
+        if aligner_dir is not None:
+            from .aligner import ForcedAligner
+
+            aligner_dir = Path(aligner_dir)
+            encoder = EncoderRunner(aligner_dir / "encoder.onnx", options)
+            self.aligner = ForcedAligner(
+                ModelSpec.load(aligner_dir),
+                TextTokenizer.from_file(aligner_dir),
+                np.load(aligner_dir / "embed_tokens.npy", mmap_mode="r"),
+                lambda w: encoder.encode_windows(w.features, w.frames),
+                AlignerRunner(aligner_dir / "aligner.onnx", options),
+            )
 
     async def encode(self, windows: EncoderWindows) -> np.ndarray:
         return self.encoder.encode_windows(windows.features, windows.frames)
@@ -249,48 +273,44 @@ class OrtStages:
         from .decoding.decoder import greedy_decode
 
         out = greedy_decode(self.decoder, prompt_ids, prompt_table, max_new_tokens)
-        return Generation(out.tokens, out.logprobs, out.finish_reason)
+        return Generation(out.tokens, out.logprobs)
 
-    async def align(self, windows: EncoderWindows, prompt_ids: np.ndarray) -> np.ndarray:
-        return align_classes(
-            self.aligner_spec,
-            self.aligner_encoder.encode_windows(windows.features, windows.frames),
-            prompt_ids,
-            self.aligner_embed,
-            self.aligner,
+    async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:
+        return parse_asr_output(self.tokenizer.decode(tokens), forced_language)
+
+    async def align(self, mel: np.ndarray, text: str, language: str | None) -> list[WordTime]:
+        if self.aligner is None:
+            raise RuntimeError("no aligner loaded")
+        return self.aligner.align(mel, text, language)
+
+
+class OfflineRecognizer:
+    """Recognition in this process over exported graphs (no server): ``transcribe(waveform)``."""
+
+    def __init__(
+        self,
+        asr_dir: str | Path,
+        aligner_dir: str | Path | None = None,
+        limits: RecognizerLimits | None = None,
+        options=None,
+    ) -> None:
+        self.stages = OrtStages(asr_dir, aligner_dir, options)
+        spec = ModelSpec.load(asr_dir)
+        self.recognizer = Recognizer(
+            spec, TextTokenizer.from_file(asr_dir), self.stages, has_aligner=aligner_dir is not None, limits=limits
         )
+        self.log_mel = LogMel(spec.features)
 
-
-def align_classes(spec: ModelSpec, audio: np.ndarray, prompt_ids: np.ndarray, embed: np.ndarray, run) -> np.ndarray:
-    """Timestamp classes of an aligner prompt.
-
-    Parameters
-    ----------
-    audio : ``[N, H]`` aligner-encoder embeddings
-    prompt_ids : ``[S]`` aligner prompt with N audio placeholders
-    embed : ``[vocab, H]`` aligner token embeddings
-    run : callable ``(inputs_embeds [1, S, H], attention_mask [1, S]) -> logits [1, S, C]``
-
-    Returns
-    -------
-    ``[2 * words]`` int64 argmax classes at the ``<timestamp>`` slots.
-    """
-    from .prompt import splice_prompt_embeddings
-
-    table_ids = to_prompt_table_ids(prompt_ids, spec.audio_token_id, spec.text.vocab_size)
-    embeds = splice_prompt_embeddings(table_ids, embed, audio, spec.text.vocab_size)
-    logits = run(embeds[None], np.ones((1, embeds.shape[0]), np.int64))
-    slots = np.flatnonzero(np.asarray(prompt_ids) == spec.timestamp_token_id)
-    return np.argmax(logits[0, slots], axis=-1).astype(np.int64)
-
-
-def load_recognizer(
-    asr_dir: str | Path, aligner_dir: str | Path | None = None, limits: RecognizerLimits | None = None, options=None
-) -> Recognizer:
-    """An in-process recogniser over exported graphs (see :mod:`qwen3_asr_triton.export`)."""
-    stages = OrtStages(asr_dir, aligner_dir, options)
-    aligner_spec = ModelSpec.load(aligner_dir) if aligner_dir else None
-    aligner_tok = TextTokenizer.from_file(aligner_dir) if aligner_dir else None
-    return Recognizer(
-        ModelSpec.load(asr_dir), TextTokenizer.from_file(asr_dir), stages, aligner_spec, aligner_tok, limits
-    )
+    def transcribe(
+        self,
+        waveform: np.ndarray,
+        language: str | None = None,
+        context: str = "",
+        return_timestamps: bool = False,
+        max_new_tokens: int | None = None,
+    ) -> Transcript:
+        """Recognise a mono 16 kHz float32 waveform."""
+        rec = self.recognizer
+        options = rec.options(language, context, return_timestamps, max_new_tokens)
+        audio = prepare_audio(waveform, rec.spec.features, rec.limits.segment_seconds(return_timestamps), self.log_mel)
+        return asyncio.run(rec.transcribe(audio, options))

@@ -149,7 +149,7 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.sequences)
 
-    def _choose(self, seq: Sequence, logits: np.ndarray) -> None:
+    def choose(self, seq: Sequence, logits: np.ndarray) -> None:
         token = int(np.argmax(logits))
         seq.tokens.append(token)
         seq.logprobs.append(_log_softmax_at(logits, token))
@@ -172,11 +172,11 @@ class DecodeBatch:
             runner.empty_past(1),
         )
         seq.length = s
-        self._choose(seq, logits[0])
+        self.choose(seq, logits[0])
         if not seq.finished:
-            self._join(seq, present)
+            self.join(seq, present)
 
-    def _join(self, seq: Sequence, present: list[np.ndarray]) -> None:
+    def join(self, seq: Sequence, present: list[np.ndarray]) -> None:
         length = present[0].shape[2]
         if self.kv is None:
             self.kv = [np.ascontiguousarray(p) for p in present]
@@ -205,7 +205,7 @@ class DecodeBatch:
         self.kv = present
         for seq, row in zip(self.sequences, logits, strict=False):
             seq.length += 1
-            self._choose(seq, row)
+            self.choose(seq, row)
         done = [i for i, s in enumerate(self.sequences) if s.finished]
         finished = [self.sequences[i] for i in done]
         if done:
