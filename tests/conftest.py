@@ -107,3 +107,134 @@ def recognizer(asr_export: Path, aligner_export: Path):
     from qwen3_asr_triton.pipeline import OfflineRecognizer
 
     return OfflineRecognizer(asr_export, aligner_export)
+
+
+# ----------------------------------------------------------------------------- reference cache
+@pytest.fixture(scope="session")
+def reference_tokens(reference, clips):
+    """Memoised reference generations: ``reference_tokens(clip_name, language, context, max_new)``."""
+    waves = {clip.name: clip.waveform() for clip in clips}
+    cache: dict[tuple, list[int]] = {}
+
+    def get(name: str, language: str | None, context: str | None, max_new_tokens: int) -> list[int]:
+        key = (name, language, context, max_new_tokens)
+        if key not in cache:
+            cache[key] = reference.generate(waves[name], language, context, max_new_tokens)
+        return cache[key]
+
+    return get
+
+
+# ----------------------------------------------------------------------------- Triton server
+BUILD_CODE = (*EXPORT_CODE, "export/build_repository.py", "export/fill_config.py")
+
+
+@pytest.fixture(scope="session")
+def model_repository(asr_checkpoint: Path, aligner_checkpoint: Path) -> Path:
+    """A cpu-target repository of the tiny checkpoints (rebuilt when build code or templates change)."""
+    from qwen3_asr_triton.export.build_repository import BuildOptions, build_cpu_repository
+
+    templates = sorted(
+        str(p.relative_to(REPO))
+        for p in (REPO / "model_repository").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    key = code_hash(*BUILD_CODE, *templates)
+    out = CACHE / "repos" / f"tiny-{asr_checkpoint.name}-{key}"
+    if not (out / "build_info.json").is_file():
+        opts = BuildOptions(
+            entry_instances=6, preprocess_instances=2, kv_cache_mb=256, max_running_sequences=16, prefill_chunk=1024
+        )
+        build_cpu_repository(asr_checkpoint, aligner_checkpoint, out, CACHE / "repos" / "work", opts)
+    return out
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@dataclass
+class TritonServer:
+    process: object
+    grpc_url: str
+    http_url: str
+    metrics_url: str
+    log_path: Path
+
+    def metrics(self) -> dict[str, float]:
+        """Metric name (with labels) -> value from the Prometheus endpoint."""
+        import urllib.request
+
+        text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+
+def start_server(repository: Path, log_path: Path) -> TritonServer:
+    import subprocess
+    import time
+    import urllib.request
+
+    grpc, http, metrics = free_ports(3)
+    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
+    proc = subprocess.Popen(
+        [
+            str(REPO / "scripts" / "serve_cpu.sh"),
+            "--model-repository",
+            str(repository),
+            "--grpc-port",
+            str(grpc),
+            "--http-port",
+            str(http),
+            "--metrics-port",
+            str(metrics),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Triton failed to start:\n{log_path.read_text(errors='replace')[-4000:]}")
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        raise RuntimeError("Triton not ready after 300 s")
+    return TritonServer(proc, f"127.0.0.1:{grpc}", f"127.0.0.1:{http}", f"http://127.0.0.1:{metrics}/metrics", log_path)
+
+
+def stop_server(server: TritonServer, timeout: float = 60) -> int:
+    import signal
+    import subprocess
+
+    proc = server.process
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def triton_server(model_repository: Path, tmp_path_factory):
+    """One real Triton server for the whole test session (gRPC, HTTP and metrics on free loopback ports)."""
+    server = start_server(model_repository, tmp_path_factory.mktemp("triton") / "server.log")
+    yield server
+    stop_server(server)

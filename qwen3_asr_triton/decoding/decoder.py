@@ -25,6 +25,9 @@ from .session import OrtOptions, make_session
 logger = logging.getLogger(__name__)
 
 DECODER_FILENAME = "decoder.onnx"
+# Prompt tokens per prefill call: bounds the [heads, chunk, past] attention scores of long prompts
+# (a 20-minute segment is ~15,600 audio tokens).
+DEFAULT_PREFILL_CHUNK = 512
 EMBED_FILENAME = "embed_tokens.npy"
 
 
@@ -127,6 +130,16 @@ def _log_softmax_at(logits: np.ndarray, index: int) -> float:
     return float(logits[index]) - top - float(np.log(np.exp(logits.astype(np.float64) - top).sum()))
 
 
+@dataclass
+class Prefill:
+    """A prompt being prefilled chunk by chunk (bounded attention memory for long prompts)."""
+
+    sequence: Sequence
+    embeds: np.ndarray  # [S, H]
+    done: int = 0
+    past: list[np.ndarray] | None = None
+
+
 class DecodeBatch:
     """Running sequences sharing one left-aligned KV cache (see module docstring)."""
 
@@ -150,6 +163,7 @@ class DecodeBatch:
         return len(self.sequences)
 
     def choose(self, seq: Sequence, logits: np.ndarray) -> None:
+        """Append the greedy token for ``[vocab]`` logits and mark the sequence finished if it ends."""
         token = int(np.argmax(logits))
         seq.tokens.append(token)
         seq.logprobs.append(_log_softmax_at(logits, token))
@@ -161,22 +175,38 @@ class DecodeBatch:
         elif len(seq.tokens) >= seq.max_new_tokens:
             seq.finish_reason = "length"
 
-    def prefill(self, seq: Sequence, prompt_embeds: np.ndarray) -> None:
-        """Run ``[S, H]`` prompt embeddings, pick the first token and, unless done, join the batch."""
-        runner = self.runner
-        s = prompt_embeds.shape[0]
-        logits, present = runner.run(
-            prompt_embeds[None].astype(np.float32, copy=False),
-            np.ones((1, s), np.int64),
-            np.arange(s, dtype=np.int64)[None],
-            runner.empty_past(1),
+    def start_prefill(self, seq: Sequence, prompt_embeds: np.ndarray) -> Prefill:
+        """A prefill job for ``[S, H]`` prompt embeddings (run it with :meth:`advance_prefill`)."""
+        return Prefill(seq, np.ascontiguousarray(prompt_embeds, dtype=np.float32))
+
+    def advance_prefill(self, job: Prefill, chunk: int) -> bool:
+        """Run the next ``chunk`` prompt tokens of ``job``; on the last chunk pick the first token and,
+        unless the sequence is already finished, join the running batch. Returns True when done."""
+        start, stop = job.done, min(job.done + chunk, job.embeds.shape[0])
+        logits, present = self.runner.run(
+            job.embeds[None, start:stop],
+            np.ones((1, stop), np.int64),
+            np.arange(start, stop, dtype=np.int64)[None],
+            job.past if job.past is not None else self.runner.empty_past(1),
         )
-        seq.length = s
-        self.choose(seq, logits[0])
-        if not seq.finished:
-            self.join(seq, present)
+        job.done, job.past = stop, present
+        if stop < job.embeds.shape[0]:
+            return False
+        job.sequence.length = stop
+        self.choose(job.sequence, logits[0])
+        if not job.sequence.finished:
+            self.join(job.sequence, present)
+        job.past = None
+        return True
+
+    def prefill(self, seq: Sequence, prompt_embeds: np.ndarray, chunk: int = DEFAULT_PREFILL_CHUNK) -> None:
+        """Prefill a whole prompt (in chunks), pick its first token and join the batch unless done."""
+        job = self.start_prefill(seq, prompt_embeds)
+        while not self.advance_prefill(job, chunk):
+            pass
 
     def join(self, seq: Sequence, present: list[np.ndarray]) -> None:
+        """Add a prefilled sequence (its ``[1, kv_heads, L, head_dim]`` cache) to the running batch."""
         length = present[0].shape[2]
         if self.kv is None:
             self.kv = [np.ascontiguousarray(p) for p in present]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CapacityError, InputError
-from .decoder import DecodeBatch, DecoderRunner, Sequence
+from .decoder import DecodeBatch, DecoderRunner, Prefill, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class GenerationRequest:
         ``on_done(request, sequence, error)`` exactly once.
     is_cancelled : callable, optional
         Polled every step; True drops the request (``on_done`` gets a cancellation error).
+    eos_ids : frozenset of int, optional
+        Ids that end this sequence (default: the checkpoint's EOS ids).
     """
 
     key: Any
@@ -96,6 +98,7 @@ class GenerationRequest:
     on_done: Callable[[GenerationRequest, Sequence | None, Exception | None], None]
     on_token: Callable[[GenerationRequest, int], None] | None = None
     is_cancelled: Callable[[], bool] | None = None
+    eos_ids: frozenset[int] | None = None
     submitted_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -105,15 +108,6 @@ class GenerationRequest:
 
 class RequestCancelledError(Exception):
     """The client cancelled the request."""
-
-
-@dataclass
-class _Prefill:
-    request: GenerationRequest
-    sequence: Sequence
-    embeds: np.ndarray  # [S, H]
-    done: int = 0
-    past: list[np.ndarray] | None = None
 
 
 @dataclass
@@ -141,7 +135,7 @@ class InflightScheduler:
         self._eos = frozenset(runner.spec.eos_token_ids)
         self._incoming: deque[GenerationRequest] = deque()
         self._waiting: deque[GenerationRequest] = deque()
-        self._prefills: deque[_Prefill] = deque()
+        self._prefills: deque[tuple[GenerationRequest, Prefill]] = deque()
         self._running: dict[int, GenerationRequest] = {}  # id(sequence) -> request
         self._lock = threading.Condition()
         self._stop = False
@@ -218,7 +212,7 @@ class InflightScheduler:
     def _projected_kv(self, extra: GenerationRequest | None = None) -> int:
         """Worst-case padded KV positions if every sequence ran to its budget."""
         remaining = [s.length + (s.max_new_tokens - len(s.tokens)) for s in self.batch.sequences]
-        remaining += [p.request.worst_case_tokens for p in self._prefills]
+        remaining += [req.worst_case_tokens for req, _ in self._prefills]
         if extra is not None:
             remaining.append(extra.worst_case_tokens)
         return len(remaining) * max(remaining, default=0)
@@ -229,39 +223,26 @@ class InflightScheduler:
             if (len(self.batch) or self._prefills) and self._projected_kv(req) > self.config.max_kv_tokens:
                 break  # wait until running sequences leave
             self._waiting.popleft()
-            seq = Sequence(key=req.key, max_new_tokens=req.max_new_tokens, eos_ids=self._eos)
+            seq = Sequence(key=req.key, max_new_tokens=req.max_new_tokens, eos_ids=req.eos_ids or self._eos)
             try:
                 embeds = self.runner.embed_prompt(req.prompt_ids, req.prompt_table)
             except InputError as exc:
-                req.on_done(req, None, exc)
+                self._notify(req.on_done, req, None, exc)
                 continue
-            self._prefills.append(_Prefill(req, seq, embeds))
+            self._prefills.append((req, self.batch.start_prefill(seq, embeds)))
 
     def _prefill_chunk(self) -> None:
-        job = self._prefills[0]
-        runner, chunk = self.runner, self.config.prefill_chunk
-        start, stop = job.done, min(job.done + chunk, job.embeds.shape[0])
-        past = job.past if job.past is not None else runner.empty_past(1)
-        logits, present = runner.run(
-            job.embeds[None, start:stop],
-            np.ones((1, stop), np.int64),
-            np.arange(start, stop, dtype=np.int64)[None],
-            past,
-        )
+        req, job = self._prefills[0]
+        was_running = len(self.batch) > 0
         self.stats.prefill_chunks += 1
-        job.done, job.past = stop, present
-        if stop < job.embeds.shape[0]:
+        if not self.batch.advance_prefill(job, self.config.prefill_chunk):
             return
         self._prefills.popleft()
-        seq, req = job.sequence, job.request
-        seq.length = stop
-        was_running = len(self.batch) > 0
-        self.batch.choose(seq, logits[0])
+        seq = job.sequence
         self._emit(req, seq.tokens[-1])
         if seq.finished:
             self._finish(req, seq)
             return
-        self.batch.join(seq, present)
         self._running[id(seq)] = req
         if was_running:
             self.stats.inflight_joins += 1
@@ -281,13 +262,21 @@ class InflightScheduler:
                 self.stats.inflight_leaves += 1
             self._finish(req, seq)
 
+    @staticmethod
+    def _notify(callback: Callable[..., None], *args: Any) -> None:
+        """Run a caller's callback; its failure is logged and never reaches the other requests."""
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("request callback failed")
+
     def _emit(self, req: GenerationRequest, token: int) -> None:
         if req.on_token is not None:
-            req.on_token(req, token)
+            self._notify(req.on_token, req, token)
 
     def _finish(self, req: GenerationRequest, seq: Sequence) -> None:
         self.stats.completed += 1
-        req.on_done(req, seq, None)
+        self._notify(req.on_done, req, seq, None)
 
     def _drop_cancelled(self) -> None:
         def cancelled(req: GenerationRequest) -> bool:
@@ -296,30 +285,27 @@ class InflightScheduler:
         for queue in (self._waiting,):
             for req in [r for r in queue if cancelled(r)]:
                 queue.remove(req)
-                req.on_done(req, None, RequestCancelledError("request cancelled"))
-        for job in [p for p in self._prefills if cancelled(p.request)]:
-            self._prefills.remove(job)
-            job.request.on_done(job.request, None, RequestCancelledError("request cancelled"))
+                self._notify(req.on_done, req, None, RequestCancelledError("request cancelled"))
+        for item in [p for p in self._prefills if cancelled(p[0])]:
+            self._prefills.remove(item)
+            self._notify(item[0].on_done, item[0], None, RequestCancelledError("request cancelled"))
         rows = [i for i, s in enumerate(self.batch.sequences) if cancelled(self._running[id(s)])]
         if rows:
             seqs = [self.batch.sequences[i] for i in rows]
             self.batch.remove(rows)
             for seq in seqs:
                 req = self._running.pop(id(seq))
-                req.on_done(req, None, RequestCancelledError("request cancelled"))
+                self._notify(req.on_done, req, None, RequestCancelledError("request cancelled"))
 
     def _fail_all(self, exc: Exception) -> None:
         with self._lock:
             pending = list(self._incoming) + list(self._waiting)
             self._incoming.clear()
             self._waiting.clear()
-        pending += [p.request for p in self._prefills]
+        pending += [req for req, _ in self._prefills]
         self._prefills.clear()
         pending += list(self._running.values())
         self._running.clear()
         self.batch = DecodeBatch(self.runner)
         for req in pending:
-            try:
-                req.on_done(req, None, exc)
-            except Exception:  # a broken callback must not stop the others from being told
-                logger.exception("on_done callback failed")
+            self._notify(req.on_done, req, None, exc)

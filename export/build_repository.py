@@ -1,0 +1,272 @@
+"""Checkpoint(s) -> a filled Triton model repository.
+
+Stages (each can be re-run; the ONNX export is skipped when up to date):
+
+1. read and check the checkpoints (clear error for anything that is not a
+   Qwen3-ASR / Qwen3-ForcedAligner checkpoint);
+2. export the ONNX graphs and side files into the work directory;
+3. fill the config templates of ``model_repository/`` for the target with one
+   value set (strict: missing and unknown keys fail, every result is parsed
+   by the Triton model-config proto);
+4. assemble the repository: configs, the models' ``model.py`` and each model's
+   artifacts in its version folder (hard links where possible).
+
+``build_engines.sh`` is the command-line front end; the gpu target adds its
+TensorRT / TensorRT-LLM stages there and reuses this module for the configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from qwen3_asr_triton.model_spec import SPEC_FILENAME, ModelSpec
+from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
+
+from .checkpoint import CheckpointError
+from .fill_config import fill_templates, template_for
+from .onnx_export import EMBED_FILENAME, export_checkpoint
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE_ROOT = REPO_ROOT / "model_repository"
+BUILD_INFO = "build_info.json"
+TARGETS = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Knobs of a model repository (each maps to a config value; see README "Building")."""
+
+    entry_instances: int = 8
+    preprocess_instances: int = 2
+    postprocess_instances: int = 1
+    aligner_instances: int = 1
+    encoder_instances: int = 1
+    encoder_max_batch: int = 16
+    encoder_queue_delay_us: int = 2000
+    decoder_max_batch: int = 64
+    kv_cache_mb: int = 4096
+    max_running_sequences: int = 16
+    prefill_chunk: int = 512
+    max_queue: int = 512
+    max_new_tokens: int = 4096
+    max_context_tokens: int = 2048
+    max_audio_bytes: int = 256 * 1024 * 1024
+    max_audio_seconds: float = 3600.0
+    max_segment_seconds: float = 1200.0
+    max_align_segment_seconds: float = 180.0
+    intra_op_threads: int = 0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                minimum = 0 if f.name in ("intra_op_threads", "encoder_queue_delay_us") else 1
+                if value < minimum:
+                    raise ValueError(f"{f.name} must be >= {minimum}, got {value}")
+        if self.max_align_segment_seconds > self.max_segment_seconds:
+            raise ValueError("max_align_segment_seconds must not exceed max_segment_seconds")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"unknown log level {self.log_level!r}")
+
+
+def models_for(has_aligner: bool) -> list[str]:
+    models = ["qwen3_asr", "preprocess", "encoder", "decoder", "postprocess"]
+    return [*models, "aligner"] if has_aligner else models
+
+
+def template_values(spec: ModelSpec, opts: BuildOptions, target: str, has_aligner: bool) -> dict[str, object]:
+    """The one value set every template of the repository is filled from."""
+    values: dict[str, object] = {
+        "N_MELS": spec.features.n_mels,
+        "AUDIO_DIM": spec.encoder.output_dim,
+        "ENTRY_INSTANCES": opts.entry_instances,
+        "PREPROCESS_INSTANCES": opts.preprocess_instances,
+        "POSTPROCESS_INSTANCES": opts.postprocess_instances,
+        "ENCODER_INSTANCES": opts.encoder_instances,
+        "ENCODER_MAX_BATCH": opts.encoder_max_batch,
+        "ENCODER_QUEUE_DELAY_US": opts.encoder_queue_delay_us,
+        "DECODER_MAX_BATCH": opts.decoder_max_batch,
+        "KV_CACHE_MB": opts.kv_cache_mb,
+        "MAX_RUNNING_SEQUENCES": opts.max_running_sequences,
+        "PREFILL_CHUNK": opts.prefill_chunk,
+        "MAX_QUEUE": opts.max_queue,
+        "MAX_NEW_TOKENS": opts.max_new_tokens,
+        "MAX_CONTEXT_TOKENS": opts.max_context_tokens,
+        "MAX_AUDIO_BYTES": opts.max_audio_bytes,
+        "MAX_AUDIO_SECONDS": opts.max_audio_seconds,
+        "MAX_SEGMENT_SECONDS": opts.max_segment_seconds,
+        "MAX_ALIGN_SEGMENT_SECONDS": opts.max_align_segment_seconds,
+        "ALIGNER_ENABLED": "true" if has_aligner else "false",
+        "PAD_WINDOWS_TO": 0 if target == "cpu" else spec.features.window_frames,
+        "PROMPT_TABLE_DTYPE": "float32" if target == "cpu" else "float16",
+        "INTRA_OP_THREADS": opts.intra_op_threads,
+        "LOG_LEVEL": opts.log_level.upper(),
+    }
+    if has_aligner:
+        values["ALIGNER_INSTANCES"] = opts.aligner_instances
+    return values
+
+
+def fill_repository_configs(
+    spec: ModelSpec, opts: BuildOptions, target: str, has_aligner: bool, template_root: Path = TEMPLATE_ROOT
+) -> dict[str, str]:
+    """Filled, proto-validated config text per model for ``target``."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}")
+    templates = {}
+    for model in models_for(has_aligner):
+        path = template_for(template_root / model, target)
+        if path is None:
+            raise FileNotFoundError(f"no config template for {model} ({target})")
+        templates[model] = path
+    return fill_templates(templates, template_values(spec, opts, target, has_aligner))
+
+
+def _place(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _onnx_files(export_dir: Path, graph: str) -> list[Path]:
+    main = export_dir / f"{graph}.onnx"
+    return [main, main.with_name(main.name + ".data")]
+
+
+def cpu_artifacts(asr_dir: Path, aligner_dir: Path | None) -> dict[str, list[tuple[Path, str]]]:
+    """Per model, (source file, name in the version folder) for the cpu target."""
+    spec, tok = (asr_dir / SPEC_FILENAME, SPEC_FILENAME), (asr_dir / TOKENIZER_FILENAME, TOKENIZER_FILENAME)
+    files = {
+        "qwen3_asr": [spec, tok],
+        "preprocess": [spec],
+        "encoder": [spec, *[(p, p.name) for p in _onnx_files(asr_dir, "encoder")]],
+        "decoder": [
+            spec,
+            (asr_dir / EMBED_FILENAME, EMBED_FILENAME),
+            *[(p, p.name) for p in _onnx_files(asr_dir, "decoder")],
+        ],
+        "postprocess": [tok],
+    }
+    if aligner_dir is not None:
+        files["aligner"] = [
+            (aligner_dir / SPEC_FILENAME, SPEC_FILENAME),
+            (aligner_dir / TOKENIZER_FILENAME, TOKENIZER_FILENAME),
+            (aligner_dir / EMBED_FILENAME, EMBED_FILENAME),
+            *[(p, p.name) for g in ("encoder", "aligner") for p in _onnx_files(aligner_dir, g)],
+        ]
+    return files
+
+
+def _prepare_output(output: Path) -> None:
+    if output.exists():
+        if not (output / BUILD_INFO).is_file() and any(output.iterdir()):
+            raise FileExistsError(
+                f"{output} exists, is not empty and was not built by this tool; refusing to overwrite it"
+            )
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+
+
+def check_checkpoints(model: Path, aligner: Path | None) -> tuple[ModelSpec, ModelSpec | None]:
+    """Specs of the checkpoints, with clear errors for unusable directories."""
+    try:
+        spec = ModelSpec.from_checkpoint(model)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"--model {model}: {exc}") from exc
+    if spec.kind != "asr":
+        raise CheckpointError(f"--model {model} is a forced-aligner checkpoint; pass it with --aligner")
+    aligner_spec = None
+    if aligner is not None:
+        try:
+            aligner_spec = ModelSpec.from_checkpoint(aligner)
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"--aligner {aligner}: {exc}") from exc
+        if aligner_spec.kind != "aligner":
+            raise CheckpointError(f"--aligner {aligner} is not a forced-aligner checkpoint")
+        if aligner_spec.features != spec.features:
+            raise CheckpointError("the aligner's audio front end differs from the recogniser's; they must share it")
+    for path in (model, aligner):
+        if path is not None and (path / "RANDOM_WEIGHTS.txt").is_file():
+            logger.warning("*** %s has RANDOM weights: transcripts will be meaningless words ***", path)
+    return spec, aligner_spec
+
+
+def build_cpu_repository(
+    model: Path, aligner: Path | None, output: Path, work_dir: Path, opts: BuildOptions | None = None
+) -> Path:
+    """Build a cpu-target model repository at ``output`` (replacing a previous build there)."""
+    opts = opts or BuildOptions()
+    model, output, work_dir = model.resolve(), output.resolve(), work_dir.resolve()
+    aligner = aligner.resolve() if aligner is not None else None
+    spec, _ = check_checkpoints(model, aligner)
+    configs = fill_repository_configs(spec, opts, "cpu", aligner is not None)
+    asr_dir = work_dir / "onnx-asr"
+    export_checkpoint(model, asr_dir)
+    aligner_dir = None
+    if aligner is not None:
+        aligner_dir = work_dir / "onnx-aligner"
+        export_checkpoint(aligner, aligner_dir)
+    _prepare_output(output)
+    artifacts = cpu_artifacts(asr_dir, aligner_dir)
+    for name, text in configs.items():
+        (output / name / "1").mkdir(parents=True)
+        (output / name / "config.pbtxt").write_text(text)
+        shutil.copy2(TEMPLATE_ROOT / name / "1" / "model.py", output / name / "1" / "model.py")
+        for src, dst_name in artifacts.get(name, []):
+            _place(src, output / name / "1" / dst_name)
+    info = {
+        "target": "cpu",
+        "model": str(model),
+        "aligner": str(aligner) if aligner else None,
+        "options": asdict(opts),
+        "models": sorted(configs),
+    }
+    (output / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    logger.info("model repository ready: %s (%s)", output, ", ".join(sorted(configs)))
+    return output
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per BuildOptions field (``kv_cache_mb`` -> ``--kv-cache-mb``)."""
+    defaults = BuildOptions()
+    for f in fields(BuildOptions):
+        default = getattr(defaults, f.name)
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(default), default=default, help=f"(default {default})"
+        )
+
+
+def options_from_args(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(**{f.name: getattr(args, f.name) for f in fields(BuildOptions)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build a cpu-target Triton model repository from checkpoints.")
+    parser.add_argument("--model", required=True, type=Path, help="Qwen3-ASR checkpoint directory")
+    parser.add_argument("--aligner", type=Path, help="Qwen3-ForcedAligner checkpoint (enables timestamps)")
+    parser.add_argument("--output", required=True, type=Path, help="model repository to write")
+    parser.add_argument("--work-dir", type=Path, help="where exported graphs are cached (default: <output>.work)")
+    add_option_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
+    try:
+        build_cpu_repository(args.model, args.aligner, args.output, work_dir, options_from_args(args))
+    except (CheckpointError, FileExistsError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+
+
+if __name__ == "__main__":
+    main()

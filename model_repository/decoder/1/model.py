@@ -1,0 +1,166 @@
+"""decoder (cpu target): greedy Qwen3 decoding with in-flight batching on ONNX Runtime.
+
+Decoupled model with TensorRT-LLM's request interface (input_ids with audio as
+prompt-table ids, prompt_embedding_table, request_output_len, end_id,
+stop_words_list, streaming, return_log_probs -> output_ids, sequence_length,
+output_log_probs, cum_log_probs), so the entry model talks to the cpu and gpu
+decoders the same way. Requests are handed to an InflightScheduler thread:
+they join the running batch after their prefill and leave as soon as they
+finish. Scheduler counters are exported as Triton metrics.
+"""
+
+import threading
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from qwen3_asr_triton.decoding.decoder import DecoderRunner
+from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightScheduler, SchedulerConfig
+from qwen3_asr_triton.decoding.session import OrtOptions
+from qwen3_asr_triton.errors import InputError
+from qwen3_asr_triton.serving import RequestInputs, model_parameters, setup_logging, triton_error, version_dir
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+METRICS = {
+    "steps": ("qwen3_asr_decoder_steps_total", "decode steps run (one graph call each)"),
+    "step_sequences": ("qwen3_asr_decoder_step_sequences_total", "sequences advanced, summed over steps"),
+    "inflight_joins": ("qwen3_asr_decoder_inflight_joins_total", "sequences that joined a running batch"),
+    "inflight_leaves": ("qwen3_asr_decoder_inflight_leaves_total", "sequences that left while others ran on"),
+    "prefill_chunks": ("qwen3_asr_decoder_prefill_chunks_total", "prefill graph calls"),
+    "completed": ("qwen3_asr_decoder_completed_total", "sequences finished"),
+    "rejected": ("qwen3_asr_decoder_rejected_total", "requests refused for capacity"),
+}
+
+
+def _stop_ids(stop_words):
+    """Single-token stop words of a TensorRT-LLM [1, 2, K] stop_words_list."""
+    if stop_words is None:
+        return set()
+    arr = stop_words.reshape(2, -1)
+    ids, offsets = arr[0], [o for o in arr[1].tolist() if o >= 0]
+    starts = [0, *offsets[:-1]]
+    return {int(ids[s]) for s, e in zip(starts, offsets) if e - s == 1}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = model_parameters(args)
+        setup_logging(params.get("log_level", "INFO"))
+        runner = DecoderRunner(version_dir(args), OrtOptions(int(params.get("intra_op_threads", "0"))))
+        self.spec = runner.spec
+        config = SchedulerConfig.from_memory(
+            float(params["kv_cache_mb"]),
+            runner.spec.text.kv_bytes_per_token,
+            max_batch=int(params["max_running_sequences"]),
+            prefill_chunk=int(params["prefill_chunk"]),
+            max_queue=int(params["max_queue"]),
+        )
+        self.scheduler = InflightScheduler(runner, config)
+        labels = {"model": args["model_name"]}
+        # Families must outlive their metrics: keep references to both.
+        self._families = {
+            key: pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+            for key, (name, description) in METRICS.items()
+        }
+        self._metrics = {key: family.Metric(labels=labels) for key, family in self._families.items()}
+        self._published = dict.fromkeys(METRICS, 0)
+        self._gauge_family = pb_utils.MetricFamily(
+            name="qwen3_asr_decoder_max_running_sequences",
+            description="largest running batch so far",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self._max_running = self._gauge_family.Metric(labels=labels)
+        self._metrics_lock = threading.Lock()
+        self.scheduler.start()
+
+    def _publish_metrics(self):
+        with self._metrics_lock:
+            stats = self.scheduler.stats
+            for key, metric in self._metrics.items():
+                value = getattr(stats, key)
+                if value > self._published[key]:
+                    metric.increment(value - self._published[key])
+                    self._published[key] = value
+            self._max_running.set(stats.max_running)
+
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                self.scheduler.submit(self._generation_request(request, sender))
+            except Exception as exc:  # per-request isolation: refuse this one, keep the rest
+                sender.send(
+                    pb_utils.InferenceResponse(output_tensors=[], error=triton_error(pb_utils, exc)), flags=FINAL
+                )
+        return None
+
+    def _generation_request(self, request, sender):
+        inputs = RequestInputs(pb_utils, request)
+        ids = inputs.array("input_ids")
+        table = inputs.array("prompt_embedding_table")
+        if ids is None or ids.size == 0:
+            raise InputError("input_ids is empty")
+        ids = ids.reshape(-1).astype(np.int64)
+        length = inputs.integer("input_lengths", ids.size)
+        if length != ids.size:
+            raise InputError(f"input_lengths {length} != {ids.size} input_ids")
+        hidden = self.spec.text.hidden_size
+        table = np.zeros((0, hidden), np.float32) if table is None else table.reshape(-1, hidden).astype(np.float32)
+        vocab = self.spec.text.vocab_size
+        if np.any(ids < 0) or np.any(ids >= vocab + table.shape[0]):
+            raise InputError(f"input_ids must be in [0, {vocab + table.shape[0]})")
+        eos = set(self.spec.eos_token_ids)
+        end_id = inputs.integer("end_id")
+        if end_id is not None:
+            eos = {end_id} | _stop_ids(inputs.array("stop_words_list"))
+        streaming = inputs.flag("streaming")
+        want_logprobs = inputs.flag("return_log_probs")
+
+        def on_token(_req, token):
+            if streaming:
+                sender.send(
+                    pb_utils.InferenceResponse(
+                        output_tensors=[
+                            pb_utils.Tensor("output_ids", np.array([[[token]]], np.int32)),
+                            pb_utils.Tensor("sequence_length", np.array([[1]], np.int32)),
+                        ]
+                    )
+                )
+
+        def on_done(_req, seq, error):
+            try:
+                if error is not None:
+                    sender.send(
+                        pb_utils.InferenceResponse(output_tensors=[], error=triton_error(pb_utils, error)), flags=FINAL
+                    )
+                elif streaming:
+                    sender.send(flags=FINAL)
+                else:
+                    tokens = np.array([[seq.tokens]], np.int32)
+                    outputs = [
+                        pb_utils.Tensor("output_ids", tokens),
+                        pb_utils.Tensor("sequence_length", np.array([[len(seq.tokens)]], np.int32)),
+                    ]
+                    if want_logprobs:
+                        logprobs = np.array([[seq.logprobs]], np.float32)
+                        outputs += [
+                            pb_utils.Tensor("output_log_probs", logprobs),
+                            pb_utils.Tensor("cum_log_probs", logprobs.sum(axis=-1)),
+                        ]
+                    sender.send(pb_utils.InferenceResponse(output_tensors=outputs), flags=FINAL)
+            finally:
+                self._publish_metrics()
+
+        return GenerationRequest(
+            key=request.request_id(),
+            prompt_ids=ids,
+            prompt_table=table,
+            max_new_tokens=int(inputs.integer("request_output_len", 0)),
+            on_done=on_done,
+            on_token=on_token,
+            is_cancelled=sender.is_cancelled,
+            eos_ids=frozenset(eos),
+        )
+
+    def finalize(self):
+        self.scheduler.stop()

@@ -1,0 +1,55 @@
+"""preprocess: audio bytes or PCM -> segmented 128-bin log-mel (see qwen3_asr_triton.pipeline.prepare_audio)."""
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from qwen3_asr_triton.audio import AudioLimits, load_audio, prepare_waveform
+from qwen3_asr_triton.errors import InputError
+from qwen3_asr_triton.features import LogMel
+from qwen3_asr_triton.model_spec import ModelSpec
+from qwen3_asr_triton.pipeline import RecognizerLimits, prepare_audio
+from qwen3_asr_triton.serving import RequestInputs, error_response, model_parameters, setup_logging, version_dir
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = model_parameters(args)
+        setup_logging(params.get("log_level", "INFO"))
+        spec = ModelSpec.load(version_dir(args))
+        self.features = spec.features
+        self.log_mel = LogMel(spec.features)
+        self.audio_limits = AudioLimits(
+            max_bytes=int(params["max_audio_bytes"]), max_seconds=float(params["max_audio_seconds"])
+        )
+        self.limits = RecognizerLimits(
+            max_segment_seconds=float(params["max_segment_seconds"]),
+            max_align_segment_seconds=float(params["max_align_segment_seconds"]),
+        )
+
+    def execute(self, requests):
+        return [self._one(request) for request in requests]
+
+    def _one(self, request):
+        try:
+            inputs = RequestInputs(pb_utils, request)
+            audio = inputs.raw_bytes("AUDIO")
+            wave = inputs.array("WAVEFORM")
+            if (audio is None) == (wave is None):
+                raise InputError("send exactly one of AUDIO (file bytes) or WAVEFORM (+ SAMPLE_RATE)")
+            if audio is not None:
+                waveform = load_audio(audio, self.audio_limits)
+            else:
+                rate = inputs.integer("SAMPLE_RATE")
+                if rate is None:
+                    raise InputError("WAVEFORM needs SAMPLE_RATE")
+                waveform = prepare_waveform(wave, rate, self.audio_limits)
+            seconds = self.limits.segment_seconds(inputs.flag("RETURN_TIMESTAMPS"))
+            prepared = prepare_audio(waveform, self.features, seconds, self.log_mel)
+            return pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor("MEL", np.ascontiguousarray(prepared.mel, dtype=np.float32)),
+                    pb_utils.Tensor("SEGMENTS", prepared.segments.astype(np.int64)),
+                ]
+            )
+        except Exception as exc:  # per-request isolation: one bad file never fails the others
+            return error_response(pb_utils, exc)

@@ -1,0 +1,161 @@
+"""The neural stages as BLS calls to the other Triton models (used by the entry models).
+
+Implements :class:`~.pipeline.Stages` with ``pb_utils.InferenceRequest.async_exec``:
+
+- ``encode``: one request per 8 s window to ``encoder`` (all in flight at once;
+  Triton's dynamic batcher packs windows of concurrent requests together);
+- ``generate``: one request to ``decoder`` in TensorRT-LLM's interface (prompt
+  table ids + prompt_embedding_table), decoupled;
+- ``postprocess``, ``align``: one request each to ``postprocess`` / ``aligner``.
+
+``pb_utils`` is passed in; this module does not import Triton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from .alignment import WordTime
+from .features import EncoderWindows
+from .output import ParsedOutput
+from .pipeline import Generation
+from .serving import raise_for_bls_error, string_tensor
+
+
+@dataclass(frozen=True)
+class BlsConfig:
+    """Names and wire details of the downstream models.
+
+    Attributes
+    ----------
+    pad_windows_to : int
+        Pad every window to this many frames (0 = keep the tail short). TensorRT
+        engines batch only equal shapes, so the gpu target pads to a full window.
+    prompt_table_dtype : str
+        numpy dtype of ``prompt_embedding_table`` (float32 on cpu, float16 for a
+        TensorRT-LLM fp16 engine).
+    end_id : int
+        First EOS id (``end_id``); ``stop_ids`` are the other ids that end generation.
+    """
+
+    end_id: int
+    stop_ids: tuple[int, ...] = ()
+    pad_windows_to: int = 0
+    prompt_table_dtype: str = "float32"
+    encoder: str = "encoder"
+    decoder: str = "decoder"
+    postprocess: str = "postprocess"
+    aligner: str = "aligner"
+
+
+def stop_words_list(ids: tuple[int, ...]) -> np.ndarray:
+    """TensorRT-LLM's ``[1, 2, K]`` stop-words layout for single-token stop words."""
+    if not ids:
+        return np.array([[[-1], [-1]]], dtype=np.int32)
+    flat = list(ids)
+    offsets = list(range(1, len(flat) + 1))
+    return np.array([[flat, offsets]], dtype=np.int32)
+
+
+class BlsStages:
+    """:class:`~.pipeline.Stages` over BLS (see module docstring)."""
+
+    def __init__(self, pb_utils: ModuleType, config: BlsConfig) -> None:
+        self.pb = pb_utils
+        self.config = config
+
+    async def _call(self, model: str, inputs: list, outputs: list[str]):
+        request = self.pb.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs)
+        response = await request.async_exec()
+        raise_for_bls_error(response, model)
+        return response
+
+    def _out(self, response, name: str) -> np.ndarray:
+        return self.pb.get_output_tensor_by_name(response, name).as_numpy()
+
+    async def encode(self, windows: EncoderWindows) -> np.ndarray:
+        pb, cfg = self.pb, self.config
+
+        async def one(feats: np.ndarray, frames: int) -> np.ndarray:
+            if cfg.pad_windows_to and feats.shape[1] < cfg.pad_windows_to:
+                feats = np.pad(feats, ((0, 0), (0, cfg.pad_windows_to - feats.shape[1])))
+            response = await self._call(
+                cfg.encoder,
+                [
+                    pb.Tensor("input_features", np.ascontiguousarray(feats[None], dtype=np.float32)),
+                    pb.Tensor("feature_lens", np.array([[frames]], dtype=np.int64)),
+                ],
+                ["audio_embeds", "embed_lens"],
+            )
+            embeds = self._out(response, "audio_embeds")
+            return embeds[0, : int(self._out(response, "embed_lens").reshape(-1)[0])]
+
+        parts = await asyncio.gather(*(one(f, int(n)) for f, n in zip(windows.features, windows.frames)))
+        return np.concatenate(parts, axis=0)
+
+    async def generate(self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int) -> Generation:
+        pb, cfg = self.pb, self.config
+        ids = np.asarray(prompt_ids, dtype=np.int32)[None]
+        inputs = [
+            pb.Tensor("input_ids", ids),
+            pb.Tensor("input_lengths", np.array([[ids.shape[1]]], np.int32)),
+            pb.Tensor("request_output_len", np.array([[max_new_tokens]], np.int32)),
+            pb.Tensor("end_id", np.array([[cfg.end_id]], np.int32)),
+            pb.Tensor("pad_id", np.array([[cfg.end_id]], np.int32)),
+            pb.Tensor("stop_words_list", stop_words_list(cfg.stop_ids)),
+            pb.Tensor("prompt_embedding_table", np.ascontiguousarray(prompt_table[None], dtype=cfg.prompt_table_dtype)),
+            pb.Tensor("prompt_vocab_size", np.array([[prompt_table.shape[0]]], np.int32)),
+            pb.Tensor("return_log_probs", np.array([[True]])),
+        ]
+        request = pb.InferenceRequest(
+            model_name=cfg.decoder,
+            inputs=inputs,
+            requested_output_names=["output_ids", "sequence_length", "output_log_probs"],
+        )
+        responses = await request.async_exec(decoupled=True)
+        # The iterator blocks while waiting: drain it off the event loop.
+        collected = await asyncio.get_running_loop().run_in_executor(None, list, responses)
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        for response in collected:
+            raise_for_bls_error(response, cfg.decoder)
+            if not response.output_tensors():
+                continue
+            length = int(self._out(response, "sequence_length").reshape(-1)[0])
+            tokens = self._out(response, "output_ids").reshape(-1)[:length].tolist()
+            logprobs = self._out(response, "output_log_probs").reshape(-1)[:length].tolist()
+        return Generation(tokens, logprobs)
+
+    async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:
+        pb = self.pb
+        response = await self._call(
+            self.config.postprocess,
+            [
+                pb.Tensor("TOKEN_IDS", np.asarray(tokens, dtype=np.int32)),
+                string_tensor(pb, "FORCED_LANGUAGE", [forced_language or ""]),
+            ],
+            ["TEXT", "LANGUAGE"],
+        )
+        text = self._out(response, "TEXT").reshape(-1)[0].decode("utf-8")
+        language = self._out(response, "LANGUAGE").reshape(-1)[0].decode("utf-8")
+        return ParsedOutput(language or None, text)
+
+    async def align(self, mel: np.ndarray, text: str, language: str | None) -> list[WordTime]:
+        pb = self.pb
+        response = await self._call(
+            self.config.aligner,
+            [
+                pb.Tensor("MEL", np.ascontiguousarray(mel, dtype=np.float32)),
+                string_tensor(pb, "TEXT", [text]),
+                string_tensor(pb, "LANGUAGE", [language or ""]),
+            ],
+            ["WORDS", "WORD_START", "WORD_END"],
+        )
+        words = [w.decode("utf-8") for w in self._out(response, "WORDS").reshape(-1)]
+        starts = self._out(response, "WORD_START").reshape(-1).tolist()
+        ends = self._out(response, "WORD_END").reshape(-1).tolist()
+        return [WordTime(w, round(s, 3), round(e, 3)) for w, s, e in zip(words, starts, ends)]

@@ -1,0 +1,124 @@
+"""Helpers shared by the Triton python-backend models (the model.py files).
+
+This module never imports ``triton_python_backend_utils``: the caller passes
+its ``pb_utils`` module in, so everything here can be unit-tested with a fake
+and the model.py files stay thin.
+
+Error policy (per request, never per batch): :class:`~.errors.InputError` ->
+``INVALID_ARG``; :class:`~.errors.CapacityError` -> ``UNAVAILABLE``;
+anything else -> ``INTERNAL`` with the exception text, logged with its traceback.
+
+Triton 2.51's python backend reports every BLS error as ``INTERNAL``, so the
+internal models also mark the message with the error class (``[invalid-input]``,
+``[unavailable]``); :func:`raise_for_bls_error` reads the mark back and the entry
+model, which answers clients, sends clean messages with the right code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .errors import CapacityError, InputError
+
+logger = logging.getLogger("qwen3_asr_triton.serving")
+
+
+def model_parameters(args: dict[str, str]) -> dict[str, str]:
+    """``parameters`` of the model config as plain strings."""
+    config = json.loads(args["model_config"])
+    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+
+def version_dir(args: dict[str, str]) -> Path:
+    """The model's version folder, where its artifacts were placed by the build."""
+    return Path(args["model_repository"]) / args["model_version"]
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+class RequestInputs:
+    """Typed access to one request's input tensors, raising :class:`InputError` on misuse."""
+
+    def __init__(self, pb_utils: ModuleType, request: Any) -> None:
+        self._pb = pb_utils
+        self._request = request
+
+    def array(self, name: str) -> np.ndarray | None:
+        tensor = self._pb.get_input_tensor_by_name(self._request, name)
+        return None if tensor is None else tensor.as_numpy()
+
+    def _single(self, name: str) -> Any | None:
+        value = self.array(name)
+        if value is None:
+            return None
+        if value.size != 1:
+            raise InputError(f"{name} must hold exactly one value, got shape {list(value.shape)}")
+        return value.reshape(-1)[0]
+
+    def raw_bytes(self, name: str) -> bytes | None:
+        value = self._single(name)
+        if value is None:
+            return None
+        return bytes(value) if not isinstance(value, str) else value.encode()
+
+    def text(self, name: str, default: str = "") -> str:
+        value = self.raw_bytes(name)
+        if value is None:
+            return default
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{name} is not valid UTF-8") from exc
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self._single(name)
+        return default if value is None else bool(value)
+
+    def integer(self, name: str, default: int | None = None) -> int | None:
+        value = self._single(name)
+        return default if value is None else int(value)
+
+
+INPUT_MARK = "[invalid-input] "
+CAPACITY_MARK = "[unavailable] "
+
+
+def triton_error(pb_utils: ModuleType, exc: BaseException, marked: bool = True):
+    """The ``pb_utils.TritonError`` for an exception (see module docstring)."""
+    if isinstance(exc, InputError):
+        return pb_utils.TritonError((INPUT_MARK if marked else "") + str(exc), pb_utils.TritonError.INVALID_ARG)
+    if isinstance(exc, CapacityError):
+        return pb_utils.TritonError((CAPACITY_MARK if marked else "") + str(exc), pb_utils.TritonError.UNAVAILABLE)
+    logger.error("internal error: %s", exc, exc_info=exc)
+    return pb_utils.TritonError(f"internal error: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
+
+
+def error_response(pb_utils: ModuleType, exc: BaseException, marked: bool = True):
+    """An error response; ``marked=False`` for the model that answers clients directly."""
+    return pb_utils.InferenceResponse(output_tensors=[], error=triton_error(pb_utils, exc, marked))
+
+
+def string_tensor(pb_utils: ModuleType, name: str, values: list[str]):
+    """A TYPE_STRING tensor of UTF-8 strings, shape ``[len(values)]``."""
+    return pb_utils.Tensor(name, np.array([v.encode("utf-8") for v in values], dtype=np.object_))
+
+
+def raise_for_bls_error(response: Any, model: str) -> None:
+    """Turn an error in a BLS response into an exception of the downstream error's class."""
+    if not response.has_error():
+        return
+    message = response.error().message()
+    for mark, cls in ((INPUT_MARK, InputError), (CAPACITY_MARK, CapacityError)):
+        if mark in message:
+            raise cls(message.split(mark, 1)[1])
+    raise RuntimeError(f"{model}: {message}")

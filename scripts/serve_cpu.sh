@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Run the Triton Inference Server (2.51, shipped in the nvidia-pytriton wheel) on this machine's CPU.
+#
+#   scripts/serve_cpu.sh --model-repository DIR [--grpc-port P] [--http-port Q] [--metrics-port R]
+#                        [--address 127.0.0.1] [--ready-timeout 300] [--log-verbose 0]
+#
+# Binds to 127.0.0.1 by default, keeps the model-control API closed (mode "none"),
+# waits until the server is ready, then stays in the foreground; SIGTERM / SIGINT /
+# exit stop the server's whole process group (python backend stubs included).
+# Works from any directory; creates the project environment (.venv) if it is missing.
+set -euo pipefail
+
+# ---- knobs -------------------------------------------------------------------
+MODEL_REPOSITORY=""
+ADDRESS="127.0.0.1"
+GRPC_PORT=8001
+HTTP_PORT=8000
+METRICS_PORT=8002
+READY_TIMEOUT=300          # seconds; the first ONNX Runtime load in a fresh venv can take ~30 s
+LOG_VERBOSE=0
+SHM_BYTES=$((64 * 1024 * 1024))   # python backend shared memory: initial size and growth step
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while (($#)); do
+  case "$1" in
+    --model-repository) MODEL_REPOSITORY="$2"; shift 2 ;;
+    --grpc-port) GRPC_PORT="$2"; shift 2 ;;
+    --http-port) HTTP_PORT="$2"; shift 2 ;;
+    --metrics-port) METRICS_PORT="$2"; shift 2 ;;
+    --address) ADDRESS="$2"; shift 2 ;;
+    --ready-timeout) READY_TIMEOUT="$2"; shift 2 ;;
+    --log-verbose) LOG_VERBOSE="$2"; shift 2 ;;
+    -h|--help) usage 0 ;;
+    *) echo "serve_cpu.sh: unknown argument $1" >&2; usage 2 ;;
+  esac
+done
+[[ -n "$MODEL_REPOSITORY" ]] || { echo "serve_cpu.sh: --model-repository is required" >&2; usage 2; }
+[[ -d "$MODEL_REPOSITORY" ]] || { echo "serve_cpu.sh: $MODEL_REPOSITORY is not a directory" >&2; exit 2; }
+MODEL_REPOSITORY="$(cd "$MODEL_REPOSITORY" && pwd)"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# ---- stage 1: project environment ---------------------------------------------
+"$ROOT/scripts/setup_env.sh"
+PY="$ROOT/.venv/bin/python"
+
+# ---- stage 2: locate the server and make the python backend usable -------------
+TRITON_HOME="$("$PY" -c 'import pathlib, pytriton; print(pathlib.Path(pytriton.__file__).parent / "tritonserver")')"
+PY_VERSION="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+PY_LIBDIR="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"
+STUB="$TRITON_HOME/backends/python/triton_python_backend_stub"
+if [[ ! -x "$STUB" ]]; then
+  # The backend looks for its stub next to libtriton_python.so.
+  cp "$TRITON_HOME/python_backend_stubs/$PY_VERSION/triton_python_backend_stub" "$STUB"
+  chmod +x "$STUB"
+fi
+# The stub runs the `python3` found first on PATH and must load this interpreter's libpython.
+export PATH="$ROOT/.venv/bin:$PATH"
+export LD_LIBRARY_PATH="$PY_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# ---- stage 3: start in its own process group and wait until ready ---------------
+setsid "$TRITON_HOME/bin/tritonserver" \
+  --model-repository="$MODEL_REPOSITORY" \
+  --backend-directory="$TRITON_HOME/backends" \
+  --http-address="$ADDRESS" --http-port="$HTTP_PORT" \
+  --grpc-address="$ADDRESS" --grpc-port="$GRPC_PORT" \
+  --metrics-address="$ADDRESS" --metrics-port="$METRICS_PORT" \
+  --allow-gpu-metrics=false \
+  --model-control-mode=none \
+  --strict-readiness=true \
+  --exit-on-error=true \
+  --log-verbose="$LOG_VERBOSE" \
+  --backend-config=python,shm-default-byte-size="$SHM_BYTES" \
+  --backend-config=python,shm-growth-byte-size="$SHM_BYTES" &
+SERVER_PID=$!
+
+stop_server() {
+  trap - TERM INT EXIT
+  if kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+  fi
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+trap 'stop_server; exit 143' TERM
+trap 'stop_server; exit 130' INT
+trap 'stop_server' EXIT
+
+"$PY" - "$ADDRESS" "$HTTP_PORT" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
+import os, sys, time, urllib.request
+
+address, port, timeout, pid = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+host = f"[{address}]" if ":" in address else address
+url = f"http://{host}:{port}/v2/health/ready"
+deadline = time.monotonic() + timeout
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit("serve_cpu.sh: tritonserver exited during start-up (see its log above)")
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            if resp.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.5)
+sys.exit(f"serve_cpu.sh: server not ready after {timeout:.0f} s")
+EOF
+echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
+wait "$SERVER_PID"
