@@ -209,7 +209,7 @@ def test_wrong_dtype_is_refused_by_triton(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     tensor = grpcclient.InferInput("WAVEFORM", [16000], "INT32")
     tensor.set_data_from_numpy(np.zeros(16000, np.int32))
-    with pytest.raises(InferenceServerException, match="data-type is .INT32., but model .qwen3_asr. expects .FP32."):
+    with pytest.raises(InferenceServerException, match=r"data-type is .INT32., but model .qwen3_asr. expects .FP32."):
         client.infer("qwen3_asr", [tensor])
     client.close()
 
