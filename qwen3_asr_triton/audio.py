@@ -65,6 +65,28 @@ def _check_duration(num_samples: int, sample_rate: int, limits: AudioLimits) -> 
         )
 
 
+# Full-scale value of each integer sample format FFmpeg decodes to (float formats are already in [-1, 1]).
+_INT_FULL_SCALE = {"s16": 32768.0, "s32": 2.0**31, "s64": 2.0**63}
+
+
+def _frame_to_mono(frame) -> np.ndarray:
+    """One decoded PyAV frame as ``[samples]`` float32 mono (channel mean)."""
+    arr = frame.to_ndarray()
+    fmt = frame.format
+    channels = len(frame.layout.channels)
+    if not fmt.is_planar:
+        arr = arr.reshape(-1, channels).T  # packed [1, samples * channels] -> [channels, samples]
+    base = fmt.name.rstrip("p")
+    if base == "u8":
+        arr = (arr.astype(np.float32) - 128.0) / 128.0
+    elif base in _INT_FULL_SCALE:
+        arr = (arr / _INT_FULL_SCALE[base]).astype(np.float32)
+    elif base not in ("flt", "dbl"):
+        raise InputError(f"unsupported decoded sample format {fmt.name}")
+    mono = arr[0] if channels == 1 else arr.mean(axis=0, dtype=np.float64)
+    return np.asarray(mono, dtype=np.float32)
+
+
 def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[np.ndarray, int]:
     """Decode an encoded audio file held in memory.
 
@@ -87,38 +109,32 @@ def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[
         raise InputError("AUDIO is empty: send the bytes of an audio file")
     if len(data) > limits.max_bytes:
         raise InputError(f"AUDIO is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+    parts: list[np.ndarray] = []
+    count = 0
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             streams = [s for s in container.streams if s.type == "audio"]
             if not streams:
                 raise InputError("AUDIO contains no audio stream")
             stream = streams[0]
+            stream.thread_type = "AUTO"
             rate = int(stream.rate or stream.codec_context.sample_rate or 0)
             if rate <= 0:
                 raise InputError("AUDIO has no valid sample rate")
             max_samples = int(limits.max_seconds * rate) + 1
-            resampler = None
-            parts: list[np.ndarray] = []
-            count = 0
             for frame in container.decode(stream):
-                if resampler is None:
-                    # Planar float at the native layout and rate: a pure format conversion.
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.rate)
-                for out in resampler.resample(frame):
-                    planes = out.to_ndarray()  # [channels, samples]
-                    parts.append(planes.mean(axis=0, dtype=np.float64).astype(np.float32))
-                    count += planes.shape[-1]
+                if frame.rate and frame.rate != rate:
+                    raise InputError("AUDIO changes sample rate mid-stream")
+                mono = _frame_to_mono(frame)
+                parts.append(mono)
+                count += mono.size
                 if count > max_samples:
                     _check_duration(count, rate, limits)
-            if resampler is not None:
-                for out in resampler.resample(None):
-                    planes = out.to_ndarray()
-                    parts.append(planes.mean(axis=0, dtype=np.float64).astype(np.float32))
     except InputError:
         raise
     except (av.FFmpegError, ValueError, EOFError, IndexError) as exc:
         raise InputError(f"could not decode AUDIO: {exc}") from exc
-    if not parts or count == 0:
+    if count == 0:
         raise InputError("AUDIO decoded to zero samples")
     samples = np.concatenate(parts)
     _check_duration(samples.size, rate, limits)

@@ -216,7 +216,7 @@ def test_wrong_dtype_is_refused_by_triton(triton_server):
 
 @pytest.fixture(scope="module")
 def hour_of_speech(clips, tmp_path_factory):
-    """Just under 60 minutes: the long English clip plus 2 s of silence, repeated, as 16 kbit/s Opus."""
+    """Just under 60 minutes: the long English clip plus 2 s of silence, repeated, as 16 kHz FLAC."""
     import wave
 
     src = next(c for c in clips if c.name == "en_long").path
@@ -265,7 +265,7 @@ def test_an_hour_of_audio_is_segmented_and_joined(triton_server, hour_of_speech)
 def test_multi_segment_timestamps_are_offset(triton_server, hour_of_speech, tmp_path, asr_export, aligner_export):
     from qwen3_asr_triton.pipeline import OfflineRecognizer
 
-    seven = tmp_path / "seven.opus"
+    seven = tmp_path / "seven.flac"
     subprocess.run(
         ["ffmpeg", "-loglevel", "error", "-i", str(hour_of_speech), "-t", "400", "-c", "copy", str(seven)], check=True
     )

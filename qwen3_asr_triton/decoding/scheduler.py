@@ -223,7 +223,11 @@ class InflightScheduler:
             if (len(self.batch) or self._prefills) and self._projected_kv(req) > self.config.max_kv_tokens:
                 break  # wait until running sequences leave
             self._waiting.popleft()
-            seq = Sequence(key=req.key, max_new_tokens=req.max_new_tokens, eos_ids=req.eos_ids or self._eos)
+            seq = Sequence(
+                key=req.key,
+                max_new_tokens=req.max_new_tokens,
+                eos_ids=self._eos if req.eos_ids is None else req.eos_ids,
+            )
             try:
                 embeds = self.runner.embed_prompt(req.prompt_ids, req.prompt_table)
             except InputError as exc:

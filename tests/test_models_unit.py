@@ -1,0 +1,159 @@
+"""model.py logic without a server: a fake triton_python_backend_utils and the built repository's artifacts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qwen3_asr_triton.decoding.session import EncoderRunner
+from qwen3_asr_triton.features import LogMel, split_windows
+from qwen3_asr_triton.model_spec import ModelSpec
+from tests import fake_pb_utils as pb
+from tests.fake_pb_utils import InferenceRequest
+
+
+def model_args(repository, name: str) -> dict[str, str]:
+    from google.protobuf import json_format
+
+    from qwen3_asr_triton.export.fill_config import parse_model_config
+
+    config = parse_model_config((repository / name / "config.pbtxt").read_text())
+    as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    return {
+        "model_config": json.dumps(as_json),
+        "model_repository": str(repository / name),
+        "model_version": "1",
+        "model_name": name,
+        "model_instance_kind": "CPU",
+    }
+
+
+def load(repository, name):
+    module = pb.load_model(repository / name / "1" / "model.py")
+    model = module.TritonPythonModel()
+    model.initialize(model_args(repository, name))
+    return model
+
+
+def error_text(response) -> str:
+    assert response.has_error()
+    return response.error().message()
+
+
+def test_encoder_batch_isolates_a_bad_request(model_repository, clips):
+    model = load(model_repository, "encoder")
+    spec = ModelSpec.load(model_repository / "encoder" / "1")
+    mel = LogMel(spec.features)(clips[-1].waveform())
+    win = split_windows(mel, spec.features)
+    full = np.stack(win.features[:2])  # two 8 s windows
+    tail = win.features[-1][None]
+    good_a = InferenceRequest({"input_features": full, "feature_lens": win.frames[:2].reshape(-1, 1)})
+    bad = InferenceRequest({"input_features": full[:, :, :750], "feature_lens": np.array([[750], [750]])})
+    good_b = InferenceRequest({"input_features": tail, "feature_lens": win.frames[-1:].reshape(-1, 1)})
+    responses = model.execute([good_a, bad, good_b])
+    assert "multiple of 100" in error_text(responses[1])
+    assert responses[1].error().code() == pb.TritonError.INVALID_ARG
+    direct = EncoderRunner(model_repository / "encoder" / "1" / "encoder.onnx")
+    for response, feats, frames in ((responses[0], full, win.frames[:2]), (responses[2], tail, win.frames[-1:])):
+        assert not response.has_error()
+        embeds = pb.get_output_tensor_by_name(response, "audio_embeds").as_numpy()
+        lens = pb.get_output_tensor_by_name(response, "embed_lens").as_numpy()
+        ref_embeds, ref_lens = direct(feats, frames)
+        np.testing.assert_array_equal(lens, ref_lens)
+        for i, n in enumerate(lens):
+            np.testing.assert_allclose(embeds[i, :n], ref_embeds[i, :n], atol=1e-5)
+
+
+def test_preprocess_errors_are_per_request(model_repository, clips):
+    model = load(model_repository, "preprocess")
+    wav = clips[1].path.read_bytes()
+    requests = [
+        InferenceRequest({"AUDIO": np.array([wav], dtype=object)}),
+        InferenceRequest({"AUDIO": np.array([b"not audio"], dtype=object)}),
+        InferenceRequest({"WAVEFORM": np.zeros(1600, np.float32)}),
+        InferenceRequest({"WAVEFORM": np.zeros(24000, np.float32), "SAMPLE_RATE": np.array([48000], np.int32)}),
+    ]
+    first, corrupt, no_rate, pcm = model.execute(requests)
+    mel = pb.get_output_tensor_by_name(first, "MEL").as_numpy()
+    segments = pb.get_output_tensor_by_name(first, "SEGMENTS").as_numpy()
+    assert mel.shape[0] == 128 and segments.shape == (1, 2)
+    assert mel.shape[1] == segments[0, 1] // 160
+    assert "could not decode" in error_text(corrupt)
+    assert "SAMPLE_RATE" in error_text(no_rate)
+    assert pb.get_output_tensor_by_name(pcm, "SEGMENTS").as_numpy().tolist() == [[0, 8000]]
+
+
+def test_postprocess_parses_generated_ids(model_repository):
+    model = load(model_repository, "postprocess")
+    from qwen3_asr_triton.tokenizer import TextTokenizer
+
+    tok = TextTokenizer.from_file(model_repository / "postprocess" / "1")
+    ids = tok.encode("language German<asr_text>Guten Tag")
+    (resp,) = model.execute([InferenceRequest({"TOKEN_IDS": np.array(ids, np.int32)})])
+    assert pb.get_output_tensor_by_name(resp, "TEXT").as_numpy()[0] == b"Guten Tag"
+    assert pb.get_output_tensor_by_name(resp, "LANGUAGE").as_numpy()[0] == b"German"
+
+
+@pytest.fixture
+def decoder_model(model_repository):
+    model = load(model_repository, "decoder")
+    yield model
+    model.finalize()
+
+
+def _decoder_request(ids, table, max_new, **extra):
+    inputs = {
+        "input_ids": np.asarray(ids, np.int32)[None],
+        "input_lengths": np.array([[len(ids)]], np.int32),
+        "request_output_len": np.array([[max_new]], np.int32),
+        "prompt_embedding_table": table[None].astype(np.float32),
+        "prompt_vocab_size": np.array([[table.shape[0]]], np.int32),
+        "return_log_probs": np.array([[True]]),
+    }
+    inputs.update(extra)
+    return InferenceRequest(inputs)
+
+
+def test_decoder_serves_good_requests_next_to_bad_ones(decoder_model, model_repository):
+    from qwen3_asr_triton.decoding.decoder import DecoderRunner, greedy_decode
+
+    spec = decoder_model.spec
+    vocab, hidden = spec.text.vocab_size, spec.text.hidden_size
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((20, hidden)).astype(np.float32)
+    prompt = [151644, 8948, 198, *range(vocab, vocab + 20), 151645, 198]
+    good = _decoder_request(prompt, table, 12)
+    out_of_range = _decoder_request([*prompt[:-1], vocab + 50], table, 12)
+    too_long = _decoder_request(prompt, table, 10**7)
+    streaming = _decoder_request(prompt, table, 5, streaming=np.array([[True]]))
+    assert decoder_model.execute([good, out_of_range, too_long, streaming]) is None
+    for req in (good, out_of_range, too_long, streaming):
+        assert req.sender.done.wait(60)
+    assert "input_ids must be in" in error_text(out_of_range.sender.responses[-1][0])
+    assert "exceed" in error_text(too_long.sender.responses[-1][0])
+    final, flags = good.sender.responses[-1]
+    assert flags == pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL and not final.has_error()
+    ids = pb.get_output_tensor_by_name(final, "output_ids").as_numpy()[0, 0].tolist()
+    alone = greedy_decode(DecoderRunner(model_repository / "decoder" / "1"), np.array(prompt), table, 12)
+    assert ids == alone.tokens
+    logprobs = pb.get_output_tensor_by_name(final, "output_log_probs").as_numpy()[0, 0]
+    np.testing.assert_allclose(logprobs, alone.logprobs, atol=1e-5)
+    streamed = [
+        pb.get_output_tensor_by_name(r, "output_ids").as_numpy().item()
+        for r, f in streaming.sender.responses
+        if r is not None and not f
+    ]
+    assert streamed == alone.tokens[: len(streamed)] and 1 <= len(streamed) <= 5
+    assert streaming.sender.responses[-1] == (None, pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+
+def test_stop_words_list_layout():
+    from qwen3_asr_triton.bls import stop_words_list
+
+    module = pb.load_model(__import__("pathlib").Path(__file__).parents[1] / "model_repository/decoder/1/model.py")
+    assert module._stop_ids(stop_words_list((151643, 7))) == {151643, 7}
+    assert module._stop_ids(stop_words_list(())) == set()
+    two_token_word = np.array([[[5, 6, 9], [2, 3, -1]]], np.int32)  # "5 6" is a two-token stop word
+    assert module._stop_ids(two_token_word) == {9}
