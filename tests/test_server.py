@@ -161,26 +161,8 @@ BAD_REQUESTS = {
 
 @pytest.fixture(scope="module")
 def two_hours_of_silence(tmp_path_factory) -> bytes:
-    path = tmp_path_factory.mktemp("long") / "silence.opus"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "anullsrc=r=16000:cl=mono",
-            "-t",
-            "7300",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "8k",
-            str(path),
-        ],
-        check=True,
-    )
+    path = tmp_path_factory.mktemp("long") / "silence.flac"
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", str(path), "trim", "0", "7300"], check=True)
     return path.read_bytes()
 
 
@@ -226,24 +208,8 @@ def hour_of_speech(clips, tmp_path_factory):
     with wave.open(str(unit)) as w:
         unit_seconds = w.getnframes() / w.getframerate()
     loops = int(3590 // unit_seconds) - 1  # ffmpeg plays the input 1 + loops times
-    out = folder / "hour.opus"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-stream_loop",
-            str(loops),
-            "-i",
-            str(unit),
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "16k",
-            str(out),
-        ],
-        check=True,
-    )
+    out = folder / "hour.flac"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-stream_loop", str(loops), "-i", str(unit), str(out)], check=True)
     return out
 
 
