@@ -22,7 +22,7 @@ import numpy as np
 from .alignment import WordTime
 from .features import EncoderWindows
 from .output import ParsedOutput
-from .pipeline import Generation
+from .pipeline import Generation, Recognizer
 from .serving import raise_for_bls_error, string_tensor
 
 
@@ -159,3 +159,36 @@ class BlsStages:
         starts = self._out(response, "WORD_START").reshape(-1).tolist()
         ends = self._out(response, "WORD_END").reshape(-1).tolist()
         return [WordTime(w, round(s, 3), round(e, 3)) for w, s, e in zip(words, starts, ends)]
+
+
+def recognizer_from_parameters(pb_utils: ModuleType, params: dict[str, str], folder) -> Recognizer:
+    """The BLS-backed :class:`~.pipeline.Recognizer` an entry model builds from its config parameters.
+
+    ``folder`` is the model's version directory holding ``model_spec.json`` and ``tokenizer.json``.
+    """
+    from .model_spec import ModelSpec
+    from .pipeline import RecognizerLimits
+    from .prompt import PromptLimits
+    from .tokenizer import TextTokenizer
+
+    spec = ModelSpec.load(folder)
+    limits = RecognizerLimits(
+        max_new_tokens=int(params["max_new_tokens"]),
+        max_segment_seconds=float(params["max_segment_seconds"]),
+        max_align_segment_seconds=float(params["max_align_segment_seconds"]),
+        prompt=PromptLimits(max_context_tokens=int(params["max_context_tokens"])),
+    )
+    eos = list(spec.eos_token_ids)
+    end_id = spec.pad_token_id if spec.pad_token_id in eos else eos[0]
+    stages = BlsStages(
+        pb_utils,
+        BlsConfig(
+            end_id=end_id,
+            stop_ids=tuple(e for e in eos if e != end_id),
+            pad_windows_to=int(params["pad_windows_to"]),
+            prompt_table_dtype=params["prompt_table_dtype"],
+        ),
+    )
+    return Recognizer(
+        spec, TextTokenizer.from_file(folder), stages, has_aligner=params["aligner_enabled"] == "true", limits=limits
+    )

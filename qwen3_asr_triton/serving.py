@@ -122,3 +122,19 @@ def raise_for_bls_error(response: Any, model: str) -> None:
         if mark in message:
             raise cls(message.split(mark, 1)[1])
     raise RuntimeError(f"{model}: {message}")
+
+
+def transcript_outputs(pb_utils: ModuleType, transcript: Any) -> list:
+    """Output tensors of a :class:`~.pipeline.Transcript` (the entry models' public outputs)."""
+    return [
+        string_tensor(pb_utils, "TEXT", [transcript.text]),
+        string_tensor(pb_utils, "DETECTED_LANGUAGE", [transcript.language]),
+        pb_utils.Tensor("TOKEN_IDS", np.asarray(transcript.token_ids, dtype=np.int32)),
+        pb_utils.Tensor("CONFIDENCE", np.array([transcript.confidence], np.float32)),
+        string_tensor(pb_utils, "WORDS", [w.word for w in transcript.words]),
+        pb_utils.Tensor("WORD_START", np.array([w.start for w in transcript.words], np.float32)),
+        pb_utils.Tensor("WORD_END", np.array([w.end for w in transcript.words], np.float32)),
+        string_tensor(pb_utils, "SEGMENT_TEXT", [s.text for s in transcript.segments]),
+        pb_utils.Tensor("SEGMENT_START", np.array([s.start for s in transcript.segments], np.float32)),
+        pb_utils.Tensor("SEGMENT_END", np.array([s.end for s in transcript.segments], np.float32)),
+    ]

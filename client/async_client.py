@@ -1,0 +1,141 @@
+"""asyncio client for ``qwen3_asr`` over gRPC: the same API as the sync client, awaitable.
+
+>>> import asyncio
+>>> from qwen3_asr_triton.client import AsyncQwen3ASRClient
+>>> async def main(paths):  # doctest: +SKIP
+...     async with AsyncQwen3ASRClient("127.0.0.1:8001") as client:
+...         return await asyncio.gather(*(client.transcribe(p) for p in paths))
+
+Create it inside the running event loop that will use it (gRPC's asyncio
+channel binds to that loop). Many concurrent calls share one channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tritonclient.grpc.aio as aioclient
+from tritonclient.utils import InferenceServerException
+
+from .connection import channel_kwargs, describe, new_request_id, request_inputs
+from .options import ClientOptions, TranscribeOptions
+from .retry import CallBudget
+from .types import ModelMetadata, ModelState, ServerHealth, Transcription
+from .wire import AudioInput, parse_model_metadata, parse_repository_index, parse_result, requested_outputs
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class AsyncQwen3ASRClient:
+    """asyncio client; see :class:`~qwen3_asr_triton.client.sync_client.Qwen3ASRClient` for the semantics.
+
+    Parameters
+    ----------
+    options : ClientOptions or str, optional
+        Connection options, or just the ``host:port`` URL.
+    """
+
+    def __init__(self, options: ClientOptions | str | None = None) -> None:
+        if options is None:
+            options = ClientOptions()
+        elif isinstance(options, str):
+            options = ClientOptions(url=options)
+        self.options = options
+        self._client = aioclient.InferenceServerClient(**channel_kwargs(options))
+
+    async def _call(
+        self, action: str, method: Callable[..., Awaitable[T]], *args: Any, deadline: float | None = None, **kwargs: Any
+    ) -> T:
+        timeout = self.options.timeout if deadline is None else deadline
+        budget = CallBudget(self.options.retry, timeout, describe(self.options, action))
+        headers = self.options.header_dict or None
+        while True:
+            timeout = budget.start_attempt()
+            if timeout is not None and timeout <= 0:
+                raise budget.expired_error()
+            try:
+                return await method(*args, headers=headers, client_timeout=timeout, **kwargs)
+            except InferenceServerException as exc:
+                delay = budget.after_failure(exc)
+            await asyncio.sleep(delay)
+
+    async def transcribe(
+        self,
+        audio: AudioInput,
+        options: TranscribeOptions | None = None,
+        *,
+        sample_rate: int | None = None,
+    ) -> Transcription:
+        """Recognise one audio input (a path is read in a worker thread, not on the event loop).
+
+        See :meth:`Qwen3ASRClient.transcribe` for parameters and errors.
+        """
+        options = options or TranscribeOptions()
+        if isinstance(audio, (str, os.PathLike)):
+            audio = await asyncio.to_thread(Path(audio).read_bytes)
+        inputs = request_inputs(audio, options, sample_rate)
+        request_id = new_request_id()
+        logger.debug("infer %s request %s", self.options.model, request_id)
+        result = await self._call(
+            f"infer {self.options.model}",
+            self._client.infer,
+            self.options.model,
+            inputs,
+            model_version=self.options.model_version,
+            outputs=requested_outputs(),
+            request_id=request_id,
+        )
+        return parse_result(result, request_id)
+
+    async def health(self, timeout: float | None = None) -> ServerHealth:
+        """Liveness and readiness of the server and of the entry model.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Deadline of each of the four calls; default: ``ClientOptions.timeout``."""
+        live = await self._call("server live", self._client.is_server_live, deadline=timeout)
+        ready = await self._call("server ready", self._client.is_server_ready, deadline=timeout)
+        model_ready = await self._call(
+            "model ready",
+            self._client.is_model_ready,
+            self.options.model,
+            self.options.model_version,
+            deadline=timeout,
+        )
+        meta = await self._call("server metadata", self._client.get_server_metadata, as_json=True, deadline=timeout)
+        return ServerHealth(
+            live=bool(live),
+            ready=bool(ready),
+            model_ready=bool(model_ready),
+            model=self.options.model,
+            server_version=str(meta.get("version", "")),
+        )
+
+    async def model_metadata(self, model: str | None = None) -> ModelMetadata:
+        """Inputs, outputs and versions of ``model`` (default: the entry model)."""
+        name = model or self.options.model
+        data = await self._call(f"metadata of {name}", self._client.get_model_metadata, name, as_json=True)
+        return parse_model_metadata(data)
+
+    async def models(self) -> list[ModelState]:
+        """Every model in the server's repository with its state."""
+        data = await self._call("repository index", self._client.get_model_repository_index, as_json=True)
+        return parse_repository_index(data)
+
+    async def close(self) -> None:
+        """Close the gRPC channel."""
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncQwen3ASRClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

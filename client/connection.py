@@ -1,0 +1,38 @@
+"""What the sync and asyncio clients share: channel arguments and request preparation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .options import ClientOptions, TranscribeOptions
+from .wire import AudioInput, audio_inputs, option_inputs
+
+
+def channel_kwargs(options: ClientOptions) -> dict[str, Any]:
+    """Keyword arguments for ``tritonclient.grpc[.aio].InferenceServerClient``."""
+    kwargs: dict[str, Any] = {"url": options.url}
+    if options.tls is not None:
+        tls = options.tls
+        kwargs.update(
+            ssl=True,
+            root_certificates=str(tls.root_certificates) if tls.root_certificates else None,
+            private_key=str(tls.private_key) if tls.private_key else None,
+            certificate_chain=str(tls.certificate_chain) if tls.certificate_chain else None,
+        )
+    return kwargs
+
+
+def new_request_id() -> str:
+    """A unique id per request: Triton logs it, so a failure can be found in the server's log."""
+    return uuid.uuid4().hex
+
+
+def request_inputs(audio: AudioInput, options: TranscribeOptions, sample_rate: int | None) -> list:
+    """Every input tensor of one transcription request."""
+    return audio_inputs(audio, sample_rate) + option_inputs(options)
+
+
+def describe(options: ClientOptions, action: str) -> str:
+    """Short description of a call for error messages ("infer qwen3_asr at 127.0.0.1:8001")."""
+    return f"{action} at {options.url}"

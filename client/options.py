@@ -1,0 +1,259 @@
+"""Client and request options: frozen dataclasses, validated once when built.
+
+Every check raises :class:`ValueError` with a message naming the option, so a
+bad value fails at construction (or at CLI parsing), not in the middle of a
+batch of requests.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qwen3_asr_triton.languages import normalize_language
+
+# The public entry model of the repository (model_repository/qwen3_asr).
+DEFAULT_MODEL = "qwen3_asr"
+# Triton's default gRPC port.
+DEFAULT_URL = "127.0.0.1:8001"
+# Deadline of one call, retries included. An hour of audio takes well under a
+# minute on a GPU target; the CPU target can need several minutes for long files.
+DEFAULT_TIMEOUT_SECONDS = 600.0
+# One try plus three retries: with the backoff below, a dead server is reported
+# after 0.9-1.8 s of waiting, while a restart or a brief overload is ridden out.
+DEFAULT_MAX_ATTEMPTS = 4
+# First backoff; doubles on every retry (gRPC's own reconnect backoff starts at 1 s).
+DEFAULT_INITIAL_BACKOFF_SECONDS = 0.25
+# Cap on a single wait, so a long deadline never turns into minutes of sleeping.
+DEFAULT_MAX_BACKOFF_SECONDS = 4.0
+DEFAULT_BACKOFF_MULTIPLIER = 2.0
+
+# host:port, where host is a name, an IPv4 address or a bracketed IPv6 address.
+_URL_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>[0-9]{1,5})$")
+# gRPC metadata keys: lowercase letters, digits and - _ . (HTTP/2 header rules).
+_HEADER_KEY_RE = re.compile(r"^[0-9a-z_.\-]+$")
+# Printable ASCII: anything else (newlines above all) could smuggle extra headers.
+_HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e]*$")
+# Keys gRPC itself owns or that the transport sets.
+_RESERVED_HEADER_PREFIXES = ("grpc-", ":")
+_RESERVED_HEADERS = frozenset({"content-type", "te", "user-agent", "host"})
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_seconds(name: str, value: object, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value}")
+    return value
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6), raising ValueError for anything else."""
+    if not isinstance(url, str):
+        raise ValueError(f"url must be a string, got {url!r}")
+    if "://" in url:
+        raise ValueError(f"url must be host:port without a scheme (gRPC), got {url!r}")
+    match = _URL_RE.match(url.strip())
+    if match is None:
+        raise ValueError(f"url must look like host:port (e.g. 127.0.0.1:8001), got {url!r}")
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"url port must be between 1 and 65535, got {port}")
+    return match["host"], port
+
+
+def normalize_headers(headers: Mapping[str, str] | tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Validated gRPC metadata as sorted ``(key, value)`` pairs; keys are lower-cased.
+
+    Raises
+    ------
+    ValueError
+        For an empty, reserved or malformed key, a value with control or
+        non-ASCII characters, or the same key twice.
+    """
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ValueError(f"headers must be (name, value) pairs, got {pair!r}")
+        key, value = pair
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"header names and values must be strings, got {key!r}: {value!r}")
+        key = key.strip().lower()
+        if not _HEADER_KEY_RE.match(key):
+            raise ValueError(f"header name {key!r} may only hold letters, digits and - _ .")
+        if key.startswith(_RESERVED_HEADER_PREFIXES) or key in _RESERVED_HEADERS:
+            raise ValueError(f"header {key!r} is reserved by gRPC")
+        if key.endswith("-bin"):
+            raise ValueError(f"binary header {key!r} is not supported; send text metadata")
+        if not _HEADER_VALUE_RE.match(value):
+            raise ValueError(f"header {key!r} must have a printable ASCII value")
+        if key in out:
+            raise ValueError(f"header {key!r} given twice")
+        out[key] = value.strip()
+    return tuple(sorted(out.items()))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for UNAVAILABLE (server down, restarting or overloaded).
+
+    Attributes
+    ----------
+    max_attempts : int
+        Tries in total, the first included (1 disables retries).
+    initial_backoff : float
+        Upper bound of the first wait, seconds.
+    max_backoff : float
+        Upper bound of any wait, seconds.
+    multiplier : float
+        Growth of the bound from one retry to the next.
+    """
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial_backoff: float = DEFAULT_INITIAL_BACKOFF_SECONDS
+    max_backoff: float = DEFAULT_MAX_BACKOFF_SECONDS
+    multiplier: float = DEFAULT_BACKOFF_MULTIPLIER
+
+    def __post_init__(self) -> None:
+        _check_int("max_attempts", self.max_attempts, 1)
+        object.__setattr__(self, "initial_backoff", _check_seconds("initial_backoff", self.initial_backoff))
+        object.__setattr__(self, "max_backoff", _check_seconds("max_backoff", self.max_backoff))
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError(f"max_backoff ({self.max_backoff}) must be >= initial_backoff ({self.initial_backoff})")
+        if isinstance(self.multiplier, bool) or not isinstance(self.multiplier, (int, float)):
+            raise ValueError(f"multiplier must be a number, got {self.multiplier!r}")
+        if not (math.isfinite(self.multiplier) and self.multiplier >= 1.0):
+            raise ValueError(f"multiplier must be >= 1, got {self.multiplier}")
+
+    def backoff_bound(self, retry: int) -> float:
+        """Upper bound of the wait before retry number ``retry`` (1-based)."""
+        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry - 1))
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """TLS for the gRPC channel; with no file at all the system's root certificates are used.
+
+    Attributes
+    ----------
+    root_certificates : Path, optional
+        PEM file of the certificate authorities to trust (e.g. a private CA).
+    private_key, certificate_chain : Path, optional
+        PEM files of the client's own key and certificate, for mutual TLS; both or neither.
+    """
+
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    certificate_chain: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("root_certificates", "private_key", "certificate_chain"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            path = Path(value)
+            if not path.is_file():
+                raise ValueError(f"TLS {name} file {str(path)!r} does not exist")
+            object.__setattr__(self, name, path)
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ValueError("TLS private_key and certificate_chain must be given together (mutual TLS)")
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How to reach the server.
+
+    Attributes
+    ----------
+    url : str
+        ``host:port`` of Triton's gRPC endpoint.
+    model : str
+        Entry model name.
+    model_version : str
+        Version to call; empty for the server's policy (latest).
+    timeout : float or None
+        Deadline of each call in seconds, retries and backoff included; None waits forever.
+    retry : RetryPolicy
+        Retries on UNAVAILABLE.
+    tls : TlsOptions or None
+        None for a plaintext channel.
+    headers : mapping or pairs of str
+        gRPC metadata sent with every call (e.g. ``{"authorization": "Bearer ..."}``);
+        stored as sorted, lower-cased ``(key, value)`` pairs.
+    """
+
+    url: str = DEFAULT_URL
+    model: str = DEFAULT_MODEL
+    model_version: str = ""
+    timeout: float | None = DEFAULT_TIMEOUT_SECONDS
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    tls: TlsOptions | None = None
+    headers: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
+
+    def __post_init__(self) -> None:
+        parse_url(self.url)
+        object.__setattr__(self, "url", self.url.strip())
+        if not isinstance(self.model, str) or not re.match(r"^[A-Za-z0-9_.\-]+$", self.model):
+            raise ValueError(f"model must be a Triton model name, got {self.model!r}")
+        if not isinstance(self.model_version, str) or not re.match(r"^[0-9]*$", self.model_version):
+            raise ValueError(f"model_version must be empty or a number, got {self.model_version!r}")
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout", _check_seconds("timeout", self.timeout))
+        if not isinstance(self.retry, RetryPolicy):
+            raise ValueError(f"retry must be a RetryPolicy, got {self.retry!r}")
+        if self.tls is not None and not isinstance(self.tls, TlsOptions):
+            raise ValueError(f"tls must be TlsOptions or None, got {self.tls!r}")
+        object.__setattr__(self, "headers", normalize_headers(self.headers))
+
+    @property
+    def header_dict(self) -> dict[str, str]:
+        """The metadata as tritonclient takes it (None-able callers use ``or None``)."""
+        return dict(self.headers)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """What to ask of one transcription.
+
+    Attributes
+    ----------
+    language : str or None
+        Force a language, by name ("English") or ISO code ("en"); None or "auto" detects it.
+        Stored as the model's name.
+    context : str or None
+        Hotwords or domain text that bias recognition; empty means none.
+    timestamps : bool
+        Ask for word timestamps (needs the server's forced aligner).
+    max_new_tokens : int or None
+        Cap on generated tokens per segment; None keeps the server's default.
+    """
+
+    language: str | None = None
+    context: str | None = None
+    timestamps: bool = False
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.language is not None and not isinstance(self.language, str):
+            raise ValueError(f"language must be a string, got {self.language!r}")
+        object.__setattr__(self, "language", normalize_language(self.language))
+        if self.context is not None and not isinstance(self.context, str):
+            raise ValueError(f"context must be a string, got {self.context!r}")
+        object.__setattr__(self, "context", self.context or None)
+        if not isinstance(self.timestamps, bool):
+            raise ValueError(f"timestamps must be True or False, got {self.timestamps!r}")
+        if self.max_new_tokens is not None:
+            _check_int("max_new_tokens", self.max_new_tokens, 1)

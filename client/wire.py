@@ -1,0 +1,199 @@
+"""The ``qwen3_asr`` wire contract: request tensors in, typed :class:`Transcription` out.
+
+Inputs (all unary gRPC, ``max_batch_size: 0``): AUDIO (BYTES [1], an encoded
+file) or WAVEFORM (FP32 [-1]) + SAMPLE_RATE (INT32 [1]); optional LANGUAGE,
+CONTEXT (BYTES [1]), RETURN_TIMESTAMPS (BOOL [1]), MAX_NEW_TOKENS (INT32 [1]).
+Outputs: see :data:`OUTPUTS`. The tensors built here work for both
+``tritonclient.grpc`` and ``tritonclient.grpc.aio`` (they share the classes).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from .errors import MalformedResponseError
+from .options import TranscribeOptions
+from .types import ModelMetadata, ModelState, Segment, TensorSpec, Transcription, Word
+
+AudioInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray]
+
+OUTPUTS = (
+    "TEXT",
+    "DETECTED_LANGUAGE",
+    "TOKEN_IDS",
+    "CONFIDENCE",
+    "WORDS",
+    "WORD_START",
+    "WORD_END",
+    "SEGMENT_TEXT",
+    "SEGMENT_START",
+    "SEGMENT_END",
+)
+# Times are reported to the millisecond: the aligner's resolution is 80 ms and
+# SRT/VTT cannot express anything finer.
+TIME_DECIMALS = 3
+# Full-scale value of integer PCM types, to bring samples to [-1, 1].
+_INT_FULL_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2.0**31}
+
+
+def _tensor(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _text_tensor(name: str, value: str) -> grpcclient.InferInput:
+    return _tensor(name, np.array([value.encode("utf-8")], dtype=np.object_), "BYTES")
+
+
+def waveform_to_float32(waveform: np.ndarray) -> np.ndarray:
+    """``[samples]`` or ``[samples, channels]`` PCM as contiguous mono float32.
+
+    Integer PCM (int16, int32) is scaled to [-1, 1]; channels are averaged.
+    """
+    x = np.asarray(waveform)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"waveform must be [samples] or [samples, channels], got shape {list(x.shape)}")
+    if x.dtype in _INT_FULL_SCALE:
+        x = x.astype(np.float64) / _INT_FULL_SCALE[x.dtype]
+    elif x.dtype.kind != "f":
+        raise ValueError(f"waveform must hold float, int16 or int32 samples, got {x.dtype}")
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def audio_inputs(audio: AudioInput, sample_rate: int | None = None) -> list[grpcclient.InferInput]:
+    """AUDIO for a file path or encoded bytes; WAVEFORM + SAMPLE_RATE for a numpy array.
+
+    Raises
+    ------
+    ValueError
+        A waveform without a sample rate, a sample rate with bytes, or an unsupported type.
+    OSError
+        A path that cannot be read.
+    """
+    if isinstance(audio, np.ndarray):
+        if sample_rate is None:
+            raise ValueError("a waveform needs its sample_rate")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+        return [
+            _tensor("WAVEFORM", waveform_to_float32(audio), "FP32"),
+            _tensor("SAMPLE_RATE", np.array([sample_rate], dtype=np.int32), "INT32"),
+        ]
+    if sample_rate is not None:
+        raise ValueError("sample_rate only applies to a waveform; encoded audio carries its own")
+    if isinstance(audio, (str, os.PathLike)):
+        data = Path(audio).read_bytes()
+    elif isinstance(audio, (bytes, bytearray, memoryview)):
+        data = bytes(audio)
+    else:
+        raise ValueError(f"audio must be a path, bytes or a numpy waveform, got {type(audio).__name__}")
+    return [_tensor("AUDIO", np.array([data], dtype=np.object_), "BYTES")]
+
+
+def option_inputs(options: TranscribeOptions) -> list[grpcclient.InferInput]:
+    """The optional inputs, each sent only when it differs from the server's default."""
+    out = []
+    if options.language is not None:
+        out.append(_text_tensor("LANGUAGE", options.language))
+    if options.context is not None:
+        out.append(_text_tensor("CONTEXT", options.context))
+    if options.timestamps:
+        out.append(_tensor("RETURN_TIMESTAMPS", np.array([True]), "BOOL"))
+    if options.max_new_tokens is not None:
+        out.append(_tensor("MAX_NEW_TOKENS", np.array([options.max_new_tokens], dtype=np.int32), "INT32"))
+    return out
+
+
+def requested_outputs() -> list[grpcclient.InferRequestedOutput]:
+    return [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
+
+
+def _strings(result, name: str) -> list[str]:
+    value = result.as_numpy(name)
+    if value is None:
+        return []
+    return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in value.reshape(-1)]
+
+
+def _floats(result, name: str) -> list[float]:
+    value = result.as_numpy(name)
+    if value is None:
+        return []
+    return [round(float(v), TIME_DECIMALS) for v in value.reshape(-1)]
+
+
+def parse_result(result, request_id: str = "") -> Transcription:
+    """A :class:`Transcription` from an ``InferResult``.
+
+    Raises
+    ------
+    MalformedResponseError
+        TEXT is missing, or a word or segment array disagrees in length with its times.
+    """
+    text = _strings(result, "TEXT")
+    if len(text) != 1:
+        raise MalformedResponseError(f"expected one TEXT, got {len(text)} (request {request_id})")
+    language = _strings(result, "DETECTED_LANGUAGE")
+    confidence = result.as_numpy("CONFIDENCE")
+    token_ids = result.as_numpy("TOKEN_IDS")
+    words = _strings(result, "WORDS")
+    word_start, word_end = _floats(result, "WORD_START"), _floats(result, "WORD_END")
+    seg_text = _strings(result, "SEGMENT_TEXT")
+    seg_start, seg_end = _floats(result, "SEGMENT_START"), _floats(result, "SEGMENT_END")
+    if not len(words) == len(word_start) == len(word_end):
+        raise MalformedResponseError(
+            f"{len(words)} WORDS but {len(word_start)} starts and {len(word_end)} ends (request {request_id})"
+        )
+    if not len(seg_text) == len(seg_start) == len(seg_end):
+        raise MalformedResponseError(
+            f"{len(seg_text)} SEGMENT_TEXT but {len(seg_start)} starts and {len(seg_end)} ends (request {request_id})"
+        )
+    return Transcription(
+        text=text[0],
+        language=(language[0] if language and language[0] else None),
+        # float32 carries ~7 significant digits; more would only print noise.
+        confidence=float(f"{float(confidence.reshape(-1)[0]):.7g}") if confidence is not None else 0.0,
+        words=tuple(Word(w, s, e) for w, s, e in zip(words, word_start, word_end)),
+        segments=tuple(Segment(t, s, e) for t, s, e in zip(seg_text, seg_start, seg_end)),
+        token_ids=tuple(int(t) for t in token_ids.reshape(-1)) if token_ids is not None else (),
+        request_id=request_id,
+    )
+
+
+def _tensor_specs(items: list[dict]) -> tuple[TensorSpec, ...]:
+    return tuple(
+        TensorSpec(str(t.get("name", "")), str(t.get("datatype", "")), tuple(int(d) for d in t.get("shape", [])))
+        for t in items
+    )
+
+
+def parse_model_metadata(data: dict) -> ModelMetadata:
+    """:class:`ModelMetadata` from tritonclient's JSON form of ``ModelMetadataResponse``."""
+    return ModelMetadata(
+        name=str(data.get("name", "")),
+        versions=tuple(str(v) for v in data.get("versions", [])),
+        platform=str(data.get("platform", "")),
+        inputs=_tensor_specs(data.get("inputs", [])),
+        outputs=_tensor_specs(data.get("outputs", [])),
+    )
+
+
+def parse_repository_index(data: dict) -> list[ModelState]:
+    """:class:`ModelState` entries from tritonclient's JSON form of ``RepositoryIndexResponse``."""
+    return [
+        ModelState(
+            name=str(m.get("name", "")),
+            version=str(m.get("version", "")),
+            state=str(m.get("state", "")),
+            reason=str(m.get("reason", "")),
+        )
+        for m in data.get("models", [])
+    ]

@@ -1,0 +1,171 @@
+"""qwen3_asr_streaming: many concurrent live streams, partial and final hypotheses.
+
+Decoupled model under Triton's sequence batcher (correlation id, START / END).
+Each chunk request appends audio to its stream's state and answers with a
+partial hypothesis; the END request answers with the final one. The policy
+(official re-decoding with a rolled-back prefix, plus exact encoder-window
+reuse) is qwen3_asr_triton.streaming; the neural stages are the same BLS
+stages as qwen3_asr, so partials of all streams share the decoder's batch.
+State is freed on END, on errors at START, and after an idle timeout.
+"""
+
+import asyncio
+import threading
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from qwen3_asr_triton.audio import decode_audio_bytes
+from qwen3_asr_triton.bls import recognizer_from_parameters
+from qwen3_asr_triton.errors import InputError
+from qwen3_asr_triton.serving import (
+    RequestInputs,
+    model_parameters,
+    setup_logging,
+    string_tensor,
+    transcript_outputs,
+    triton_error,
+    version_dir,
+)
+from qwen3_asr_triton.streaming import StreamingPolicy, StreamRecognizer, StreamRegistry
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+COUNTERS = {
+    "partials": "partial hypotheses sent",
+    "finals": "final hypotheses sent",
+    "superseded": "partials skipped because a newer chunk of the stream had arrived",
+    "expired": "streams dropped after the idle timeout",
+    "windows_encoded": "8 s encoder windows encoded for partials",
+    "windows_reused": "8 s encoder windows reused unchanged for partials",
+}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = model_parameters(args)
+        setup_logging(params.get("log_level", "INFO"))
+        self.policy = StreamingPolicy(
+            rollback_tokens=int(params["rollback_tokens"]),
+            reuse_windows=params["reuse_windows"] == "true",
+            max_stream_seconds=float(params["max_stream_seconds"]),
+            idle_timeout_s=int(params["stream_idle_us"]) / 1e6,
+            max_streams=int(params["max_streams"]),
+        )
+        recognizer = recognizer_from_parameters(pb_utils, params, version_dir(args))
+        self.streamer = StreamRecognizer(recognizer, self.policy)
+        self.registry = StreamRegistry(self.policy)
+        labels = {"model": args["model_name"]}
+        self._families = {
+            key: pb_utils.MetricFamily(
+                name=f"qwen3_asr_streaming_{key}_total", description=text, kind=pb_utils.MetricFamily.COUNTER
+            )
+            for key, text in COUNTERS.items()
+        }
+        self._counters = {key: family.Metric(labels=labels) for key, family in self._families.items()}
+        self._active_family = pb_utils.MetricFamily(
+            name="qwen3_asr_streaming_active_streams",
+            description="streams holding state",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self._active = self._active_family.Metric(labels=labels)
+        self._stop = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep, name="stream-idle-sweep", daemon=True)
+        self._sweeper.start()
+
+    def _count(self, key, value=1):
+        if value:
+            self._counters[key].increment(value)
+
+    def _sweep(self):
+        while not self._stop.wait(min(1.0, self.policy.idle_timeout_s / 4)):
+            self._count("expired", len(self.registry.expire()))
+            self._active.set(len(self.registry))
+
+    async def execute(self, requests):
+        await asyncio.gather(*(self._one(request) for request in requests))
+        return None
+
+    def _chunk(self, inputs):
+        wave = inputs.array("WAVEFORM")
+        audio = inputs.raw_bytes("AUDIO")
+        if wave is not None and audio is not None:
+            raise InputError("send WAVEFORM (+ SAMPLE_RATE) or AUDIO in a chunk, not both")
+        if audio is not None:
+            return decode_audio_bytes(audio, self.streamer.audio_limits)
+        rate = inputs.integer("SAMPLE_RATE")
+        return (np.zeros(0, np.float32) if wave is None else wave.reshape(-1)), rate
+
+    async def _one(self, request):
+        sender = request.get_response_sender()
+        key = None
+        try:
+            inputs = RequestInputs(pb_utils, request)
+            key = inputs.integer("CORRID")
+            start, end = bool(inputs.integer("START", 0)), bool(inputs.integer("END", 0))
+            samples, rate = self._chunk(inputs)
+            if start:
+                options = self.streamer.recognizer.options(
+                    inputs.text("LANGUAGE"),
+                    inputs.text("CONTEXT"),
+                    inputs.flag("RETURN_TIMESTAMPS"),
+                    inputs.integer("MAX_NEW_TOKENS"),
+                )
+                if rate is None:
+                    raise InputError("the START chunk needs SAMPLE_RATE (or AUDIO bytes)")
+                state = self.registry.open(key, options, int(rate))
+                state.lock = asyncio.Lock()
+            else:
+                state = self.registry.get(key)
+                rate = state.sample_rate if rate is None else int(rate)
+            self.streamer.add_chunk(state, samples, rate)
+            self._active.set(len(self.registry))
+            chunk = state.chunks
+            async with state.lock:
+                if end:
+                    result = await self.streamer.final(state)
+                    self.registry.close(key)
+                    outputs = transcript_outputs(pb_utils, result)
+                    outputs += self._flags(True, state.seconds)
+                    self._count("finals")
+                elif chunk < state.chunks:
+                    self._count("superseded")
+                    sender.send(flags=FINAL)
+                    return
+                else:
+                    before = (state.encoded_windows, state.reused_windows)
+                    partial = await self.streamer.partial(state)
+                    self._count("windows_encoded", state.encoded_windows - before[0])
+                    self._count("windows_reused", state.reused_windows - before[1])
+                    outputs = [
+                        string_tensor(pb_utils, "TEXT", [partial.text]),
+                        string_tensor(pb_utils, "DETECTED_LANGUAGE", [partial.language or ""]),
+                        pb_utils.Tensor("TOKEN_IDS", np.asarray(partial.token_ids, np.int32)),
+                        *self._flags(False, partial.audio_seconds),
+                    ]
+                    self._count("partials")
+            # max_batch_size > 0: every output carries the request's batch dimension of 1.
+            batched = [pb_utils.Tensor(t.name(), t.as_numpy()[None]) for t in outputs]
+            sender.send(pb_utils.InferenceResponse(output_tensors=batched), flags=FINAL)
+        except Exception as exc:  # per-request isolation; a failed END still frees the stream
+            if key is not None and inputs_say_end(request):
+                self.registry.close(key)
+            sender.send(
+                pb_utils.InferenceResponse(output_tensors=[], error=triton_error(pb_utils, exc, False)), flags=FINAL
+            )
+        finally:
+            self._active.set(len(self.registry))
+
+    @staticmethod
+    def _flags(final, seconds):
+        return [
+            pb_utils.Tensor("IS_FINAL", np.array([final])),
+            pb_utils.Tensor("AUDIO_SECONDS", np.array([seconds], np.float32)),
+        ]
+
+    def finalize(self):
+        self._stop.set()
+
+
+def inputs_say_end(request):
+    end = pb_utils.get_input_tensor_by_name(request, "END")
+    return end is not None and bool(end.as_numpy().reshape(-1)[0])
