@@ -6,9 +6,13 @@
 #
 # cpu : export ONNX (cached in the work dir), fill the config templates, assemble REPO_DIR
 #       (python-backend models, ONNX Runtime inside).
-# gpu : see README "GPU target"; run inside NVIDIA's tritonserver TensorRT-LLM container.
+# gpu : inside NVIDIA's tritonserver TensorRT-LLM container (docker/versions.env pins it; the
+#       docker/Dockerfile.gpu "builder" image has everything): export ONNX, TensorRT plans for the
+#       encoders and the aligner body (compared with ONNX Runtime), TensorRT-LLM decoder engine, configs.
+#       --stage NAME runs one step of the plan (repeatable); --force re-runs finished steps.
+# --dry-run prints every command the build would run and runs none of them.
 # Build knobs (instances, batch sizes, KV-cache budget, limits): run with --help-knobs.
-# Every stage can be re-run; the export is skipped when the checkpoint has not changed.
+# Every stage can be re-run; finished stages are skipped while their inputs are unchanged.
 set -euo pipefail
 
 # ---- knobs -------------------------------------------------------------------
@@ -22,7 +26,7 @@ EXTRA=()
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case "$1" in
     --model) MODEL="$2"; shift 2 ;;
@@ -31,6 +35,7 @@ while (($#)); do
     --output) OUTPUT="$2"; shift 2 ;;
     --work-dir) WORK_DIR="$2"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --force) EXTRA+=("--force"); shift ;;
     --help-knobs) "$ROOT/scripts/setup_env.sh"; exec "$ROOT/.venv/bin/python" -m qwen3_asr_triton.export.build_repository --help ;;
     -h|--help) usage 0 ;;
     --*) EXTRA+=("$1" "$2"); shift 2 ;;
@@ -56,8 +61,24 @@ case "$TARGET" in
     exec "$ROOT/.venv/bin/python" -m qwen3_asr_triton.export.build_repository "${args[@]}" "${EXTRA[@]}"
     ;;
   gpu)
-    echo "build_engines.sh: the gpu target is not implemented yet" >&2
-    exit 3
+    # ---- stage 1: the project environment (export tooling, ONNX Runtime, Polygraphy) ----
+    # shellcheck source=docker/versions.env
+    source "$ROOT/docker/versions.env"
+    PY="$ROOT/.venv/bin/python"
+    if ((DRY_RUN)); then
+      echo "# environment (project venv): $ROOT/scripts/setup_env.sh && $PY -m pip install polygraphy==$POLYGRAPHY_VERSION"
+      [[ -x "$PY" ]] || { echo "build_engines.sh: --dry-run of the gpu target needs $ROOT/.venv (run scripts/setup_env.sh)" >&2; exit 2; }
+    else
+      "$ROOT/scripts/setup_env.sh"
+      if [[ "$("$PY" -c 'import importlib.metadata as m; print(m.version("polygraphy"))' 2>/dev/null || true)" != "$POLYGRAPHY_VERSION" ]]; then
+        "$PY" -m pip install -q "polygraphy==$POLYGRAPHY_VERSION"
+      fi
+    fi
+    # ---- stages 2-n: the gpu plan (export, TensorRT, TensorRT-LLM, assemble), see export/gpu_plan.py ----
+    args=(--target gpu --model "$MODEL" --output "$OUTPUT" --work-dir "$WORK_DIR")
+    [[ -n "$ALIGNER" ]] && args+=(--aligner "$ALIGNER")
+    ((DRY_RUN)) && args+=(--dry-run)
+    exec "$PY" -m qwen3_asr_triton.export.build_repository "${args[@]}" "${EXTRA[@]}"
     ;;
   *)
     echo "build_engines.sh: --target must be cpu or gpu, got $TARGET" >&2

@@ -11,8 +11,11 @@ Stages (each can be re-run; the ONNX export is skipped when up to date):
 4. assemble the repository: configs, the models' ``model.py`` and each model's
    artifacts in its version folder (hard links where possible).
 
-``build_engines.sh`` is the command-line front end; the gpu target adds its
-TensorRT / TensorRT-LLM stages there and reuses this module for the configs.
+``build_engines.sh`` is the command-line front end. The gpu target
+(``--target gpu``, inside NVIDIA's tritonserver TensorRT-LLM container) runs
+the steps of :mod:`.gpu_plan` instead: the same export, then TensorRT plans,
+the TensorRT-LLM engine and :func:`.gpu_repository.assemble_gpu_repository`;
+``--dry-run`` prints every command of that plan without running any.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -30,7 +34,11 @@ from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 
 from .checkpoint import CheckpointError
 from .fill_config import fill_templates, template_for
+from .gpu_options import GpuOptions, decoder_limits
+from .gpu_plan import DECODER_DTYPE, GpuPaths
+from .gpu_repository import assemble_gpu_repository, decoder_engine_dir, run_gpu_build
 from .onnx_export import EMBED_FILENAME, export_checkpoint
+from .versions import read_versions
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_ROOT = REPO_ROOT / "model_repository"
 BUILD_INFO = "build_info.json"
 TARGETS = ("cpu", "gpu")
+# Models that exist on the gpu target only (TensorRT plans behind the aligner's BLS calls).
+GPU_ALIGNER_MODELS = ("aligner_encoder", "aligner_lm")
+# numpy dtype of the decoder's prompt embedding table -> Triton data type.
+_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 
 
 @dataclass(frozen=True)
@@ -78,13 +90,25 @@ class BuildOptions:
             raise ValueError(f"unknown log level {self.log_level!r}")
 
 
-def models_for(has_aligner: bool) -> list[str]:
+def models_for(has_aligner: bool, target: str = "cpu") -> list[str]:
+    """The models of a repository for ``target``."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}")
     models = ["qwen3_asr", "preprocess", "encoder", "decoder", "postprocess"]
-    return [*models, "aligner"] if has_aligner else models
+    if has_aligner:
+        models.append("aligner")
+        if target == "gpu":
+            models += GPU_ALIGNER_MODELS
+    return models
 
 
-def template_values(spec: ModelSpec, opts: BuildOptions, target: str, has_aligner: bool) -> dict[str, object]:
-    """The one value set every template of the repository is filled from."""
+def template_values(
+    spec: ModelSpec, opts: BuildOptions, target: str, has_aligner: bool, gpu: GpuOptions | None = None
+) -> dict[str, object]:
+    """The one value set every template of the repository is filled from (target-specific keys included)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}")
+    prompt_dtype = "float32" if target == "cpu" else DECODER_DTYPE
     values: dict[str, object] = {
         "N_MELS": spec.features.n_mels,
         "AUDIO_DIM": spec.encoder.output_dim,
@@ -95,9 +119,6 @@ def template_values(spec: ModelSpec, opts: BuildOptions, target: str, has_aligne
         "ENCODER_MAX_BATCH": opts.encoder_max_batch,
         "ENCODER_QUEUE_DELAY_US": opts.encoder_queue_delay_us,
         "DECODER_MAX_BATCH": opts.decoder_max_batch,
-        "KV_CACHE_MB": opts.kv_cache_mb,
-        "MAX_RUNNING_SEQUENCES": opts.max_running_sequences,
-        "PREFILL_CHUNK": opts.prefill_chunk,
         "MAX_QUEUE": opts.max_queue,
         "MAX_NEW_TOKENS": opts.max_new_tokens,
         "MAX_CONTEXT_TOKENS": opts.max_context_tokens,
@@ -107,28 +128,55 @@ def template_values(spec: ModelSpec, opts: BuildOptions, target: str, has_aligne
         "MAX_ALIGN_SEGMENT_SECONDS": opts.max_align_segment_seconds,
         "ALIGNER_ENABLED": "true" if has_aligner else "false",
         "PAD_WINDOWS_TO": 0 if target == "cpu" else spec.features.window_frames,
-        "PROMPT_TABLE_DTYPE": "float32" if target == "cpu" else "float16",
-        "INTRA_OP_THREADS": opts.intra_op_threads,
+        "PROMPT_TABLE_DTYPE": prompt_dtype,
         "LOG_LEVEL": opts.log_level.upper(),
     }
     if has_aligner:
         values["ALIGNER_INSTANCES"] = opts.aligner_instances
+    if target == "cpu":
+        values.update(
+            {
+                "KV_CACHE_MB": opts.kv_cache_mb,
+                "MAX_RUNNING_SEQUENCES": opts.max_running_sequences,
+                "PREFILL_CHUNK": opts.prefill_chunk,
+                "INTRA_OP_THREADS": opts.intra_op_threads,
+            }
+        )
+        return values
+    gpu = gpu or GpuOptions()
+    decoder_limits(spec, opts, gpu)  # refuses settings no engine can serve
+    values.update(
+        {
+            "PROMPT_TABLE_TYPE": _TRITON_TYPES[prompt_dtype],
+            "DECODER_ENGINE_DIR": decoder_engine_dir(gpu),
+            "KV_CACHE_FREE_GPU_MEM_FRACTION": gpu.kv_cache_free_gpu_mem_fraction,
+            "BATCH_SCHEDULER_POLICY": gpu.batch_scheduler_policy,
+            "ENABLE_CHUNKED_CONTEXT": gpu.enable_chunked_context,
+        }
+    )
+    if has_aligner:
+        values["ALIGNER_MAX_TOKENS"] = gpu.aligner_max_tokens
     return values
 
 
 def fill_repository_configs(
-    spec: ModelSpec, opts: BuildOptions, target: str, has_aligner: bool, template_root: Path = TEMPLATE_ROOT
+    spec: ModelSpec,
+    opts: BuildOptions,
+    target: str,
+    has_aligner: bool,
+    template_root: Path = TEMPLATE_ROOT,
+    gpu: GpuOptions | None = None,
 ) -> dict[str, str]:
     """Filled, proto-validated config text per model for ``target``."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}")
     templates = {}
-    for model in models_for(has_aligner):
+    for model in models_for(has_aligner, target):
         path = template_for(template_root / model, target)
         if path is None:
             raise FileNotFoundError(f"no config template for {model} ({target})")
         templates[model] = path
-    return fill_templates(templates, template_values(spec, opts, target, has_aligner))
+    return fill_templates(templates, template_values(spec, opts, target, has_aligner, gpu))
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -170,13 +218,19 @@ def cpu_artifacts(asr_dir: Path, aligner_dir: Path | None) -> dict[str, list[tup
 
 
 def _prepare_output(output: Path) -> None:
+    """An empty ``output``; a previous build there is cleared (its folder kept: it may be a mount point)."""
     if output.exists():
         if not (output / BUILD_INFO).is_file() and any(output.iterdir()):
             raise FileExistsError(
                 f"{output} exists, is not empty and was not built by this tool; refusing to overwrite it"
             )
-        shutil.rmtree(output)
-    output.mkdir(parents=True)
+        # build_info.json goes last, so an interrupted clean-up can be resumed.
+        for child in sorted(output.iterdir(), key=lambda p: p.name == BUILD_INFO):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    output.mkdir(parents=True, exist_ok=True)
 
 
 def check_checkpoints(model: Path, aligner: Path | None) -> tuple[ModelSpec, ModelSpec | None]:
@@ -238,33 +292,69 @@ def build_cpu_repository(
     return output
 
 
-def add_option_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per BuildOptions field (``kv_cache_mb`` -> ``--kv-cache-mb``)."""
-    defaults = BuildOptions()
-    for f in fields(BuildOptions):
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_option_arguments(parser: argparse.ArgumentParser, options_cls: type = BuildOptions) -> None:
+    """One ``--flag`` per options field (``kv_cache_mb`` -> ``--kv-cache-mb``)."""
+    defaults = options_cls()
+    group = parser.add_argument_group(f"{options_cls.__name__} knobs")
+    for f in fields(options_cls):
         default = getattr(defaults, f.name)
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}", type=type(default), default=default, help=f"(default {default})"
-        )
+        kind = _parse_bool if isinstance(default, bool) else type(default)
+        group.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, help=f"(default {default})")
 
 
-def options_from_args(args: argparse.Namespace) -> BuildOptions:
-    return BuildOptions(**{f.name: getattr(args, f.name) for f in fields(BuildOptions)})
+def options_from_args(args: argparse.Namespace, options_cls: type = BuildOptions):
+    return options_cls(**{f.name: getattr(args, f.name) for f in fields(options_cls)})
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build a cpu-target Triton model repository from checkpoints.")
+    parser = argparse.ArgumentParser(description="Build a Triton model repository from checkpoints.")
     parser.add_argument("--model", required=True, type=Path, help="Qwen3-ASR checkpoint directory")
     parser.add_argument("--aligner", type=Path, help="Qwen3-ForcedAligner checkpoint (enables timestamps)")
     parser.add_argument("--output", required=True, type=Path, help="model repository to write")
     parser.add_argument("--work-dir", type=Path, help="where exported graphs are cached (default: <output>.work)")
-    add_option_arguments(parser)
+    parser.add_argument("--target", choices=TARGETS, default="cpu")
+    parser.add_argument("--dry-run", action="store_true", help="print every command of the build, run none")
+    parser.add_argument("--stage", action="append", default=[], help="gpu: run only these steps (repeatable)")
+    parser.add_argument("--force", action="store_true", help="gpu: re-run steps even when up to date")
+    add_option_arguments(parser, BuildOptions)
+    add_option_arguments(parser, GpuOptions)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
     try:
-        build_cpu_repository(args.model, args.aligner, args.output, work_dir, options_from_args(args))
-    except (CheckpointError, FileExistsError, ValueError) as exc:
+        opts = options_from_args(args, BuildOptions)
+        if args.target == "cpu":
+            if args.stage or args.force:
+                raise ValueError("--stage and --force apply to the gpu target only")
+            if args.dry_run:
+                print(f"# cpu build (one in-process step): export ONNX into {work_dir}, fill configs, assemble")
+                print(" ".join(["python -m qwen3_asr_triton.export.build_repository", *(argv or [])]))
+                return
+            build_cpu_repository(args.model, args.aligner, args.output, work_dir, opts)
+            return
+        gpu = options_from_args(args, GpuOptions)
+        paths = GpuPaths(
+            REPO_ROOT,
+            args.model.resolve(),
+            args.aligner.resolve() if args.aligner else None,
+            args.output.resolve(),
+            work_dir.resolve(),
+            Path(sys.executable),
+        )
+        check_checkpoints(paths.model, paths.aligner)
+        if args.stage == ["assemble"] and not args.dry_run:
+            assemble_gpu_repository(paths, opts, gpu, read_versions(), fill_repository_configs, _prepare_output)
+            return
+        run_gpu_build(paths, opts, gpu, read_versions(), args.dry_run, args.stage, args.force)
+    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"error: {exc}") from exc
 
 

@@ -37,20 +37,35 @@ CHECKPOINT_CODE = ("export/random_checkpoint.py", "export/vocab.py", "export/cha
 EXPORT_CODE = ("export/modules.py", "export/onnx_export.py", "export/checkpoint.py", "qwen3_asr_triton/model_spec.py")
 
 
+def prune_stale(path: Path, prefix: str) -> None:
+    """Remove cached siblings of ``path`` built from older code (same ``prefix``, another hash)."""
+    import shutil
+
+    for old in path.parent.glob(f"{prefix}*"):
+        if old != path and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def cached_checkpoint(kind: str, size: str = "tiny", layout: str = "hf") -> Path:
     from qwen3_asr_triton.export.random_checkpoint import write_random_checkpoint
 
-    path = CACHE / "checkpoints" / f"{size}-{kind}-{layout}-{code_hash(*CHECKPOINT_CODE)}"
+    prefix = f"{size}-{kind}-{layout}-"
+    path = CACHE / "checkpoints" / f"{prefix}{code_hash(*CHECKPOINT_CODE)}"
     if not (path / "config.json").is_file() or not (path / "RANDOM_WEIGHTS.txt").is_file():
         write_random_checkpoint(path, size=size, kind=kind, layout=layout)
+        prune_stale(path, prefix)
     return path
 
 
 def cached_export(checkpoint: Path) -> Path:
-    from qwen3_asr_triton.export.onnx_export import export_checkpoint
+    from qwen3_asr_triton.export.onnx_export import STAMP_FILENAME, export_checkpoint
 
+    prefix = checkpoint.name.rsplit("-", 1)[0] + "-"
     out = CACHE / "onnx" / f"{checkpoint.name}-{code_hash(*EXPORT_CODE)}"
+    fresh = not (out / STAMP_FILENAME).is_file()
     export_checkpoint(checkpoint, out)  # skips when up to date
+    if fresh:
+        prune_stale(out, prefix)
     return out
 
 

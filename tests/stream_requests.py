@@ -30,9 +30,17 @@ def _decode(result) -> dict:
     return out
 
 
-def stream_pcm(url: str, wave: np.ndarray, sequence_id: int, chunk_seconds: float = 1.0, rate: int = 16000,
-               pace: float = 0.0, drop_after: int | None = None, start_inputs: dict | None = None,
-               timeout: float = 120.0) -> StreamResult:
+def stream_pcm(
+    url: str,
+    wave: np.ndarray,
+    sequence_id: int,
+    chunk_seconds: float = 1.0,
+    rate: int = 16000,
+    pace: float = 0.0,
+    drop_after: int | None = None,
+    start_inputs: dict | None = None,
+    timeout: float = 120.0,
+) -> StreamResult:
     """Send ``wave`` in chunks on one gRPC stream; ``pace`` seconds between chunks; ``drop_after`` chunks
     then close the stream without END. Returns the partials and the final (IS_FINAL) response."""
     import tritonclient.grpc as grpcclient
@@ -68,8 +76,10 @@ def stream_pcm(url: str, wave: np.ndarray, sequence_id: int, chunk_seconds: floa
     try:
         for i in range(count):
             part = np.ascontiguousarray(wave[i * step : (i + 1) * step], dtype=np.float32)
-            inputs = [grpcclient.InferInput("WAVEFORM", [1, part.size], "FP32"),
-                      grpcclient.InferInput("SAMPLE_RATE", [1, 1], "INT32")]
+            inputs = [
+                grpcclient.InferInput("WAVEFORM", [1, part.size], "FP32"),
+                grpcclient.InferInput("SAMPLE_RATE", [1, 1], "INT32"),
+            ]
             inputs[0].set_data_from_numpy(part[None])
             inputs[1].set_data_from_numpy(np.array([[rate]], np.int32))
             if i == 0:
@@ -78,8 +88,9 @@ def stream_pcm(url: str, wave: np.ndarray, sequence_id: int, chunk_seconds: floa
                     tensor.set_data_from_numpy(array)
                     inputs.append(tensor)
             last = drop_after is None and i == count - 1
-            client.async_stream_infer("qwen3_asr_streaming", inputs, sequence_id=sequence_id,
-                                      sequence_start=(i == 0), sequence_end=last)
+            client.async_stream_infer(
+                "qwen3_asr_streaming", inputs, sequence_id=sequence_id, sequence_start=(i == 0), sequence_end=last
+            )
             if pace:
                 time.sleep(pace)
         if drop_after is None:

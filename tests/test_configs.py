@@ -33,13 +33,14 @@ def spec(asr_checkpoint):
     return ModelSpec.from_checkpoint(asr_checkpoint)
 
 
-@pytest.mark.parametrize("target", ["cpu"])
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
 @pytest.mark.parametrize("aligner", [True, False])
 def test_filled_configs_parse_and_keep_the_public_contract(spec, target, aligner):
     from tritonclient.grpc import model_config_pb2
 
     filled = fill_repository_configs(spec, BuildOptions(), target, aligner)
-    assert sorted(filled) == sorted(models_for(aligner))
+    assert sorted(filled) == sorted(models_for(aligner, target))
+    assert all("${" not in text for text in filled.values())
     entry = parse_model_config(filled["qwen3_asr"])
     assert entry.max_batch_size == 0
     inputs = {i.name: (model_config_pb2.DataType.Name(i.data_type), list(i.dims)) for i in entry.input}

@@ -35,9 +35,7 @@ def test_final_equals_offline_and_windows_are_reused(recognizer, clips):
     # 23 s = 3 windows: the first (and later the second) window stops changing once complete,
     # unless the utterance maximum moves; at least one encoding must have been saved.
     assert state.reused_windows >= 1
-    assert state.encoded_windows + state.reused_windows == sum(
-        int(np.ceil(p.audio_seconds / 8)) for p in partials
-    )
+    assert state.encoded_windows + state.reused_windows == sum(int(np.ceil(p.audio_seconds / 8)) for p in partials)
 
 
 def test_reuse_does_not_change_partials(recognizer, clips):

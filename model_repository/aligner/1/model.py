@@ -1,26 +1,97 @@
 """aligner: transcript + segment log-mel -> word start/end times (Qwen3-ForcedAligner).
 
-On the cpu target both graphs (the aligner's audio encoder and its Qwen3 body
-with the timestamp classifier) run in this process on ONNX Runtime; the word
-splitting, prompt, argmax and monotonic fix-up are qwen3_asr_triton.aligner.
+The word splitting, prompt, argmax and monotonic fix-up are
+qwen3_asr_triton.aligner (ForcedAligner) on both targets. Where its two graphs
+(the aligner's audio encoder; its Qwen3 body with the timestamp classifier)
+run is the model parameter ``runtime``:
+
+- ``onnxruntime`` (cpu target; the default when the parameter is absent): both
+  graphs in this process on ONNX Runtime;
+- ``bls`` (gpu target): through BLS on two other Triton models, ``encoder_model``
+  (TensorRT plan; windows padded to ``pad_windows_to`` frames, at most
+  ``encoder_max_batch`` per call) and ``lm_model`` (TensorRT plan; prompts longer
+  than ``max_tokens``, the plan's optimisation-profile limit, are refused).
 """
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from qwen3_asr_triton.aligner import ForcedAligner
-from qwen3_asr_triton.decoding.session import AlignerRunner, EncoderRunner, OrtOptions
 from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.serving import (
     RequestInputs,
     error_response,
     model_parameters,
+    raise_for_bls_error,
     setup_logging,
     string_tensor,
     version_dir,
 )
 from qwen3_asr_triton.tokenizer import TextTokenizer
+
+RUNTIMES = ("onnxruntime", "bls")
+
+
+def _ort_graphs(folder, params):
+    from qwen3_asr_triton.decoding.session import AlignerRunner, EncoderRunner, OrtOptions
+
+    options = OrtOptions(int(params.get("intra_op_threads", "0")))
+    encoder = EncoderRunner(folder / "encoder.onnx", options)
+    return (
+        lambda windows: encoder.encode_windows(windows.features, windows.frames),
+        AlignerRunner(folder / "aligner.onnx", options),
+    )
+
+
+class _BlsGraphs:
+    """The two graphs as BLS calls to the gpu target's TensorRT plan models."""
+
+    def __init__(self, params):
+        self.encoder_model = params["encoder_model"]
+        self.lm_model = params["lm_model"]
+        self.pad_to = int(params["pad_windows_to"])
+        self.max_batch = int(params["encoder_max_batch"])
+        self.max_tokens = int(params["max_tokens"])
+
+    def _call(self, model, inputs, outputs):
+        request = pb_utils.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs)
+        response = request.exec()
+        raise_for_bls_error(response, model)
+        return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
+
+    def encode(self, windows):
+        parts = []
+        for start in range(0, len(windows.features), self.max_batch):
+            feats = windows.features[start : start + self.max_batch]
+            frames = np.asarray(windows.frames[start : start + self.max_batch], dtype=np.int64)
+            batch = np.zeros((len(feats), feats[0].shape[0], self.pad_to), dtype=np.float32)
+            for i, f in enumerate(feats):
+                batch[i, :, : f.shape[1]] = f
+            embeds, lens = self._call(
+                self.encoder_model,
+                [pb_utils.Tensor("input_features", batch), pb_utils.Tensor("feature_lens", frames.reshape(-1, 1))],
+                ["audio_embeds", "embed_lens"],
+            )
+            parts += [embeds[i, : int(n)] for i, n in enumerate(lens.reshape(-1))]
+        return np.concatenate(parts, axis=0)
+
+    def classify(self, inputs_embeds, attention_mask):
+        tokens = inputs_embeds.shape[1]
+        if tokens > self.max_tokens:
+            raise InputError(
+                f"the transcript and audio make {tokens} aligner tokens; this deployment aligns at most "
+                f"{self.max_tokens} per segment (shorter segments or a rebuilt aligner plan)"
+            )
+        (logits,) = self._call(
+            self.lm_model,
+            [
+                pb_utils.Tensor("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32)),
+                pb_utils.Tensor("attention_mask", np.asarray(attention_mask, dtype=np.int64)),
+            ],
+            ["logits"],
+        )
+        return logits
 
 
 class TritonPythonModel:
@@ -28,15 +99,22 @@ class TritonPythonModel:
         params = model_parameters(args)
         setup_logging(params.get("log_level", "INFO"))
         folder = version_dir(args)
-        options = OrtOptions(int(params.get("intra_op_threads", "0")))
-        encoder = EncoderRunner(folder / "encoder.onnx", options)
+        runtime = params.get("runtime", "onnxruntime")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"aligner parameter runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if runtime == "bls":
+            graphs = _BlsGraphs(params)
+            encode, classify = graphs.encode, graphs.classify
+        else:
+            encode, classify = _ort_graphs(folder, params)
+        self.runtime = runtime
         self.spec = ModelSpec.load(folder)
         self.aligner = ForcedAligner(
             self.spec,
             TextTokenizer.from_file(folder),
             np.load(folder / "embed_tokens.npy", mmap_mode="r"),
-            lambda windows: encoder.encode_windows(windows.features, windows.frames),
-            AlignerRunner(folder / "aligner.onnx", options),
+            encode,
+            classify,
         )
 
     def execute(self, requests):

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Container entry point of the server images: start Triton on a built model repository.
+#
+#   docker/serve.sh            (knobs from the environment, see below)
+#
+# Binds 0.0.0.0 explicitly: inside a container the network namespace is the boundary (compose publishes
+# the ports on 127.0.0.1 only; Kubernetes reaches them through the Service and NetworkPolicy).
+# The model-control API stays closed (mode "none"); the repository must carry build_info.json of the
+# image's target (QWEN3_ASR_TARGET), so a cpu repository never starts on the gpu image or vice versa.
+# Knobs: MODEL_REPOSITORY (/models), QWEN3_ASR_TARGET (set by the image), TRITON_HTTP_PORT (8000),
+# TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002), TRITON_LOG_VERBOSE (0),
+# TRITON_SHM_BYTES (python backend shared memory, default 64 MiB), QWEN3_ASR_SITE (gpu: python models' packages).
+set -euo pipefail
+
+MODEL_REPOSITORY="${MODEL_REPOSITORY:-/models}"
+TARGET="${QWEN3_ASR_TARGET:?the image sets QWEN3_ASR_TARGET (cpu or gpu)}"
+ADDRESS="0.0.0.0"
+HTTP_PORT="${TRITON_HTTP_PORT:-8000}"
+GRPC_PORT="${TRITON_GRPC_PORT:-8001}"
+METRICS_PORT="${TRITON_METRICS_PORT:-8002}"
+LOG_VERBOSE="${TRITON_LOG_VERBOSE:-0}"
+SHM_BYTES="${TRITON_SHM_BYTES:-$((64 * 1024 * 1024))}"
+SITE="${QWEN3_ASR_SITE:-/opt/qwen3-asr/site}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# ---- stage 1: the repository must be a finished build for this image's target ----------------
+built="$(python3 - "$MODEL_REPOSITORY/build_info.json" <<'PY'
+import json, sys
+try:
+    print(json.load(open(sys.argv[1]))["target"])
+except (OSError, ValueError, KeyError):
+    print("")
+PY
+)"
+if [[ "$built" != "$TARGET" ]]; then
+  echo "serve.sh: $MODEL_REPOSITORY holds no finished $TARGET build (build_info.json target: '${built:-none}')" >&2
+  exit 2
+fi
+
+# ---- stage 2: start Triton ---------------------------------------------------------------------
+case "$TARGET" in
+  cpu)
+    exec "$ROOT/scripts/serve_cpu.sh" --model-repository "$MODEL_REPOSITORY" --address "$ADDRESS" \
+      --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" --log-verbose "$LOG_VERBOSE"
+    ;;
+  gpu)
+    # The python models import the project from its own site folder: the image's packages (TensorRT-LLM's
+    # transformers and tokenizers pins) stay untouched for everything else.
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    exec tritonserver \
+      --model-repository="$MODEL_REPOSITORY" \
+      --http-address="$ADDRESS" --http-port="$HTTP_PORT" \
+      --grpc-address="$ADDRESS" --grpc-port="$GRPC_PORT" \
+      --metrics-address="$ADDRESS" --metrics-port="$METRICS_PORT" \
+      --allow-metrics=true --allow-gpu-metrics=true \
+      --model-control-mode=none \
+      --strict-readiness=true \
+      --exit-on-error=true \
+      --log-verbose="$LOG_VERBOSE" \
+      --backend-config=python,shm-default-byte-size="$SHM_BYTES" \
+      --backend-config=python,shm-growth-byte-size="$SHM_BYTES"
+    ;;
+  *)
+    echo "serve.sh: QWEN3_ASR_TARGET must be cpu or gpu, got $TARGET" >&2
+    exit 2
+    ;;
+esac
