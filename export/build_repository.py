@@ -76,12 +76,20 @@ class BuildOptions:
     max_align_segment_seconds: float = 180.0
     intra_op_threads: int = 0
     log_level: str = "INFO"
+    # Streaming (qwen3_asr_streaming): chunks per execute, streams held, their length and idle timeout,
+    # the official re-decoding rollback and the exact encoder-window reuse.
+    stream_max_batch: int = 32
+    max_streams: int = 256
+    max_stream_seconds: float = 300.0
+    stream_idle_seconds: float = 30.0
+    stream_rollback_tokens: int = 5
+    stream_reuse_windows: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                minimum = 0 if f.name in ("intra_op_threads", "encoder_queue_delay_us") else 1
+                minimum = 0 if f.name in ("intra_op_threads", "encoder_queue_delay_us", "stream_rollback_tokens") else 1
                 if value < minimum:
                     raise ValueError(f"{f.name} must be >= {minimum}, got {value}")
         if self.max_align_segment_seconds > self.max_segment_seconds:
@@ -94,7 +102,7 @@ def models_for(has_aligner: bool, target: str = "cpu") -> list[str]:
     """The models of a repository for ``target``."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}")
-    models = ["qwen3_asr", "preprocess", "encoder", "decoder", "postprocess"]
+    models = ["qwen3_asr", "qwen3_asr_streaming", "preprocess", "encoder", "decoder", "postprocess"]
     if has_aligner:
         models.append("aligner")
         if target == "gpu":
@@ -130,6 +138,12 @@ def template_values(
         "PAD_WINDOWS_TO": 0 if target == "cpu" else spec.features.window_frames,
         "PROMPT_TABLE_DTYPE": prompt_dtype,
         "LOG_LEVEL": opts.log_level.upper(),
+        "STREAM_MAX_BATCH": opts.stream_max_batch,
+        "MAX_STREAMS": opts.max_streams,
+        "MAX_STREAM_SECONDS": opts.max_stream_seconds,
+        "STREAM_IDLE_US": int(opts.stream_idle_seconds * 1_000_000),
+        "STREAM_ROLLBACK_TOKENS": opts.stream_rollback_tokens,
+        "STREAM_REUSE_WINDOWS": "true" if opts.stream_reuse_windows else "false",
     }
     if has_aligner:
         values["ALIGNER_INSTANCES"] = opts.aligner_instances
@@ -198,6 +212,7 @@ def cpu_artifacts(asr_dir: Path, aligner_dir: Path | None) -> dict[str, list[tup
     spec, tok = (asr_dir / SPEC_FILENAME, SPEC_FILENAME), (asr_dir / TOKENIZER_FILENAME, TOKENIZER_FILENAME)
     files = {
         "qwen3_asr": [spec, tok],
+        "qwen3_asr_streaming": [spec, tok],
         "preprocess": [spec],
         "encoder": [spec, *[(p, p.name) for p in _onnx_files(asr_dir, "encoder")]],
         "decoder": [

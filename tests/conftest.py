@@ -157,8 +157,16 @@ def model_repository(asr_checkpoint: Path, aligner_checkpoint: Path) -> Path:
     key = code_hash(*BUILD_CODE, *templates)
     out = CACHE / "repos" / f"tiny-{asr_checkpoint.name}-{key}"
     if not (out / "build_info.json").is_file():
+        prune_stale(out, "tiny-")
         opts = BuildOptions(
-            entry_instances=6, preprocess_instances=2, kv_cache_mb=256, max_running_sequences=16, prefill_chunk=1024
+            entry_instances=6,
+            preprocess_instances=2,
+            kv_cache_mb=256,
+            max_running_sequences=16,
+            prefill_chunk=1024,
+            stream_idle_seconds=3.0,
+            max_streams=64,
+            stream_max_batch=16,
         )
         build_cpu_repository(asr_checkpoint, aligner_checkpoint, out, CACHE / "repos" / "work", opts)
     return out

@@ -1,0 +1,110 @@
+"""qwen3_asr_streaming through a real Triton server (gRPC bidirectional streaming)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from tests.stream_requests import stream_pcm
+from tests.triton_requests import transcribe
+
+pytestmark = pytest.mark.server
+
+MAX_NEW = np.array([[24]], np.int32)
+
+
+def _active_streams(server) -> float:
+    return sum(v for k, v in server.metrics().items() if k.startswith("qwen3_asr_streaming_active_streams"))
+
+
+def _counter(server, name: str) -> float:
+    return sum(v for k, v in server.metrics().items() if k.startswith(f"qwen3_asr_streaming_{name}_total"))
+
+
+def test_final_equals_offline_and_partials_arrive(triton_server, clips):
+    wave = next(c for c in clips if c.name == "en_long").waveform()
+    result = stream_pcm(
+        triton_server.grpc_url,
+        wave,
+        sequence_id=1001,
+        chunk_seconds=2.0,
+        pace=0.4,
+        start_inputs={"MAX_NEW_TOKENS": (MAX_NEW, "INT32")},
+    )
+    assert not result.errors, result.errors
+    offline = transcribe(triton_server.grpc_url, waveform=wave, rate=16000, max_new_tokens=24)
+    assert result.final is not None
+    assert result.final["TOKEN_IDS"].tolist() == offline["TOKEN_IDS"].tolist()
+    assert result.final["TEXT"][0] == offline["TEXT"][0]
+    assert abs(float(result.final["AUDIO_SECONDS"][0]) - wave.size / 16000) < 1e-3
+    assert len(result.partials) >= 3, "paced chunks get partial hypotheses"
+    seconds = [float(p["AUDIO_SECONDS"][0]) for p in result.partials]
+    assert seconds == sorted(seconds)
+    assert _counter(triton_server, "windows_reused") >= 1
+
+
+def test_eight_concurrent_streams_finish_correctly(triton_server, clips):
+    chosen = clips[:8]
+    waves = [c.waveform() for c in chosen]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(
+                lambda i: stream_pcm(
+                    triton_server.grpc_url,
+                    waves[i],
+                    sequence_id=2000 + i,
+                    chunk_seconds=1.0,
+                    pace=0.2,
+                    start_inputs={"MAX_NEW_TOKENS": (MAX_NEW, "INT32")},
+                ),
+                range(8),
+            )
+        )
+    for clip, wave, result in zip(chosen, waves, results):
+        assert not result.errors, (clip.name, result.errors)
+        offline = transcribe(triton_server.grpc_url, waveform=wave, rate=16000, max_new_tokens=24)
+        assert result.final["TOKEN_IDS"].tolist() == offline["TOKEN_IDS"].tolist(), clip.name
+    assert _active_streams(triton_server) == 0
+
+
+def test_a_dropped_stream_frees_its_state(triton_server, clips):
+    wave = clips[-1].waveform()
+    expired_before = _counter(triton_server, "expired")
+    result = stream_pcm(triton_server.grpc_url, wave, sequence_id=3001, chunk_seconds=1.0, pace=0.3, drop_after=3)
+    assert not result.errors and result.final is None
+    assert _active_streams(triton_server) >= 1
+    deadline = time.monotonic() + 30  # the test repository's idle timeout is 3 s
+    while _active_streams(triton_server) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _active_streams(triton_server) == 0
+    assert _counter(triton_server, "expired") == expired_before + 1
+
+
+def test_stream_errors_are_clear(triton_server):
+    import tritonclient.grpc as grpcclient
+
+    bad = np.array([0.1, np.nan] * 800, np.float32)
+    result = stream_pcm(triton_server.grpc_url, bad, sequence_id=4001, chunk_seconds=0.1)
+    assert any("NaN" in e for e in result.errors), result.errors
+    unknown = stream_pcm(
+        triton_server.grpc_url,
+        np.zeros(1600, np.float32),
+        sequence_id=4002,
+        start_inputs={"LANGUAGE": (np.array([[b"Klingon"]], dtype=object), "BYTES")},
+    )
+    assert any("unknown LANGUAGE" in e for e in unknown.errors), unknown.errors
+    # A chunk for a stream that was never started: Triton's sequence batcher refuses it itself.
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    errors = []
+    client.start_stream(callback=lambda result, error: errors.append(str(error)) if error else None)
+    tensor = grpcclient.InferInput("WAVEFORM", [1, 160], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 160), np.float32))
+    client.async_stream_infer("qwen3_asr_streaming", [tensor], sequence_id=4003, sequence_start=False)
+    deadline = time.monotonic() + 20
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.1)
+    client.stop_stream()
+    assert errors and "must specify the START flag" in errors[0]
