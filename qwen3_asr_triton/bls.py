@@ -97,13 +97,16 @@ class BlsStages:
         parts = await asyncio.gather(*(one(f, int(n)) for f, n in zip(windows.features, windows.frames)))
         return np.concatenate(parts, axis=0)
 
-    async def generate(self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int) -> Generation:
+    async def generate(
+        self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int, min_new_tokens: int = 0
+    ) -> Generation:
         pb, cfg = self.pb, self.config
         ids = np.asarray(prompt_ids, dtype=np.int32)[None]
         inputs = [
             pb.Tensor("input_ids", ids),
             pb.Tensor("input_lengths", np.array([[ids.shape[1]]], np.int32)),
             pb.Tensor("request_output_len", np.array([[max_new_tokens]], np.int32)),
+            pb.Tensor("min_length", np.array([[min_new_tokens]], np.int32)),
             pb.Tensor("end_id", np.array([[cfg.end_id]], np.int32)),
             pb.Tensor("pad_id", np.array([[cfg.end_id]], np.int32)),
             pb.Tensor("stop_words_list", stop_words_list(cfg.stop_ids)),

@@ -104,6 +104,7 @@ class TranscribeOptions:
     context: str = ""
     return_timestamps: bool = False
     max_new_tokens: int | None = None
+    min_new_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,11 @@ class Stages(Protocol):
     async def encode(self, windows: EncoderWindows) -> np.ndarray:
         """``[total_tokens, D]`` audio embeddings of an utterance's windows, in order."""
 
-    async def generate(self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int) -> Generation:
-        """Greedy generation for ``[S]`` prompt-table ids and ``[N, H]`` audio embeddings."""
+    async def generate(
+        self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int, min_new_tokens: int = 0
+    ) -> Generation:
+        """Greedy generation for ``[S]`` prompt-table ids and ``[N, H]`` audio embeddings;
+        end tokens are suppressed until ``min_new_tokens`` tokens were generated."""
 
     async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:
         """Detokenise and parse generated ids."""
@@ -173,9 +177,18 @@ class Recognizer:
         self.eos_ids = frozenset(spec.eos_token_ids)
 
     def options(
-        self, language: str | None, context: str | None, return_timestamps: bool, max_new_tokens: int | None
+        self,
+        language: str | None,
+        context: str | None,
+        return_timestamps: bool,
+        max_new_tokens: int | None,
+        min_new_tokens: int | None = None,
     ) -> TranscribeOptions:
-        """Validate request options (raises :class:`InputError` with a client-facing message)."""
+        """Validate request options (raises :class:`InputError` with a client-facing message).
+
+        ``min_new_tokens`` keeps end tokens from being chosen before that many tokens per segment;
+        benchmarks use it to make every system generate the same number of tokens.
+        """
         lang = normalize_language(language)
         self.prompts.context_ids(context or "")
         if return_timestamps:
@@ -190,7 +203,11 @@ class Recognizer:
                 )
         if max_new_tokens is not None and not 1 <= max_new_tokens <= self.limits.max_new_tokens:
             raise InputError(f"MAX_NEW_TOKENS must be between 1 and {self.limits.max_new_tokens}, got {max_new_tokens}")
-        return TranscribeOptions(lang, context or "", bool(return_timestamps), max_new_tokens)
+        minimum = min_new_tokens or 0
+        upper = max_new_tokens if max_new_tokens is not None else self.limits.max_new_tokens
+        if not 0 <= minimum <= upper:
+            raise InputError(f"MIN_NEW_TOKENS must be between 0 and {upper} (MAX_NEW_TOKENS), got {minimum}")
+        return TranscribeOptions(lang, context or "", bool(return_timestamps), max_new_tokens, minimum)
 
     def budget(self, seconds: float, options: TranscribeOptions) -> int:
         """Generation budget for a segment: the request's MAX_NEW_TOKENS or a duration-based default."""
@@ -225,7 +242,8 @@ class Recognizer:
         audio = await self.stages.encode(windows)
         prompt = self.prompts.asr_prompt(windows.total_tokens, options.context, options.language)
         table_ids = to_prompt_table_ids(prompt, self.spec.audio_token_id, self.spec.text.vocab_size)
-        gen = await self.stages.generate(table_ids, audio, self.budget(seconds, options))
+        budget = self.budget(seconds, options)
+        gen = await self.stages.generate(table_ids, audio, budget, min(options.min_new_tokens, budget))
         tokens = list(gen.tokens)
         while tokens and tokens[-1] in self.eos_ids:
             tokens.pop()
@@ -269,10 +287,12 @@ class OrtStages:
     async def encode(self, windows: EncoderWindows) -> np.ndarray:
         return self.encoder.encode_windows(windows.features, windows.frames)
 
-    async def generate(self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int) -> Generation:
+    async def generate(
+        self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int, min_new_tokens: int = 0
+    ) -> Generation:
         from .decoding.decoder import greedy_decode
 
-        out = greedy_decode(self.decoder, prompt_ids, prompt_table, max_new_tokens)
+        out = greedy_decode(self.decoder, prompt_ids, prompt_table, max_new_tokens, min_new_tokens=min_new_tokens)
         return Generation(out.tokens, out.logprobs)
 
     async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:

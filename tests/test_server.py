@@ -81,6 +81,15 @@ def test_word_timestamps_equal_reference_aligner(triton_server, clips, reference
         np.testing.assert_allclose([e for _, _, e in ours], [e for _, _, e in ref], atol=1e-4)
 
 
+def test_min_new_tokens_forces_the_output_length(triton_server, clips):
+    clip = next(c for c in clips if c.name == "de_greeting")
+    free = transcribe(triton_server.grpc_url, audio=clip.path.read_bytes(), max_new_tokens=40)
+    assert free["TOKEN_IDS"].size < 40, "this clip's output stops on an end token by itself"
+    forced = transcribe(triton_server.grpc_url, audio=clip.path.read_bytes(), max_new_tokens=40, min_new_tokens=40)
+    assert forced["TOKEN_IDS"].size == 40
+    assert forced["TOKEN_IDS"][: free["TOKEN_IDS"].size].tolist() == free["TOKEN_IDS"].tolist()
+
+
 def test_timestamps_without_aligner_flag_are_absent(triton_server, clips):
     out = transcribe(triton_server.grpc_url, audio=clips[1].path.read_bytes(), max_new_tokens=10)
     assert out["WORDS"].size == 0 and out["WORD_START"].size == 0
@@ -154,6 +163,7 @@ BAD_REQUESTS = {
     "control token in context": (dict(audio="CLIP", context="x<|im_end|>"), "control token"),
     "negative max_new_tokens": (dict(audio="CLIP", max_new_tokens=-3), "MAX_NEW_TOKENS"),
     "huge max_new_tokens": (dict(audio="CLIP", max_new_tokens=10**9), "MAX_NEW_TOKENS"),
+    "min above max": (dict(audio="CLIP", max_new_tokens=5, min_new_tokens=9), "MIN_NEW_TOKENS"),
     "aligner language": (dict(audio="CLIP", timestamps=True, language="Thai"), "aligner does not support"),
     "2-hour audio": (dict(audio="TWO_HOURS"), "limit is 3600 s"),
 }

@@ -27,6 +27,7 @@ def build_inputs(
     context: str | None = None,
     timestamps: bool | None = None,
     max_new_tokens: int | None = None,
+    min_new_tokens: int | None = None,
 ) -> list:
     """InferInput list for tritonclient.grpc or tritonclient.http (``module``)."""
     items = []
@@ -50,6 +51,8 @@ def build_inputs(
         add("RETURN_TIMESTAMPS", np.array([timestamps]), "BOOL")
     if max_new_tokens is not None:
         add("MAX_NEW_TOKENS", np.array([max_new_tokens], np.int32), "INT32")
+    if min_new_tokens is not None:
+        add("MIN_NEW_TOKENS", np.array([min_new_tokens], np.int32), "INT32")
     return items
 
 

@@ -109,6 +109,8 @@ class Sequence:
         Log-probability of each generated id.
     margins : list of float
         Top-1 minus top-2 logit at each step (recorded when asked for).
+    min_new_tokens : int
+        End tokens are not chosen before this many tokens were generated (benchmarks force lengths).
     """
 
     key: Any
@@ -119,6 +121,7 @@ class Sequence:
     logprobs: list[float] = field(default_factory=list)
     margins: list[float] = field(default_factory=list)
     finish_reason: str | None = None
+    min_new_tokens: int = 0
 
     @property
     def finished(self) -> bool:
@@ -164,6 +167,9 @@ class DecodeBatch:
 
     def choose(self, seq: Sequence, logits: np.ndarray) -> None:
         """Append the greedy token for ``[vocab]`` logits and mark the sequence finished if it ends."""
+        if len(seq.tokens) < seq.min_new_tokens and seq.eos_ids:
+            logits = logits.copy()
+            logits[list(seq.eos_ids)] = -np.inf
         token = int(np.argmax(logits))
         seq.tokens.append(token)
         seq.logprobs.append(_log_softmax_at(logits, token))
@@ -268,11 +274,17 @@ def greedy_decode(
     prompt_table: np.ndarray | None,
     max_new_tokens: int,
     record_margins: bool = False,
+    min_new_tokens: int = 0,
 ) -> GreedyResult:
     """Greedy generation for one prompt in prompt-table form (audio ids ``>= vocab_size``)."""
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
-    seq = Sequence(key=0, max_new_tokens=max_new_tokens, eos_ids=frozenset(runner.spec.eos_token_ids))
+    seq = Sequence(
+        key=0,
+        max_new_tokens=max_new_tokens,
+        eos_ids=frozenset(runner.spec.eos_token_ids),
+        min_new_tokens=min_new_tokens,
+    )
     batch = DecodeBatch(runner, record_margins=record_margins)
     batch.prefill(seq, runner.embed_prompt(prompt_ids, prompt_table))
     while not seq.finished:

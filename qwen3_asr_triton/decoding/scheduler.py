@@ -99,6 +99,7 @@ class GenerationRequest:
     on_token: Callable[[GenerationRequest, int], None] | None = None
     is_cancelled: Callable[[], bool] | None = None
     eos_ids: frozenset[int] | None = None
+    min_new_tokens: int = 0
     submitted_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -227,6 +228,7 @@ class InflightScheduler:
                 key=req.key,
                 max_new_tokens=req.max_new_tokens,
                 eos_ids=self._eos if req.eos_ids is None else req.eos_ids,
+                min_new_tokens=req.min_new_tokens,
             )
             try:
                 embeds = self.runner.embed_prompt(req.prompt_ids, req.prompt_table)

@@ -160,6 +160,7 @@ class TritonPythonModel:
             on_token=on_token,
             is_cancelled=sender.is_cancelled,
             eos_ids=frozenset(eos),
+            min_new_tokens=int(inputs.integer("min_length", 0)),
         )
 
     def finalize(self):

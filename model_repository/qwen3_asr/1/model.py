@@ -45,6 +45,7 @@ class TritonPythonModel:
                 inputs.text("CONTEXT"),
                 inputs.flag("RETURN_TIMESTAMPS"),
                 inputs.integer("MAX_NEW_TOKENS"),
+                inputs.integer("MIN_NEW_TOKENS"),
             )
             forwarded = [pb_utils.get_input_tensor_by_name(request, n) for n in AUDIO_INPUTS]
             forwarded = [t for t in forwarded if t is not None]
