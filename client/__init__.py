@@ -4,11 +4,21 @@
 >>> with Qwen3ASRClient(ClientOptions(url="127.0.0.1:8001", timeout=60)) as client:  # doctest: +SKIP
 ...     result = client.transcribe("call.wav", TranscribeOptions(language="en", timestamps=True))
 
+Streaming recognition prints partial hypotheses while the audio plays, then the final result:
+
+>>> from qwen3_asr_triton.client import Partial, StreamOptions
+>>> with Qwen3ASRClient("127.0.0.1:8001") as client:  # doctest: +SKIP
+...     for event in client.stream("call.wav", stream_options=StreamOptions(chunk_seconds=1.0, speed=1.0)):
+...         print("..." if isinstance(event, Partial) else "final:", event.text)
+
 The library needs tritonclient[grpc], numpy and the shared ``qwen3_asr_triton`` helpers (no torch,
-no onnxruntime, no audio decoding: the server decodes); the CLI adds tqdm for its progress bar.
+no onnxruntime; unary requests send files as they are and the server decodes them, while a stream
+of a file decodes it here with PyAV, since the streaming model takes PCM); the CLI adds tqdm for
+its progress bar.
 """
 
 from .async_client import AsyncQwen3ASRClient
+from .async_stream import AsyncTranscriptionStream
 from .errors import (
     DeadlineExceededError,
     InvalidRequestError,
@@ -17,14 +27,26 @@ from .errors import (
     ServerUnavailableError,
 )
 from .formats import FORMATS, render
-from .options import ClientOptions, RetryPolicy, TlsOptions, TranscribeOptions
+from .options import ClientOptions, RetryPolicy, StreamOptions, TlsOptions, TranscribeOptions
 from .subtitles import Cue, SubtitleLimits, build_cues, to_srt, to_vtt
 from .sync_client import Qwen3ASRClient
-from .types import ModelMetadata, ModelState, Segment, ServerHealth, TensorSpec, Transcription, Word
+from .sync_stream import TranscriptionStream
+from .types import (
+    ModelMetadata,
+    ModelState,
+    Partial,
+    Segment,
+    ServerHealth,
+    StreamStats,
+    TensorSpec,
+    Transcription,
+    Word,
+)
 
 __all__ = [
     "FORMATS",
     "AsyncQwen3ASRClient",
+    "AsyncTranscriptionStream",
     "ClientOptions",
     "Cue",
     "DeadlineExceededError",
@@ -32,17 +54,21 @@ __all__ = [
     "MalformedResponseError",
     "ModelMetadata",
     "ModelState",
+    "Partial",
     "Qwen3ASRClient",
     "Qwen3ASRError",
     "RetryPolicy",
     "Segment",
     "ServerHealth",
     "ServerUnavailableError",
+    "StreamOptions",
+    "StreamStats",
     "SubtitleLimits",
     "TensorSpec",
     "TlsOptions",
     "TranscribeOptions",
     "Transcription",
+    "TranscriptionStream",
     "Word",
     "build_cues",
     "render",

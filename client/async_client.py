@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
+from .async_stream import AsyncTranscriptionStream
 from .connection import channel_kwargs, describe, new_request_id, request_inputs
-from .options import ClientOptions, TranscribeOptions
+from .options import ClientOptions, StreamOptions, TranscribeOptions
 from .retry import CallBudget
+from .stream_source import StreamInput, StreamSource
 from .types import ModelMetadata, ModelState, ServerHealth, Transcription
 from .wire import AudioInput, parse_model_metadata, parse_repository_index, parse_result, requested_outputs
 
@@ -94,28 +96,51 @@ class AsyncQwen3ASRClient:
         )
         return parse_result(result, request_id)
 
-    async def health(self, timeout: float | None = None) -> ServerHealth:
-        """Liveness and readiness of the server and of the entry model.
+    def stream(
+        self,
+        audio: StreamInput,
+        options: TranscribeOptions | None = None,
+        stream_options: StreamOptions | None = None,
+        *,
+        sample_rate: int | None = None,
+    ) -> AsyncTranscriptionStream:
+        """Recognise audio as a stream; see :meth:`Qwen3ASRClient.stream`.
+
+        >>> async with client.stream(wave, sample_rate=16000) as events:  # doctest: +SKIP
+        ...     async for event in events:
+        ...         print(event.text)
+
+        Live frames may also come from an async iterable. A file is decoded in a
+        worker thread, a blocking iterable is read in one: neither blocks the event loop.
+        Many streams run concurrently on the client's one channel.
+        """
+        source = StreamSource(audio, sample_rate)
+        return AsyncTranscriptionStream(
+            self._client, self.options, source, options or TranscribeOptions(), stream_options or StreamOptions()
+        )
+
+    async def health(self, timeout: float | None = None, model: str | None = None) -> ServerHealth:
+        """Liveness and readiness of the server and of a model.
 
         Parameters
         ----------
         timeout : float, optional
-            Deadline of each of the four calls; default: ``ClientOptions.timeout``."""
+            Deadline of each of the four calls; default: ``ClientOptions.timeout``.
+        model : str, optional
+            Model whose readiness is checked; default: the entry model.
+        """
         live = await self._call("server live", self._client.is_server_live, deadline=timeout)
         ready = await self._call("server ready", self._client.is_server_ready, deadline=timeout)
+        model = model or self.options.model
         model_ready = await self._call(
-            "model ready",
-            self._client.is_model_ready,
-            self.options.model,
-            self.options.model_version,
-            deadline=timeout,
+            "model ready", self._client.is_model_ready, model, self.options.model_version, deadline=timeout
         )
         meta = await self._call("server metadata", self._client.get_server_metadata, as_json=True, deadline=timeout)
         return ServerHealth(
             live=bool(live),
             ready=bool(ready),
             model_ready=bool(model_ready),
-            model=self.options.model,
+            model=model,
             server_version=str(meta.get("version", "")),
         )
 

@@ -1,4 +1,4 @@
-"""``qwen3-asr``: transcribe files, check server health and list models, over gRPC.
+"""``qwen3-asr``: transcribe files, stream one in real time, check server health and list models, over gRPC.
 
 Results go to stdout (or to ``--output-dir``); progress, failures and the
 summary go to stderr. Exit status: 0 when every file succeeded (or the server
@@ -25,15 +25,19 @@ from .errors import Qwen3ASRError
 from .formats import EXTENSIONS, FORMATS, render
 from .inputs import expand_inputs, output_paths
 from .options import (
+    DEFAULT_CHUNK_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MODEL,
+    DEFAULT_STREAM_MODEL,
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_URL,
     ClientOptions,
     RetryPolicy,
+    StreamOptions,
     TlsOptions,
     TranscribeOptions,
 )
+from .stream_command import run_stream
 from .sync_client import Qwen3ASRClient
 from .types import Transcription
 
@@ -51,6 +55,12 @@ STATUS_TIMEOUT_SECONDS = 10.0
 DEFAULT_CONCURRENCY = 4
 # Upper bound for --concurrency: each request in flight holds one file in memory.
 MAX_CONCURRENCY = 256
+# Stream deadline: each chunk's answer (and the final after the last chunk) must come
+# within this. A partial takes well under a second on an idle server and the final of a
+# 5-minute stream (the server's longest by default) well under a minute even on CPU.
+STREAM_TIMEOUT_SECONDS = 120.0
+# Output formats of the stream command: events as lines of text, or JSON Lines.
+STREAM_FORMATS = ("txt", "json")
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -81,20 +91,30 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _add_connection_arguments(parser: argparse.ArgumentParser, timeout: float) -> None:
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a speed factor, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a speed factor >= 0 (0 = as fast as possible), got {text!r}")
+    return value
+
+
+def _add_connection_arguments(
+    parser: argparse.ArgumentParser,
+    timeout: float,
+    model: str = DEFAULT_MODEL,
+    timeout_help: str = "deadline per call in seconds, retries included",
+) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--url",
         default=os.environ.get(URL_ENV, DEFAULT_URL),
         help=f"gRPC endpoint host:port (default: ${URL_ENV} or {DEFAULT_URL})",
     )
-    group.add_argument("--model", default=DEFAULT_MODEL, help="entry model name (default: %(default)s)")
-    group.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=timeout,
-        help="deadline per call in seconds, retries included (default: %(default)g)",
-    )
+    group.add_argument("--model", default=model, help="entry model name (default: %(default)s)")
+    group.add_argument("--timeout", type=_seconds, default=timeout, help=f"{timeout_help} (default: %(default)g)")
     group.add_argument(
         "--retries",
         type=int,
@@ -115,6 +135,13 @@ def _add_connection_arguments(parser: argparse.ArgumentParser, timeout: float) -
     )
 
 
+def _add_recognition_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--language", help="force a language by name or code (English, en); default: detect")
+    parser.add_argument("--context", help="hotwords / domain text, or @FILE to read it from a file")
+    parser.add_argument("--timestamps", action="store_true", help="request word timestamps (needs the aligner)")
+    parser.add_argument("--max-new-tokens", type=_positive_int, help="cap on generated tokens per segment")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Client of the Qwen3-ASR Triton deployment (gRPC).")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-vv: debug)")
@@ -122,10 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("transcribe", help="transcribe audio files", description="Transcribe audio files.")
     tr.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="audio files, directories or quoted globs")
-    tr.add_argument("--language", help="force a language by name or code (English, en); default: detect")
-    tr.add_argument("--context", help="hotwords / domain text, or @FILE to read it from a file")
-    tr.add_argument("--timestamps", action="store_true", help="request word timestamps (needs the aligner)")
-    tr.add_argument("--max-new-tokens", type=_positive_int, help="cap on generated tokens per segment")
+    _add_recognition_arguments(tr)
     tr.add_argument("--format", choices=FORMATS, default="txt", help="output format (default: %(default)s)")
     tr.add_argument(
         "--output-dir",
@@ -147,6 +171,32 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     _add_connection_arguments(tr, DEFAULT_TIMEOUT_SECONDS)
 
+    st = commands.add_parser(
+        "stream",
+        help="stream one file in real time, printing partial results",
+        description="Play an audio file to the streaming model in real time (or faster) and print the partial "
+        "hypotheses as they arrive, then the final result (which equals 'transcribe' of the same audio).",
+    )
+    st.add_argument("input", type=Path, metavar="FILE", help="audio file (decoded locally)")
+    st.add_argument(
+        "--chunk-seconds",
+        type=_seconds,
+        default=DEFAULT_CHUNK_SECONDS,
+        help="audio per request; each may get a partial (default: %(default)g)",
+    )
+    st.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        help="playback speed relative to real time; 0 = as fast as possible (default: %(default)g)",
+    )
+    _add_recognition_arguments(st)
+    st.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="output format (default: %(default)s)")
+    st.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    _add_connection_arguments(
+        st, STREAM_TIMEOUT_SECONDS, DEFAULT_STREAM_MODEL, "deadline for each chunk's answer in seconds"
+    )
+
     health = commands.add_parser("health", help="server and model readiness", description="Check readiness.")
     health.add_argument("--json", action="store_true", help="print JSON")
     _add_connection_arguments(health, STATUS_TIMEOUT_SECONDS)
@@ -164,9 +214,10 @@ def client_options(args: argparse.Namespace) -> ClientOptions:
     tls = None
     if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
         tls = TlsOptions(root_certificates=args.tls_ca, private_key=args.tls_key, certificate_chain=args.tls_cert)
+    model = {"stream_model": args.model} if args.command == "stream" else {"model": args.model}
     return ClientOptions(
         url=args.url,
-        model=args.model,
+        **model,
         timeout=args.timeout,
         retry=RetryPolicy(max_attempts=args.retries + 1),
         tls=tls,
@@ -339,12 +390,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(encoding="utf-8")
     try:
         options = client_options(args)
-        request = transcribe_options(args) if args.command == "transcribe" else None
+        request = transcribe_options(args) if args.command in ("transcribe", "stream") else None
+        pacing = StreamOptions(chunk_seconds=args.chunk_seconds, speed=args.speed) if args.command == "stream" else None
     except ValueError as exc:
         parser.error(str(exc))
     try:
         if args.command == "transcribe":
             return asyncio.run(_transcribe(args, options, request))
+        if args.command == "stream":
+            ok = run_stream(args.input, options, request, pacing, args.format, args.quiet, PROG, STATUS_TIMEOUT_SECONDS)
+            return EXIT_OK if ok else EXIT_FAILED
         if args.command == "health":
             return _health(args, options)
         return _models(args, options)

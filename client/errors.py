@@ -44,6 +44,10 @@ class MalformedResponseError(Qwen3ASRError):
     """The server answered, but not with the outputs the wire contract promises."""
 
 
+# How the streaming model words its internal and capacity errors (see stream_status).
+_INTERNAL_PREFIX = "internal error"
+_CAPACITY_TEXT = "too many concurrent streams"
+
 _BY_STATUS: dict[str, type[Qwen3ASRError]] = {
     "INVALID_ARGUMENT": InvalidRequestError,
     "UNAVAILABLE": ServerUnavailableError,
@@ -59,10 +63,41 @@ def status_name(exc: InferenceServerException) -> str | None:
     return str(status).rsplit(".", 1)[-1]
 
 
-def from_triton(exc: InferenceServerException, context: str = "") -> Qwen3ASRError:
-    """The client's exception for a tritonclient one (chain it with ``raise ... from exc``)."""
-    status = status_name(exc)
-    message = exc.message() or str(exc)
+def from_status(status: str | None, message: str, context: str = "") -> Qwen3ASRError:
+    """The client's exception for a gRPC status name and message."""
     if context:
         message = f"{message} ({context})"
     return _BY_STATUS.get(status or "", Qwen3ASRError)(message, status)
+
+
+def from_triton(exc: InferenceServerException, context: str = "") -> Qwen3ASRError:
+    """The client's exception for a tritonclient one (chain it with ``raise ... from exc``)."""
+    return from_status(status_name(exc), exc.message() or str(exc), context)
+
+
+def stream_status(message: str) -> str:
+    """The status of an error answered on a gRPC stream, inferred from its message.
+
+    Triton's stream responses carry only the error's text, not its code. The
+    streaming model words its errors so that the code can be told back:
+    ``"internal error: ..."`` for its own failures, ``"too many concurrent
+    streams ..."`` when it holds its maximum of streams; everything else (bad
+    audio or options, an unknown stream or model, a missing START) is a problem
+    with the request.
+    """
+    if message.startswith(_INTERNAL_PREFIX):
+        return "INTERNAL"
+    if _CAPACITY_TEXT in message:
+        return "UNAVAILABLE"
+    return "INVALID_ARGUMENT"
+
+
+def from_stream_error(exc: InferenceServerException, context: str = "") -> Qwen3ASRError:
+    """The client's exception for an error on a gRPC stream.
+
+    A failure of the stream itself (server unreachable, cancelled) keeps its gRPC
+    status; the error of one request on the stream has none, so it is inferred
+    by :func:`stream_status`.
+    """
+    message = exc.message() or str(exc)
+    return from_status(status_name(exc) or stream_status(message), message, context)

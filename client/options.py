@@ -17,6 +17,8 @@ from qwen3_asr_triton.languages import normalize_language
 
 # The public entry model of the repository (model_repository/qwen3_asr).
 DEFAULT_MODEL = "qwen3_asr"
+# Its streaming sibling (model_repository/qwen3_asr_streaming).
+DEFAULT_STREAM_MODEL = "qwen3_asr_streaming"
 # Triton's default gRPC port.
 DEFAULT_URL = "127.0.0.1:8001"
 # Deadline of one call, retries included. An hour of audio takes well under a
@@ -30,6 +32,15 @@ DEFAULT_INITIAL_BACKOFF_SECONDS = 0.25
 # Cap on a single wait, so a long deadline never turns into minutes of sleeping.
 DEFAULT_MAX_BACKOFF_SECONDS = 4.0
 DEFAULT_BACKOFF_MULTIPLIER = 2.0
+# Streaming chunks: the issue's "0.5-2 s" middle. Each chunk costs the server one
+# partial decode, so shorter chunks give fresher partials at a higher load.
+DEFAULT_CHUNK_SECONDS = 1.0
+# 20 ms is one audio frame of a typical capture device (and of Opus); anything
+# shorter only multiplies requests without making partials any fresher.
+MIN_CHUNK_SECONDS = 0.02
+# Past 30 s a chunk is no longer streaming (one partial per half minute); it also
+# bounds one request at 30 s x 384 kHz x 4 B = 46 MB, under gRPC's message cap.
+MAX_CHUNK_SECONDS = 30.0
 
 # host:port, where host is a name, an IPv4 address or a bracketed IPv6 address.
 _URL_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>[0-9]{1,5})$")
@@ -40,6 +51,8 @@ _HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e]*$")
 # Keys gRPC itself owns or that the transport sets.
 _RESERVED_HEADER_PREFIXES = ("grpc-", ":")
 _RESERVED_HEADERS = frozenset({"content-type", "te", "user-agent", "host"})
+# A Triton model name.
+_MODEL_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -193,6 +206,8 @@ class ClientOptions:
     headers : mapping or pairs of str
         gRPC metadata sent with every call (e.g. ``{"authorization": "Bearer ..."}``);
         stored as sorted, lower-cased ``(key, value)`` pairs.
+    stream_model : str
+        Model that serves streaming recognition (``stream()`` of the clients).
     """
 
     url: str = DEFAULT_URL
@@ -202,12 +217,15 @@ class ClientOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     tls: TlsOptions | None = None
     headers: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
+    stream_model: str = DEFAULT_STREAM_MODEL
 
     def __post_init__(self) -> None:
         parse_url(self.url)
         object.__setattr__(self, "url", self.url.strip())
-        if not isinstance(self.model, str) or not re.match(r"^[A-Za-z0-9_.\-]+$", self.model):
-            raise ValueError(f"model must be a Triton model name, got {self.model!r}")
+        for name in ("model", "stream_model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _MODEL_RE.match(value):
+                raise ValueError(f"{name} must be a Triton model name, got {value!r}")
         if not isinstance(self.model_version, str) or not re.match(r"^[0-9]*$", self.model_version):
             raise ValueError(f"model_version must be empty or a number, got {self.model_version!r}")
         if self.timeout is not None:
@@ -257,3 +275,40 @@ class TranscribeOptions:
             raise ValueError(f"timestamps must be True or False, got {self.timestamps!r}")
         if self.max_new_tokens is not None:
             _check_int("max_new_tokens", self.max_new_tokens, 1)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a stream sends its audio.
+
+    Attributes
+    ----------
+    chunk_seconds : float
+        Audio per request. A file or waveform is cut into chunks of this length
+        (the last one shorter); frames from a live source are gathered until
+        they hold this much. Every chunk may get a partial hypothesis.
+    speed : float
+        Pace of a file or waveform relative to real time: 1.0 sends each chunk
+        when its last sample would have been captured live, 2.0 twice as fast,
+        0 as fast as possible. Live sources are sent as they yield, whatever this is.
+    """
+
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS
+    speed: float = 1.0
+
+    def __post_init__(self) -> None:
+        chunk = _check_seconds("chunk_seconds", self.chunk_seconds)
+        if not MIN_CHUNK_SECONDS <= chunk <= MAX_CHUNK_SECONDS:
+            raise ValueError(
+                f"chunk_seconds must be between {MIN_CHUNK_SECONDS:g} and {MAX_CHUNK_SECONDS:g}, got {chunk:g}"
+            )
+        object.__setattr__(self, "chunk_seconds", chunk)
+        if isinstance(self.speed, bool) or not isinstance(self.speed, (int, float)):
+            raise ValueError(f"speed must be a number (0 = as fast as possible), got {self.speed!r}")
+        if not (math.isfinite(self.speed) and self.speed >= 0):
+            raise ValueError(f"speed must be >= 0 and finite (0 = as fast as possible), got {self.speed}")
+        object.__setattr__(self, "speed", float(self.speed))
+
+    def chunk_samples(self, sample_rate: int) -> int:
+        """Samples per chunk at ``sample_rate`` (at least one)."""
+        return max(1, round(self.chunk_seconds * sample_rate))

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from .connection import channel_kwargs, describe, new_request_id, request_inputs
-from .options import ClientOptions, TranscribeOptions
+from .options import ClientOptions, StreamOptions, TranscribeOptions
 from .retry import CallBudget
+from .stream_source import StreamInput, StreamSource
+from .sync_stream import TranscriptionStream
 from .types import ModelMetadata, ModelState, ServerHealth, Transcription
 from .wire import AudioInput, parse_model_metadata, parse_repository_index, parse_result, requested_outputs
 
@@ -117,13 +119,61 @@ class Qwen3ASRClient:
         )
         return parse_result(result, request_id)
 
-    def health(self, timeout: float | None = None) -> ServerHealth:
-        """Liveness and readiness of the server and of the entry model.
+    def stream(
+        self,
+        audio: StreamInput,
+        options: TranscribeOptions | None = None,
+        stream_options: StreamOptions | None = None,
+        *,
+        sample_rate: int | None = None,
+    ) -> TranscriptionStream:
+        """Recognise audio as a stream: partial hypotheses while it plays, then the final result.
+
+        >>> with client.stream("call.wav", TranscribeOptions(language="en")) as events:  # doctest: +SKIP
+        ...     for event in events:
+        ...         print(event.text)  # Partial ..., then the final Transcription
+
+        Parameters
+        ----------
+        audio : path, bytes, numpy.ndarray or iterable of numpy.ndarray
+            An audio file (decoded here to 16 kHz mono), PCM samples ``[samples]`` /
+            ``[samples, channels]`` (float, int16 or int32), or a live source: an
+            iterable of PCM frames of any length, sent as it yields.
+        options : TranscribeOptions, optional
+            Language, context, timestamps (of the final result), token cap.
+        stream_options : StreamOptions, optional
+            Chunk length and, for a file or waveform, the playback speed.
+        sample_rate : int, optional
+            Rate of PCM samples or frames in Hz (required for them, rejected for a file).
+
+        Returns
+        -------
+        TranscriptionStream
+            Iterator of :class:`~.types.Partial` events and, last, the final
+            :class:`~.types.Transcription`, which equals :meth:`transcribe` of the same PCM.
+            Errors surface while iterating (see :class:`TranscriptionStream`).
+
+        Notes
+        -----
+        ``ClientOptions.timeout`` bounds the wait for each chunk's answer (and for the
+        final after the last chunk), not the whole stream. Streams are not retried:
+        the server holds their state.
+        """
+        source = StreamSource(audio, sample_rate)
+        if source.live and not isinstance(source.frames, Iterable):
+            raise ValueError("an async iterable of frames needs AsyncQwen3ASRClient")
+        request, pacing = options or TranscribeOptions(), stream_options or StreamOptions()
+        return TranscriptionStream(self.options, source, request, pacing)
+
+    def health(self, timeout: float | None = None, model: str | None = None) -> ServerHealth:
+        """Liveness and readiness of the server and of a model.
 
         Parameters
         ----------
         timeout : float, optional
             Deadline of each of the four calls; default: ``ClientOptions.timeout``.
+        model : str, optional
+            Model whose readiness is checked; default: the entry model.
 
         Raises
         ------
@@ -132,19 +182,16 @@ class Qwen3ASRClient:
         """
         live = self._call("server live", self._client.is_server_live, deadline=timeout)
         ready = self._call("server ready", self._client.is_server_ready, deadline=timeout)
+        model = model or self.options.model
         model_ready = self._call(
-            "model ready",
-            self._client.is_model_ready,
-            self.options.model,
-            self.options.model_version,
-            deadline=timeout,
+            "model ready", self._client.is_model_ready, model, self.options.model_version, deadline=timeout
         )
         meta = self._call("server metadata", self._client.get_server_metadata, as_json=True, deadline=timeout)
         return ServerHealth(
             live=bool(live),
             ready=bool(ready),
             model_ready=bool(model_ready),
-            model=self.options.model,
+            model=model,
             server_version=str(meta.get("version", "")),
         )
 

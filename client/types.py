@@ -101,6 +101,89 @@ class Transcription:
 
 
 @dataclass(frozen=True)
+class Partial:
+    """A partial hypothesis of a stream: the server's best guess for the audio received so far.
+
+    Attributes
+    ----------
+    text : str
+        Transcript so far; later partials may rewrite its last words.
+    language : str or None
+        Detected (or forced) language; None while the model hears no speech.
+    token_ids : tuple of int
+        Generated token ids.
+    audio_seconds : float
+        Audio the hypothesis covers, from the start of the stream.
+    chunk : int
+        0-based index of the chunk it answers (the newest chunk it covers).
+    latency : float
+        Seconds from sending that chunk to receiving this partial.
+    request_id : str
+        Id of that chunk's request (it appears in the server's log).
+    """
+
+    text: str
+    language: str | None
+    token_ids: tuple[int, ...]
+    audio_seconds: float
+    chunk: int
+    latency: float
+    request_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "language": self.language,
+            "audio_seconds": self.audio_seconds,
+            "chunk": self.chunk,
+            "latency": round(self.latency, 4),
+            "token_ids": list(self.token_ids),
+            "request_id": self.request_id,
+        }
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """What one stream sent and received so far.
+
+    Attributes
+    ----------
+    sequence_id : int
+        The stream's correlation id on the server.
+    chunk_offsets : tuple of float
+        When each chunk was sent, in seconds from the start of the stream.
+    partials : int
+        Partial hypotheses received (the server skips a chunk's partial when a
+        newer chunk of the stream arrived while it waited).
+    audio_seconds : float
+        Audio sent, in seconds.
+    final_latency : float or None
+        Seconds from sending the last chunk (END) to receiving the final result;
+        None until it arrived.
+    """
+
+    sequence_id: int
+    chunk_offsets: tuple[float, ...] = ()
+    partials: int = 0
+    audio_seconds: float = 0.0
+    final_latency: float | None = None
+
+    @property
+    def chunks(self) -> int:
+        """Chunks sent, the END chunk included."""
+        return len(self.chunk_offsets)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sequence_id": self.sequence_id,
+            "chunks": self.chunks,
+            "partials": self.partials,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "final_latency": None if self.final_latency is None else round(self.final_latency, 4),
+        }
+
+
+@dataclass(frozen=True)
 class TensorSpec:
     """One input or output of a model: name, Triton datatype and shape (-1 = variable)."""
 

@@ -41,14 +41,11 @@ TIME_DECIMALS = 3
 _INT_FULL_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2.0**31}
 
 
-def _tensor(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
+def make_tensor(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
+    """An input tensor holding ``array`` (works for tritonclient.grpc and .aio alike)."""
     tensor = grpcclient.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     return tensor
-
-
-def _text_tensor(name: str, value: str) -> grpcclient.InferInput:
-    return _tensor(name, np.array([value.encode("utf-8")], dtype=np.object_), "BYTES")
 
 
 def waveform_to_float32(waveform: np.ndarray) -> np.ndarray:
@@ -84,8 +81,8 @@ def audio_inputs(audio: AudioInput, sample_rate: int | None = None) -> list[grpc
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
         return [
-            _tensor("WAVEFORM", waveform_to_float32(audio), "FP32"),
-            _tensor("SAMPLE_RATE", np.array([sample_rate], dtype=np.int32), "INT32"),
+            make_tensor("WAVEFORM", waveform_to_float32(audio), "FP32"),
+            make_tensor("SAMPLE_RATE", np.array([sample_rate], dtype=np.int32), "INT32"),
         ]
     if sample_rate is not None:
         raise ValueError("sample_rate only applies to a waveform; encoded audio carries its own")
@@ -95,21 +92,25 @@ def audio_inputs(audio: AudioInput, sample_rate: int | None = None) -> list[grpc
         data = bytes(audio)
     else:
         raise ValueError(f"audio must be a path, bytes or a numpy waveform, got {type(audio).__name__}")
-    return [_tensor("AUDIO", np.array([data], dtype=np.object_), "BYTES")]
+    return [make_tensor("AUDIO", np.array([data], dtype=np.object_), "BYTES")]
 
 
-def option_inputs(options: TranscribeOptions) -> list[grpcclient.InferInput]:
-    """The optional inputs, each sent only when it differs from the server's default."""
-    out = []
+def option_inputs(options: TranscribeOptions, batched: bool = False) -> list[grpcclient.InferInput]:
+    """The optional inputs, each sent only when it differs from the server's default.
+
+    ``batched`` adds the leading batch dimension of 1 that a model with
+    ``max_batch_size > 0`` (``qwen3_asr_streaming``) expects: ``[1, 1]`` instead of ``[1]``.
+    """
+    arrays = []
     if options.language is not None:
-        out.append(_text_tensor("LANGUAGE", options.language))
+        arrays.append(("LANGUAGE", np.array([options.language.encode("utf-8")], dtype=np.object_), "BYTES"))
     if options.context is not None:
-        out.append(_text_tensor("CONTEXT", options.context))
+        arrays.append(("CONTEXT", np.array([options.context.encode("utf-8")], dtype=np.object_), "BYTES"))
     if options.timestamps:
-        out.append(_tensor("RETURN_TIMESTAMPS", np.array([True]), "BOOL"))
+        arrays.append(("RETURN_TIMESTAMPS", np.array([True]), "BOOL"))
     if options.max_new_tokens is not None:
-        out.append(_tensor("MAX_NEW_TOKENS", np.array([options.max_new_tokens], dtype=np.int32), "INT32"))
-    return out
+        arrays.append(("MAX_NEW_TOKENS", np.array([options.max_new_tokens], dtype=np.int32), "INT32"))
+    return [make_tensor(name, array[None] if batched else array, datatype) for name, array, datatype in arrays]
 
 
 def requested_outputs() -> list[grpcclient.InferRequestedOutput]:

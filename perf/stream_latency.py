@@ -1,0 +1,303 @@
+"""Partial-result latency of ``qwen3_asr_streaming`` at several numbers of concurrent streams.
+
+    python perf/stream_latency.py --url 127.0.0.1:8001 --streams 1 8 32 [--json out.json] [FILE ...]
+
+For each stream count N, N streams play real speech in real time (1 s chunks
+by default, each stream looping its clip to ``--seconds``), starting at random
+offsets within one chunk so that their chunks do not arrive in lockstep. All
+streams share one asyncio client (one gRPC channel), as a gateway would.
+Speech comes from the files given, or is synthesised with espeak-ng.
+
+Reported per N (times in seconds, measured on the client):
+
+- partial latency: for each partial, from handing its chunk to gRPC to receiving it;
+- visible latency: for each chunk but the last, from sending it to receiving the
+  first hypothesis that covers it (a later partial, or the final). Under load the
+  server skips the partial of a chunk that a newer one superseded, so this is
+  what a user waits to see a chunk's words; it exceeds the partial latency then;
+- partials per chunk: partials received / chunks that could get one (all but END);
+  below 1 when the server coalesces;
+- final latency: from sending the END chunk to receiving the final result;
+- errors: streams that failed, with the first messages.
+
+The chunk's own duration (waiting for 1 s of audio to be captured) is not part
+of any latency. The client runs in one Python process: at high N its own event
+loop adds to what it measures, so run it on a machine other than the server's
+for numbers about the server alone. It measures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qwen3_asr_triton.audio import TARGET_SAMPLE_RATE, load_audio
+from qwen3_asr_triton.client import (
+    AsyncQwen3ASRClient,
+    ClientOptions,
+    Partial,
+    Qwen3ASRError,
+    StreamOptions,
+    StreamStats,
+    TranscribeOptions,
+)
+
+logger = logging.getLogger("stream_latency")
+
+# The stream counts of the issue ("1, 8 and 32 concurrent streams").
+DEFAULT_STREAMS = (1, 8, 32)
+# 30 s of audio per stream: ~29 partials each, enough for a p95 even at N = 1.
+DEFAULT_SECONDS = 30.0
+# Silence between two plays of a clip when it is looped, like a pause between sentences.
+LOOP_GAP_SECONDS = 0.5
+# Pause between two stream counts, so the next one starts on an idle server.
+SETTLE_SECONDS = 2.0
+# Deadline of each chunk's answer: far above any sane latency, so overload shows as a latency, not an error.
+CHUNK_TIMEOUT_SECONDS = 120.0
+PERCENTILES = (50, 95)
+# Sentences spoken by espeak-ng when no files are given: (voice, text), a few languages, 4-7 s each.
+SENTENCES = (
+    ("en", "Streaming recognition sends the audio in small pieces and shows the words while the speaker talks."),
+    ("en-us", "Please call me back tomorrow morning about the delivery of the new office chairs."),
+    ("de", "Heute Abend treffen wir uns am Bahnhof und fahren dann gemeinsam in die Stadt."),
+    ("fr-fr", "Nous avons bien reçu votre message et nous vous répondrons dans les plus brefs délais."),
+    ("es", "El tren de las ocho llega con diez minutos de retraso a la estación central."),
+    ("it", "La riunione di domani è stata spostata alle dieci e mezza nella sala grande."),
+)
+
+
+# ----------------------------------------------------------------------------- speech
+def synthesise(directory: Path) -> list[Path]:
+    """One WAV file per sentence of :data:`SENTENCES`, spoken by espeak-ng."""
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("no audio files given and espeak-ng is not installed (apt-get install espeak-ng)")
+    paths = []
+    for i, (voice, text) in enumerate(SENTENCES):
+        path = directory / f"{i:02d}-{voice}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
+        paths.append(path)
+    return paths
+
+
+def looped(wave: np.ndarray, seconds: float) -> np.ndarray:
+    """``wave`` repeated (with short pauses) until it lasts at least ``seconds``."""
+    gap = np.zeros(round(LOOP_GAP_SECONDS * TARGET_SAMPLE_RATE), np.float32)
+    parts, total = [], 0
+    while total < seconds * TARGET_SAMPLE_RATE:
+        parts += [wave, gap]
+        total += wave.size + gap.size
+    return np.concatenate(parts[:-1])
+
+
+# ----------------------------------------------------------------------------- one stream
+@dataclass
+class StreamRecord:
+    """What one stream measured."""
+
+    partials: list[Partial] = field(default_factory=list)
+    stats: StreamStats | None = None
+    error: str | None = None
+
+    def visible_latencies(self) -> list[float]:
+        """Per chunk but END: time from sending it to the first hypothesis covering it."""
+        if self.stats is None:
+            return []
+        offsets = self.stats.chunk_offsets
+        arrivals = sorted((offsets[p.chunk] + p.latency, p.chunk) for p in self.partials)
+        if self.stats.final_latency is not None:
+            arrivals.append((offsets[-1] + self.stats.final_latency, len(offsets) - 1))
+        out = []
+        for chunk in range(len(offsets) - 1):
+            covering = [at for at, answered in arrivals if answered >= chunk]
+            if covering:
+                out.append(min(covering) - offsets[chunk])
+        return out
+
+
+async def play(
+    client: AsyncQwen3ASRClient,
+    wave: np.ndarray,
+    options: TranscribeOptions,
+    pacing: StreamOptions,
+    delay: float,
+) -> StreamRecord:
+    """Play ``wave`` as one stream after ``delay`` seconds."""
+    await asyncio.sleep(delay)
+    record = StreamRecord()
+    stream = client.stream(wave, options, pacing, sample_rate=TARGET_SAMPLE_RATE)
+    try:
+        async with stream:
+            async for event in stream:
+                if isinstance(event, Partial):
+                    record.partials.append(event)
+    except Qwen3ASRError as exc:
+        record.error = str(exc)
+    record.stats = stream.stats
+    return record
+
+
+# ----------------------------------------------------------------------------- one level
+def summary(values: list[float]) -> dict[str, float | int | None]:
+    """Count, p50, p95 and max of ``values`` (None without values)."""
+    if not values:
+        return {"count": 0, **{f"p{p}": None for p in PERCENTILES}, "max": None}
+    array = np.asarray(values)
+    out: dict[str, float | int | None] = {"count": len(values)}
+    out.update({f"p{p}": round(float(np.percentile(array, p)), 4) for p in PERCENTILES})
+    out["max"] = round(float(array.max()), 4)
+    return out
+
+
+def measure_level(records: list[StreamRecord], streams: int, wall: float) -> dict:
+    """The numbers of one stream count."""
+    stats = [r.stats for r in records if r.stats is not None]
+    partials = [p for r in records for p in r.partials]
+    eligible = sum(max(0, s.chunks - 1) for s in stats)
+    errors = [r.error for r in records if r.error]
+    return {
+        "streams": streams,
+        "chunks": sum(s.chunks for s in stats),
+        "partials": len(partials),
+        "partials_per_chunk": round(len(partials) / eligible, 4) if eligible else None,
+        "partial_latency": summary([p.latency for p in partials]),
+        "visible_latency": summary([v for r in records for v in r.visible_latencies()]),
+        "final_latency": summary([s.final_latency for s in stats if s.final_latency is not None]),
+        "errors": len(errors),
+        "error_messages": sorted(set(errors))[:5],
+        "audio_seconds": round(sum(s.audio_seconds for s in stats), 3),
+        "wall_seconds": round(wall, 3),
+    }
+
+
+async def run_level(
+    client: AsyncQwen3ASRClient,
+    waves: list[np.ndarray],
+    streams: int,
+    options: TranscribeOptions,
+    pacing: StreamOptions,
+    rng: random.Random,
+) -> dict:
+    delays = [rng.uniform(0, pacing.chunk_seconds) if streams > 1 else 0.0 for _ in range(streams)]
+    began = time.perf_counter()
+    records = await asyncio.gather(
+        *(play(client, waves[i % len(waves)], options, pacing, delays[i]) for i in range(streams))
+    )
+    return measure_level(list(records), streams, time.perf_counter() - began)
+
+
+# ----------------------------------------------------------------------------- report
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def table(levels: list[dict]) -> str:
+    """The results as a fixed-width text table."""
+    head = (
+        f"{'streams':>7} {'chunks':>6} {'part/chunk':>10} | {'partial p50':>11} {'p95':>6} {'max':>6} | "
+        f"{'visible p50':>11} {'p95':>6} {'max':>6} | {'final p50':>9} {'p95':>6} {'max':>6} | {'errors':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for level in levels:
+        ppc = level["partials_per_chunk"]
+        cells = [f"{level['streams']:>7} {level['chunks']:>6} {'-' if ppc is None else f'{ppc:.2f}':>10}"]
+        for key, width in (("partial_latency", 11), ("visible_latency", 11), ("final_latency", 9)):
+            stats = level[key]
+            cells.append(f"{_cell(stats['p50']):>{width}} {_cell(stats['p95']):>6} {_cell(stats['max']):>6}")
+        cells.append(f"{level['errors']:>6}")
+        lines.append(" | ".join(cells))
+    for level in levels:
+        for message in level["error_messages"]:
+            lines.append(f"  N={level['streams']} error: {message}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*", type=Path, help="speech files (default: synthesised with espeak-ng)")
+    parser.add_argument("--url", default="127.0.0.1:8001", help="gRPC endpoint (default: %(default)s)")
+    parser.add_argument("--model", default="qwen3_asr_streaming", help="streaming model (default: %(default)s)")
+    parser.add_argument("--streams", type=int, nargs="+", default=list(DEFAULT_STREAMS), help="stream counts")
+    parser.add_argument(
+        "--seconds", type=float, default=DEFAULT_SECONDS, help="audio per stream (default: %(default)g)"
+    )
+    parser.add_argument("--chunk-seconds", type=float, default=1.0, help="audio per chunk (default: %(default)g)")
+    parser.add_argument("--speed", type=float, default=1.0, help="playback speed, 1 = real time (default: %(default)g)")
+    parser.add_argument("--language", help="force a language (default: detect)")
+    parser.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default: the server's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the start offsets (default: %(default)s)")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    args = parser.parse_args(argv)
+    if any(n < 1 for n in args.streams) or args.seconds <= 0:
+        parser.error("--streams must be positive integers and --seconds positive")
+    try:
+        args.pacing = StreamOptions(chunk_seconds=args.chunk_seconds, speed=args.speed)
+        args.options = TranscribeOptions(language=args.language, max_new_tokens=args.max_new_tokens)
+        args.client_options = ClientOptions(url=args.url, stream_model=args.model, timeout=CHUNK_TIMEOUT_SECONDS)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def load_speech(files: list[Path], seconds: float) -> list[np.ndarray]:
+    """The given files (or synthesised speech), decoded to 16 kHz mono and looped to ``seconds``."""
+    if files:
+        waves = [load_audio(path.read_bytes()) for path in files]
+    else:
+        with tempfile.TemporaryDirectory(prefix="stream-latency-") as tmp:
+            waves = [load_audio(path.read_bytes()) for path in synthesise(Path(tmp))]
+    return [looped(wave, seconds) for wave in waves if wave.size]
+
+
+async def benchmark(args: argparse.Namespace, waves: list[np.ndarray]) -> list[dict]:
+    rng = random.Random(args.seed)
+    async with AsyncQwen3ASRClient(args.client_options) as client:
+        health = await client.health(timeout=10, model=args.model)
+        if not health.ok:
+            raise RuntimeError(f"model {args.model} at {args.url} is not ready")
+        # Warm-up, not measured: the channel's connection and the first request's set-up.
+        await play(client, waves[0][: 2 * TARGET_SAMPLE_RATE], args.options, StreamOptions(speed=0), 0.0)
+        levels = []
+        for n in args.streams:
+            logger.info("%d stream%s of >= %g s of audio each...", n, "" if n == 1 else "s", args.seconds)
+            levels.append(await run_level(client, waves, n, args.options, args.pacing, rng))
+            await asyncio.sleep(SETTLE_SECONDS)
+    return levels
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    try:
+        waves = load_speech(args.files, args.seconds)
+        levels = asyncio.run(benchmark(args, waves))
+    except (OSError, RuntimeError, ValueError, Qwen3ASRError) as exc:
+        logger.error("%s", exc)
+        return 1
+    print(
+        f"qwen3_asr_streaming at {args.url}: {args.chunk_seconds:g} s chunks at {args.speed:g}x real time, "
+        f"{args.seconds:g} s per stream; latencies in seconds"
+    )
+    print(table(levels))
+    if args.json:
+        config = {k: getattr(args, k) for k in ("url", "model", "seconds", "chunk_seconds", "speed", "seed")}
+        config["files"] = [str(f) for f in args.files] or [f"espeak-ng:{voice}" for voice, _ in SENTENCES]
+        args.json.write_text(json.dumps({"config": config, "levels": levels}, indent=2) + "\n", encoding="utf-8")
+        logger.info("wrote %s", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
