@@ -38,6 +38,7 @@ from .gpu_options import GpuOptions, decoder_limits
 from .gpu_plan import DECODER_DTYPE, GpuPaths
 from .gpu_repository import assemble_gpu_repository, decoder_engine_dir, run_gpu_build
 from .onnx_export import EMBED_FILENAME, export_checkpoint
+from .quantize import PRECISIONS, ensure_precision, quantized_name
 from .versions import read_versions
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class BuildOptions:
     stream_idle_seconds: float = 30.0
     stream_rollback_tokens: int = 5
     stream_reuse_windows: bool = True
+    # cpu target: "fp32" serves the exact graphs (token parity with transformers), "int8" the fast
+    # int8-weight copies of the encoder and decoder (export/quantize.py).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -94,6 +98,8 @@ class BuildOptions:
                     raise ValueError(f"{f.name} must be >= {minimum}, got {value}")
         if self.max_align_segment_seconds > self.max_segment_seconds:
             raise ValueError("max_align_segment_seconds must not exceed max_segment_seconds")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"unknown log level {self.log_level!r}")
 
@@ -207,18 +213,26 @@ def _onnx_files(export_dir: Path, graph: str) -> list[Path]:
     return [main, main.with_name(main.name + ".data")]
 
 
-def cpu_artifacts(asr_dir: Path, aligner_dir: Path | None) -> dict[str, list[tuple[Path, str]]]:
+def _graph_files(export_dir: Path, graph: str, precision: str) -> list[tuple[Path, str]]:
+    """A graph at ``precision`` placed as ``<graph>.onnx``; its data file keeps the name the graph refers to."""
+    main, data = _onnx_files(export_dir, quantized_name(graph, precision))
+    return [(main, f"{graph}.onnx"), (data, data.name)]
+
+
+def cpu_artifacts(
+    asr_dir: Path, aligner_dir: Path | None, precision: str = "fp32"
+) -> dict[str, list[tuple[Path, str]]]:
     """Per model, (source file, name in the version folder) for the cpu target."""
     spec, tok = (asr_dir / SPEC_FILENAME, SPEC_FILENAME), (asr_dir / TOKENIZER_FILENAME, TOKENIZER_FILENAME)
     files = {
         "qwen3_asr": [spec, tok],
         "qwen3_asr_streaming": [spec, tok],
         "preprocess": [spec],
-        "encoder": [spec, *[(p, p.name) for p in _onnx_files(asr_dir, "encoder")]],
+        "encoder": [spec, *_graph_files(asr_dir, "encoder", precision)],
         "decoder": [
             spec,
             (asr_dir / EMBED_FILENAME, EMBED_FILENAME),
-            *[(p, p.name) for p in _onnx_files(asr_dir, "decoder")],
+            *_graph_files(asr_dir, "decoder", precision),
         ],
         "postprocess": [tok],
     }
@@ -283,12 +297,13 @@ def build_cpu_repository(
     configs = fill_repository_configs(spec, opts, "cpu", aligner is not None)
     asr_dir = work_dir / "onnx-asr"
     export_checkpoint(model, asr_dir)
+    ensure_precision(asr_dir, opts.precision)
     aligner_dir = None
     if aligner is not None:
         aligner_dir = work_dir / "onnx-aligner"
         export_checkpoint(aligner, aligner_dir)
     _prepare_output(output)
-    artifacts = cpu_artifacts(asr_dir, aligner_dir)
+    artifacts = cpu_artifacts(asr_dir, aligner_dir, opts.precision)
     for name, text in configs.items():
         (output / name / "1").mkdir(parents=True)
         (output / name / "config.pbtxt").write_text(text)
@@ -355,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
                 return
             build_cpu_repository(args.model, args.aligner, args.output, work_dir, opts)
             return
+        if opts.precision != "fp32":
+            raise ValueError("--precision selects the cpu graphs; the gpu target uses --trt-precision")
         gpu = options_from_args(args, GpuOptions)
         paths = GpuPaths(
             REPO_ROOT,

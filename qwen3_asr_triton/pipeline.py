@@ -262,13 +262,16 @@ class Recognizer:
 class OrtStages:
     """The neural stages in-process on ONNX Runtime (exact fp32)."""
 
-    def __init__(self, asr_dir: str | Path, aligner_dir: str | Path | None = None, options=None) -> None:
+    def __init__(
+        self, asr_dir: str | Path, aligner_dir: str | Path | None = None, options=None, graph_suffix: str = ""
+    ) -> None:
+        """``graph_suffix`` picks other copies of the graphs, e.g. ``"-int8"`` for the fast mode."""
         from .decoding.decoder import DecoderRunner
         from .decoding.session import AlignerRunner, EncoderRunner
 
         asr_dir = Path(asr_dir)
-        self.encoder = EncoderRunner(asr_dir / "encoder.onnx", options)
-        self.decoder = DecoderRunner(asr_dir, options)
+        self.encoder = EncoderRunner(asr_dir / f"encoder{graph_suffix}.onnx", options)
+        self.decoder = DecoderRunner(asr_dir, options, graph=f"decoder{graph_suffix}.onnx")
         self.tokenizer = TextTokenizer.from_file(asr_dir)
         self.aligner = None
         if aligner_dir is not None:
@@ -313,8 +316,9 @@ class OfflineRecognizer:
         aligner_dir: str | Path | None = None,
         limits: RecognizerLimits | None = None,
         options=None,
+        graph_suffix: str = "",
     ) -> None:
-        self.stages = OrtStages(asr_dir, aligner_dir, options)
+        self.stages = OrtStages(asr_dir, aligner_dir, options, graph_suffix)
         spec = ModelSpec.load(asr_dir)
         self.recognizer = Recognizer(
             spec, TextTokenizer.from_file(asr_dir), self.stages, has_aligner=aligner_dir is not None, limits=limits
@@ -328,9 +332,10 @@ class OfflineRecognizer:
         context: str = "",
         return_timestamps: bool = False,
         max_new_tokens: int | None = None,
+        min_new_tokens: int | None = None,
     ) -> Transcript:
         """Recognise a mono 16 kHz float32 waveform."""
         rec = self.recognizer
-        options = rec.options(language, context, return_timestamps, max_new_tokens)
+        options = rec.options(language, context, return_timestamps, max_new_tokens, min_new_tokens)
         audio = prepare_audio(waveform, rec.spec.features, rec.limits.segment_seconds(return_timestamps), self.log_mel)
         return asyncio.run(rec.transcribe(audio, options))

@@ -40,10 +40,10 @@ class DecoderRunner:
         Export directory with ``decoder.onnx``, ``embed_tokens.npy`` and ``model_spec.json``.
     """
 
-    def __init__(self, model_dir: str | Path, options: OrtOptions | None = None) -> None:
+    def __init__(self, model_dir: str | Path, options: OrtOptions | None = None, graph: str = DECODER_FILENAME) -> None:
         model_dir = Path(model_dir)
         self.spec = ModelSpec.load(model_dir)
-        self.session = make_session(model_dir / DECODER_FILENAME, options)
+        self.session = make_session(model_dir / graph, options)
         # Memory-mapped: only the rows actually looked up are paged in.
         self.embed = np.load(model_dir / EMBED_FILENAME, mmap_mode="r")
         t = self.spec.text

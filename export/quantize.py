@@ -1,0 +1,86 @@
+"""The fast cpu mode: int8 weights for the encoder and the decoder.
+
+Exact mode serves the fp32 graphs (token-exact with transformers). Fast mode
+serves copies whose weight matrices are int8 (per output channel) with
+activations quantized on the fly (ONNX Runtime dynamic quantization: MatMul
+with a constant weight -> MatMulInteger). Decoding on a CPU is bound by
+reading the weights, so quartering them is what pays; the attention products
+between activations stay fp32 (``MatMulConstBOnly``), and so do the encoder's
+convolutions: ONNX Runtime's ConvInteger ran 2.7x slower than its fp32 Conv on
+this project's 2-core AVX2 machine (0.6B encoder, 5 s of audio).
+The token agreement with the exact mode is measured by the benchmark
+(perf/), not assumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "int8")
+# Graphs quantized in fast mode; the aligner keeps fp32 (its timestamps are one forward pass).
+FAST_GRAPHS = ("encoder", "decoder")
+
+
+def quantized_name(graph: str, precision: str) -> str:
+    """File stem of a graph at a precision: ``decoder`` (fp32) or ``decoder-int8``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return graph if precision == "fp32" else f"{graph}-{precision}"
+
+
+def quantize_graph(src: Path, dst: Path) -> None:
+    """Write an int8-weight copy of ``src`` (external data next to it) as ``dst``."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The onnx package refuses external data with several hard links (repositories link to the
+    # export), so the quantizer reads a private copy.
+    work = dst.parent / ".quantize"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    source = work / src.name
+    shutil.copy2(src, source)
+    shutil.copy2(src.with_name(src.name + ".data"), work / (src.name + ".data"))
+    tmp = work / f"out-{dst.name}"
+    quantize_dynamic(
+        str(source),
+        str(tmp),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        use_external_data_format=True,
+        extra_options={"MatMulConstBOnly": True},
+    )
+    # Re-save so the data file carries the final name.
+    model = onnx.load(str(tmp), load_external_data=True)
+    for stale in (dst, dst.with_name(dst.name + ".data")):
+        stale.unlink(missing_ok=True)
+    onnx.save_model(
+        model,
+        str(dst),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=dst.name + ".data",
+        size_threshold=1024,
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    onnx.checker.check_model(str(dst))
+    logger.info("wrote %s (int8 weights)", dst)
+
+
+def ensure_precision(export_dir: Path, precision: str) -> None:
+    """Make the graphs of ``precision`` exist in an export directory (int8 copies are made once)."""
+    if precision == "fp32":
+        return
+    for graph in FAST_GRAPHS:
+        src = export_dir / f"{graph}.onnx"
+        if not src.is_file():
+            continue
+        dst = export_dir / f"{quantized_name(graph, precision)}.onnx"
+        if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        quantize_graph(src, dst)

@@ -1,0 +1,49 @@
+"""The fast cpu mode: int8-weight copies of the encoder and decoder graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from qwen3_asr_triton.decoding.decoder import DecoderRunner
+from qwen3_asr_triton.decoding.session import EncoderRunner
+from qwen3_asr_triton.export.quantize import ensure_precision
+from qwen3_asr_triton.features import LogMel, split_windows, stack_windows
+from qwen3_asr_triton.model_spec import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def int8_export(asr_export):
+    ensure_precision(asr_export, "int8")
+    return asr_export
+
+
+def test_int8_graphs_use_integer_matmuls_and_are_smaller(int8_export):
+    for graph in ("encoder", "decoder"):
+        fp32 = int8_export / f"{graph}.onnx"
+        int8 = int8_export / f"{graph}-int8.onnx"
+        onnx.checker.check_model(str(int8))
+        ops = {n.op_type for n in onnx.load(str(int8), load_external_data=False).graph.node}
+        assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+        size = lambda p: p.stat().st_size + p.with_name(p.name + ".data").stat().st_size  # noqa: E731
+        assert size(int8) < 0.5 * size(fp32)
+
+
+def test_int8_outputs_track_fp32(int8_export, clips):
+    spec = ModelSpec.load(int8_export)
+    wave = clips[1].waveform()
+    win = split_windows(LogMel(spec.features)(wave), spec.features)
+    feats = stack_windows(win.features)
+    ref, _ = EncoderRunner(int8_export / "encoder.onnx")(feats, win.frames)
+    fast, _ = EncoderRunner(int8_export / "encoder-int8.onnx")(feats, win.frames)
+    n = int(win.tokens[0])
+    cos = np.sum(ref[0, :n] * fast[0, :n]) / (np.linalg.norm(ref[0, :n]) * np.linalg.norm(fast[0, :n]))
+    assert cos > 0.9  # int8 noise on random weights; unrelated outputs would be near 0
+    exact = DecoderRunner(int8_export)
+    quick = DecoderRunner(int8_export, graph="decoder-int8.onnx")
+    embeds = np.asarray(exact.embed[[151644, 8948, 198, 9707, 1879, 151645]], np.float32)[None]
+    args = (np.ones((1, 6), np.int64), np.arange(6)[None], exact.empty_past(1))
+    a, _ = exact.run(embeds, *args)
+    b, _ = quick.run(embeds, *args)
+    assert np.corrcoef(a[0], b[0])[0, 1] > 0.9
