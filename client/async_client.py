@@ -23,12 +23,12 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from .async_stream import AsyncTranscriptionStream
-from .connection import channel_kwargs, describe, new_request_id, request_inputs
+from .connection import channel_kwargs, describe, infer_call
 from .options import ClientOptions, StreamOptions, TranscribeOptions
 from .retry import CallBudget
 from .stream_source import StreamInput, StreamSource
 from .types import ModelMetadata, ModelState, ServerHealth, Transcription
-from .wire import AudioInput, parse_model_metadata, parse_repository_index, parse_result, requested_outputs
+from .wire import AudioInput, parse_model_metadata, parse_repository_index, parse_result
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +79,11 @@ class AsyncQwen3ASRClient:
 
         See :meth:`Qwen3ASRClient.transcribe` for parameters and errors.
         """
-        options = options or TranscribeOptions()
         if isinstance(audio, (str, os.PathLike)):
             audio = await asyncio.to_thread(Path(audio).read_bytes)
-        inputs = request_inputs(audio, options, sample_rate)
-        request_id = new_request_id()
+        request_id, args, kwargs = infer_call(self.options, audio, options, sample_rate)
         logger.debug("infer %s request %s", self.options.model, request_id)
-        result = await self._call(
-            f"infer {self.options.model}",
-            self._client.infer,
-            self.options.model,
-            inputs,
-            model_version=self.options.model_version,
-            outputs=requested_outputs(),
-            request_id=request_id,
-        )
+        result = await self._call(f"infer {self.options.model}", self._client.infer, *args, **kwargs)
         return parse_result(result, request_id)
 
     def stream(

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from .options import ClientOptions, TranscribeOptions
-from .wire import AudioInput, audio_inputs, option_inputs
+from .wire import AudioInput, audio_inputs, option_inputs, requested_outputs
 
 
 def channel_kwargs(options: ClientOptions) -> dict[str, Any]:
@@ -31,6 +31,20 @@ def new_request_id() -> str:
 def request_inputs(audio: AudioInput, options: TranscribeOptions, sample_rate: int | None) -> list:
     """Every input tensor of one transcription request."""
     return audio_inputs(audio, sample_rate) + option_inputs(options)
+
+
+def infer_call(
+    client_options: ClientOptions, audio: AudioInput, options: TranscribeOptions | None, sample_rate: int | None
+) -> tuple[str, tuple, dict[str, Any]]:
+    """``(request_id, args, kwargs)`` of one ``infer`` call, the same for the sync and asyncio clients."""
+    request_id = new_request_id()
+    inputs = request_inputs(audio, options or TranscribeOptions(), sample_rate)
+    kwargs = {
+        "model_version": client_options.model_version,
+        "outputs": requested_outputs(),
+        "request_id": request_id,
+    }
+    return request_id, (client_options.model, inputs), kwargs
 
 
 def describe(options: ClientOptions, action: str) -> str:

@@ -257,12 +257,15 @@ class TranscribeOptions:
         Ask for word timestamps (needs the server's forced aligner).
     max_new_tokens : int or None
         Cap on generated tokens per segment; None keeps the server's default.
+    min_new_tokens : int or None
+        No end token before this many tokens per segment (benchmarks use it to fix output lengths).
     """
 
     language: str | None = None
     context: str | None = None
     timestamps: bool = False
     max_new_tokens: int | None = None
+    min_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.language is not None and not isinstance(self.language, str):
@@ -275,6 +278,10 @@ class TranscribeOptions:
             raise ValueError(f"timestamps must be True or False, got {self.timestamps!r}")
         if self.max_new_tokens is not None:
             _check_int("max_new_tokens", self.max_new_tokens, 1)
+        if self.min_new_tokens is not None:
+            _check_int("min_new_tokens", self.min_new_tokens, 0)
+            if self.max_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
+                raise ValueError("min_new_tokens must not exceed max_new_tokens")
 
 
 @dataclass(frozen=True)

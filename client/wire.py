@@ -2,7 +2,7 @@
 
 Inputs (all unary gRPC, ``max_batch_size: 0``): AUDIO (BYTES [1], an encoded
 file) or WAVEFORM (FP32 [-1]) + SAMPLE_RATE (INT32 [1]); optional LANGUAGE,
-CONTEXT (BYTES [1]), RETURN_TIMESTAMPS (BOOL [1]), MAX_NEW_TOKENS (INT32 [1]).
+CONTEXT (BYTES [1]), RETURN_TIMESTAMPS (BOOL [1]), MAX_NEW_TOKENS and MIN_NEW_TOKENS (INT32 [1]).
 Outputs: see :data:`OUTPUTS`. The tensors built here work for both
 ``tritonclient.grpc`` and ``tritonclient.grpc.aio`` (they share the classes).
 """
@@ -110,6 +110,8 @@ def option_inputs(options: TranscribeOptions, batched: bool = False) -> list[grp
         arrays.append(("RETURN_TIMESTAMPS", np.array([True]), "BOOL"))
     if options.max_new_tokens is not None:
         arrays.append(("MAX_NEW_TOKENS", np.array([options.max_new_tokens], dtype=np.int32), "INT32"))
+    if options.min_new_tokens is not None:
+        arrays.append(("MIN_NEW_TOKENS", np.array([options.min_new_tokens], dtype=np.int32), "INT32"))
     return [make_tensor(name, array[None] if batched else array, datatype) for name, array, datatype in arrays]
 
 

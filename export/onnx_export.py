@@ -52,8 +52,8 @@ def decoder_io_names(num_layers: int) -> tuple[list[str], list[str]]:
     return ["inputs_embeds", "attention_mask", "position_ids", *past], ["logits", *present]
 
 
-def _save_with_external_data(tmp_path: Path, path: Path) -> None:
-    """Re-save an exported graph with all weights in ``<name>.data`` and check it."""
+def save_with_external_data(tmp_path: Path, path: Path) -> None:
+    """Re-save a graph with all weights in ``<name>.data`` next to ``path`` and check it."""
     import onnx
 
     model = onnx.load(str(tmp_path), load_external_data=True)
@@ -94,7 +94,7 @@ def _export(
             do_constant_folding=True,
             dynamo=False,
         )
-    _save_with_external_data(tmp_path, path)
+    save_with_external_data(tmp_path, path)
     shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.info("wrote %s", path)
 

@@ -34,8 +34,9 @@ def quantized_name(graph: str, precision: str) -> str:
 
 def quantize_graph(src: Path, dst: Path) -> None:
     """Write an int8-weight copy of ``src`` (external data next to it) as ``dst``."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .onnx_export import save_with_external_data
 
     # The onnx package refuses external data with several hard links (repositories link to the
     # export), so the quantizer reads a private copy.
@@ -55,20 +56,8 @@ def quantize_graph(src: Path, dst: Path) -> None:
         use_external_data_format=True,
         extra_options={"MatMulConstBOnly": True},
     )
-    # Re-save so the data file carries the final name.
-    model = onnx.load(str(tmp), load_external_data=True)
-    for stale in (dst, dst.with_name(dst.name + ".data")):
-        stale.unlink(missing_ok=True)
-    onnx.save_model(
-        model,
-        str(dst),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=dst.name + ".data",
-        size_threshold=1024,
-    )
+    save_with_external_data(tmp, dst)  # so the data file carries the final name
     shutil.rmtree(work, ignore_errors=True)
-    onnx.checker.check_model(str(dst))
     logger.info("wrote %s (int8 weights)", dst)
 
 

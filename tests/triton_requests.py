@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-OUTPUTS = (
-    "TEXT",
-    "DETECTED_LANGUAGE",
-    "TOKEN_IDS",
-    "CONFIDENCE",
-    "WORDS",
-    "WORD_START",
-    "WORD_END",
-    "SEGMENT_TEXT",
-    "SEGMENT_START",
-    "SEGMENT_END",
-)
+from qwen3_asr_triton.client.wire import OUTPUTS
 
 
 def build_inputs(

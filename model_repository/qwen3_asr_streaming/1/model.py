@@ -109,6 +109,7 @@ class TritonPythonModel:
                     inputs.text("CONTEXT"),
                     inputs.flag("RETURN_TIMESTAMPS"),
                     inputs.integer("MAX_NEW_TOKENS"),
+                    inputs.integer("MIN_NEW_TOKENS"),
                 )
                 if rate is None:
                     raise InputError("the START chunk needs SAMPLE_RATE (or AUDIO bytes)")
