@@ -9,7 +9,7 @@ Stages (each can be re-run; the ONNX export is skipped when up to date):
    value set (strict: missing and unknown keys fail, every result is parsed
    by the Triton model-config proto);
 4. assemble the repository: configs, the models' ``model.py`` and each model's
-   artifacts in its version folder (hard links where possible).
+   artifacts in its version folder (copies: ONNX refuses hard-linked weights).
 
 ``build_engines.sh`` is the command-line front end. The gpu target
 (``--target gpu``, inside NVIDIA's tritonserver TensorRT-LLM container) runs
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -33,6 +32,7 @@ from qwen3_asr_triton.model_spec import SPEC_FILENAME, ModelSpec
 from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 
 from .checkpoint import CheckpointError
+from .files import place_artifact
 from .fill_config import fill_templates, template_for
 from .gpu_options import GpuOptions, decoder_limits
 from .gpu_plan import DECODER_DTYPE, GpuPaths
@@ -199,15 +199,6 @@ def fill_repository_configs(
     return fill_templates(templates, template_values(spec, opts, target, has_aligner, gpu))
 
 
-def _place(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _onnx_files(export_dir: Path, graph: str) -> list[Path]:
     main = export_dir / f"{graph}.onnx"
     return [main, main.with_name(main.name + ".data")]
@@ -309,7 +300,7 @@ def build_cpu_repository(
         (output / name / "config.pbtxt").write_text(text)
         shutil.copy2(TEMPLATE_ROOT / name / "1" / "model.py", output / name / "1" / "model.py")
         for src, dst_name in artifacts.get(name, []):
-            _place(src, output / name / "1" / dst_name)
+            place_artifact(src, output / name / "1" / dst_name)
     info = {
         "target": "cpu",
         "model": str(model),

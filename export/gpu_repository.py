@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from qwen3_asr_triton.model_spec import SPEC_FILENAME, ModelSpec
 from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 
+from .files import place_artifact
 from .fill_config import parse_model_config
 from .gpu_options import GpuOptions, decoder_limits
 from .gpu_plan import ENGINE_DIRNAME, PLAN_FILENAME, GpuPaths, gpu_plan
@@ -98,19 +99,6 @@ def check_engine_config(engine_dir: Path, expected: dict[str, int], vocab_size: 
         raise ValueError(f"{path} does not match this build: " + "; ".join(problems))
 
 
-def _place(src: Path, dst: Path) -> None:
-    import os
-
-    if not src.is_file():
-        raise FileNotFoundError(f"{src} not found: run the earlier build stages first")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def assemble_gpu_repository(
     paths: GpuPaths,
     opts: BuildOptions,
@@ -142,7 +130,7 @@ def assemble_gpu_repository(
         if parse_model_config(text).backend == "python":
             shutil.copy2(template_root / name / "1" / "model.py", version / "model.py")
         for src, dst_name in artifacts.get(name, []):
-            _place(src, version / dst_name)
+            place_artifact(src, version / dst_name)
     info = {
         "target": "gpu",
         "model": str(paths.model),

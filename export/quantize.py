@@ -38,17 +38,12 @@ def quantize_graph(src: Path, dst: Path) -> None:
 
     from .onnx_export import save_with_external_data
 
-    # The onnx package refuses external data with several hard links (repositories link to the
-    # export), so the quantizer reads a private copy.
     work = dst.parent / ".quantize"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    source = work / src.name
-    shutil.copy2(src, source)
-    shutil.copy2(src.with_name(src.name + ".data"), work / (src.name + ".data"))
     tmp = work / f"out-{dst.name}"
     quantize_dynamic(
-        str(source),
+        str(src),
         str(tmp),
         weight_type=QuantType.QInt8,
         per_channel=True,

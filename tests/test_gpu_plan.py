@@ -241,8 +241,8 @@ class FakeContainer:
 def built(asr_checkpoint, aligner_checkpoint, asr_export, aligner_export, tmp_path_factory):
     work = tmp_path_factory.mktemp("gpu-build")
     # Reuse the session's exports (their stamps match the checkpoints, so the export steps skip quickly).
-    shutil.copytree(asr_export, work / "work" / "onnx-asr", copy_function=os.link)
-    shutil.copytree(aligner_export, work / "work" / "onnx-aligner", copy_function=os.link)
+    shutil.copytree(asr_export, work / "work" / "onnx-asr")
+    shutil.copytree(aligner_export, work / "work" / "onnx-aligner")
     paths = GpuPaths(REPO, asr_checkpoint, aligner_checkpoint, work / "repo", work / "work", Path(sys.executable))
     opts = BuildOptions(encoder_max_batch=2)
     gpu = GpuOptions(encoder_opt_batch=2, aligner_opt_tokens=64, aligner_max_tokens=512)

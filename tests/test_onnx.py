@@ -34,6 +34,15 @@ def test_graphs_are_valid_onnx_with_external_data(asr_export, aligner_export, wh
     assert {op.op_type for op in model.graph.node} <= ONNX_STANDARD_OPS, "only standard ops (TensorRT parses them)"
 
 
+def test_repository_graphs_are_plain_files_the_checker_accepts(model_repository):
+    # Hard-linked external data is refused by onnx ("potential hardlink attack"): the build must copy.
+    graphs = sorted(model_repository.glob("*/1/*.onnx"))
+    assert {g.parent.parent.name for g in graphs} >= {"encoder", "decoder", "aligner"}
+    for graph in graphs:
+        assert graph.with_name(graph.name + ".data").stat().st_nlink == 1, graph
+        onnx.checker.check_model(str(graph))
+
+
 ONNX_STANDARD_OPS = {d.name for d in onnx.defs.get_all_schemas() if d.domain == ""}
 
 

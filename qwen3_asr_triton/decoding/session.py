@@ -27,10 +27,15 @@ class OrtOptions:
         Threads per operator; 0 lets ONNX Runtime use every core.
     optimization : str
         ``"all"`` (default), ``"extended"``, ``"basic"`` or ``"disabled"``.
+    spin : bool
+        Let idle worker threads spin-wait for work. Off by default: on a server
+        several sessions (encoder, decoder, aligner) share few cores, and
+        spinning threads of one steal them from the others.
     """
 
     intra_op_threads: int = 0
     optimization: str = "all"
+    spin: bool = False
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 0:
@@ -51,6 +56,7 @@ def make_session(path: str | Path, options: OrtOptions | None = None):
     so.intra_op_num_threads = options.intra_op_threads or (os.cpu_count() or 1)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin else "0")
     so.graph_optimization_level = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
