@@ -182,8 +182,9 @@ class StreamRecognizer:
                 raise InputError(
                     f"stream exceeds {self.policy.max_stream_seconds:.0f} s of audio; end it and start a new one"
                 )
+            resampled = prepare_waveform(samples, sample_rate, self.audio_limits)  # may raise: state untouched
             state.raw.append(samples)
-            state.wave16k.append(prepare_waveform(samples, sample_rate, self.audio_limits))
+            state.wave16k.append(resampled)
         state.chunks += 1
         state.last_activity = time.monotonic()
 

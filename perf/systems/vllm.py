@@ -3,7 +3,8 @@
 Set up by ``perf/setup_vllm.sh`` in its own venv. Started as a user would run it at its best
 on this machine (shared TRITON_CPU.md): ``python -m vllm.entrypoints.openai.api_server``
 bound to 127.0.0.1, OpenMP threads bound to every usable core (``VLLM_CPU_OMP_THREADS_BIND``),
-tcmalloc and the venv's Intel OpenMP preloaded, a KV-cache budget (``VLLM_CPU_KVCACHE_SPACE``,
+tcmalloc and the venv's Intel OpenMP preloaded, prefix and multimodal-input caches off (the
+benchmark repeats its clips; ``caching=1`` turns them back on), a KV-cache budget (``VLLM_CPU_KVCACHE_SPACE``,
 GiB) and torch.compile on (its default; ``--enforce-eager`` only when asked). Requests go to
 ``/v1/chat/completions`` with one ``input_audio`` part (WAV, base64) and
 ``max_tokens = min_tokens``, ``ignore_eos``, ``temperature 0``.
@@ -124,6 +125,11 @@ class VllmSystem(BenchSystem):
         ]
         if opts.get("eager", "0") == "1":
             self.cmd.append("--enforce-eager")
+        if opts.get("caching", "0") != "1":
+            # Every pass (warm-up, forced length, TTFT) re-sends the same few clips; real traffic does
+            # not repeat audio. With vLLM's prefix and multimodal-input caches on, later passes would
+            # time cache hits (no encoder, no prefill) that our server, which caches nothing, never gets.
+            self.cmd += ["--no-enable-prefix-caching", "--mm-processor-cache-gb", "0"]
         self.env_knobs = {
             "VLLM_CPU_OMP_THREADS_BIND": opts.get("omp-threads-bind", cpu_list()),
             "VLLM_CPU_KVCACHE_SPACE": opts.get("kvcache-gib", DEFAULT_KVCACHE_GIB),
