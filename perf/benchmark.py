@@ -104,7 +104,7 @@ def run_system(
     try:
         system.prepare()
         pid = system.start()
-        ready_rss = tree_memory(pid)[0]
+        ready_rss = tree_memory(pid, pss=False)[0]
         sampler = TreeSampler(pid)
         sampler.__enter__()
         warm_up(system, clips, args.tokens, max(levels), streamed)
@@ -146,6 +146,7 @@ def run_system(
                 sum(len(r.errors) for r in (load, ttft, stream) if r),
             )
             record["levels"].append(level)
+            sampler.sample(pss=True)  # between levels: a PSS read costs whole CPU-seconds on big trees
             if not load.latencies_s:
                 raise RuntimeError(f"every request failed at concurrency {c}: {load.errors[:1]}")
         record["natural_outputs"] = [

@@ -316,8 +316,10 @@ def render(results: dict, out_dir: Path) -> Path:
         "- **latency p50 / p95**: client-side, per request, over the forced-length requests.",
         "- **peak RSS**: the largest sum of resident memory over the system's whole process tree "
         "(server, python stubs / engine workers), sampled every 0.25 s from ready to stop (start-up peaks "
-        "are not included); shared pages count once per process, so it over-states; PSS (shared pages "
-        "split) is in brackets. vLLM allocates its whole KV cache (`VLLM_CPU_KVCACHE_SPACE`) up front.",
+        "are not included); shared pages count once per process, so it over-states. In brackets the PSS "
+        "(shared pages split), read only between levels and at the end: a PSS read walks every page (a "
+        "quarter of a CPU-second for a 5 GB process), too costly to sample under load on 2 cores. vLLM "
+        "allocates its whole KV cache (`VLLM_CPU_KVCACHE_SPACE`) up front.",
         "- **Ratios**: above 1 means ours is better (throughput ours / peer; times and memory peer / ours). "
         "Compared at equal precision: our exact fp32 mode with vLLM float32 and our fast mode with vLLM's "
         "default bf16; the transformers reference is fp32 in both.",
