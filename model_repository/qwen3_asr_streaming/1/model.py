@@ -101,6 +101,10 @@ class TritonPythonModel:
         try:
             inputs = RequestInputs(pb_utils, request)
             key = inputs.integer("CORRID")
+            if sender.is_cancelled():  # the client gave up on the stream: free it now, not at the idle timeout
+                self.registry.close(key)
+                sender.send(flags=FINAL)
+                return
             start, end = bool(inputs.integer("START", 0)), bool(inputs.integer("END", 0))
             samples, rate = self._chunk(inputs)
             if start:
