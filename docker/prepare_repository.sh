@@ -22,14 +22,7 @@ read -r -a BUILD_ARGS <<< "${QWEN3_ASR_BUILD_ARGS:-}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # ---- stage 1: keep a finished build of the same target --------------------------------------------
-built="$(python3 - "$MODEL_REPOSITORY/build_info.json" <<'PY'
-import json, sys
-try:
-    print(json.load(open(sys.argv[1]))["target"])
-except (OSError, ValueError, KeyError):
-    print("")
-PY
-)"
+built="$(python3 "$ROOT/docker/build_target.py" "$MODEL_REPOSITORY/build_info.json")"
 if [[ "$built" == "$TARGET" ]]; then
   echo "prepare_repository.sh: $MODEL_REPOSITORY already holds a $TARGET build; nothing to do" >&2
   exit 0

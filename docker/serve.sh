@@ -24,14 +24,7 @@ SITE="${QWEN3_ASR_SITE:-/opt/qwen3-asr/site}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # ---- stage 1: the repository must be a finished build for this image's target ----------------
-built="$(python3 - "$MODEL_REPOSITORY/build_info.json" <<'PY'
-import json, sys
-try:
-    print(json.load(open(sys.argv[1]))["target"])
-except (OSError, ValueError, KeyError):
-    print("")
-PY
-)"
+built="$(python3 "$ROOT/docker/build_target.py" "$MODEL_REPOSITORY/build_info.json")"
 if [[ "$built" != "$TARGET" ]]; then
   echo "serve.sh: $MODEL_REPOSITORY holds no finished $TARGET build (build_info.json target: '${built:-none}')" >&2
   exit 2
