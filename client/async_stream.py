@@ -19,9 +19,8 @@ from tritonclient.utils import InferenceServerException
 
 from .errors import from_status, from_triton
 from .options import ClientOptions, StreamOptions, TranscribeOptions
-from .stream_session import InboxItem, Kind, StreamEvent, StreamSession
+from .stream_session import InboxItem, Kind, StreamEvent, StreamHandleBase
 from .stream_source import PcmChunk, StreamSource
-from .types import StreamStats
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ CLOSE_GRACE_SECONDS = 1.0
 _EXHAUSTED = object()
 
 
-class AsyncTranscriptionStream:
+class AsyncTranscriptionStream(StreamHandleBase):
     """The events of one stream, for ``async for``; see :class:`~.sync_stream.TranscriptionStream`.
 
     Returned by :meth:`AsyncQwen3ASRClient.stream`; nothing is sent before the first
@@ -47,22 +46,9 @@ class AsyncTranscriptionStream:
         request: TranscribeOptions,
         stream_options: StreamOptions,
     ) -> None:
-        self.options = options
-        self.stream_options = stream_options
-        self.session = StreamSession(options, request)
+        super().__init__(options, source, request, stream_options)
         self._client = client
-        self._source = source
         self._events = self._run()
-
-    @property
-    def sequence_id(self) -> int:
-        """Correlation id of the stream on the server."""
-        return self.session.sequence_id
-
-    @property
-    def stats(self) -> StreamStats:
-        """Chunks sent, partials received and the final's latency so far."""
-        return self.session.stats()
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self

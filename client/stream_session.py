@@ -24,8 +24,8 @@ from typing import Any
 from tritonclient.utils import InferenceServerException
 
 from .errors import DeadlineExceededError, MalformedResponseError, Qwen3ASRError, from_stream_error
-from .options import ClientOptions, TranscribeOptions
-from .stream_source import PcmChunk
+from .options import ClientOptions, StreamOptions, TranscribeOptions
+from .stream_source import PcmChunk, StreamSource
 from .stream_wire import chunk_inputs, is_final, parse_partial, response_id
 from .types import Partial, StreamStats, Transcription
 from .wire import parse_result
@@ -239,3 +239,32 @@ class StreamSession:
                 audio_seconds=self._audio_seconds,
                 final_latency=self._final_latency,
             )
+
+
+class StreamHandleBase:
+    """What the sync and asyncio stream objects share: their options, session and source.
+
+    Subclasses set ``self._events`` to their event generator after calling ``__init__``.
+    """
+
+    def __init__(
+        self,
+        options: ClientOptions,
+        source: StreamSource,
+        request: TranscribeOptions,
+        stream_options: StreamOptions,
+    ) -> None:
+        self.options = options
+        self.stream_options = stream_options
+        self.session = StreamSession(options, request)
+        self._source = source
+
+    @property
+    def sequence_id(self) -> int:
+        """Correlation id of the stream on the server."""
+        return self.session.sequence_id
+
+    @property
+    def stats(self) -> StreamStats:
+        """Chunks sent, partials received and the final's latency so far."""
+        return self.session.stats()

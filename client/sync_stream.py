@@ -20,14 +20,13 @@ from tritonclient.utils import InferenceServerException
 from .connection import channel_kwargs
 from .errors import from_triton
 from .options import ClientOptions, StreamOptions, TranscribeOptions
-from .stream_session import InboxItem, Kind, StreamEvent, StreamSession
+from .stream_session import InboxItem, Kind, StreamEvent, StreamHandleBase
 from .stream_source import PcmChunk, StreamSource
-from .types import StreamStats
 
 logger = logging.getLogger(__name__)
 
 
-class TranscriptionStream:
+class TranscriptionStream(StreamHandleBase):
     """The events of one stream: :class:`~.types.Partial` hypotheses, then the final :class:`~.types.Transcription`.
 
     Returned by :meth:`Qwen3ASRClient.stream`; nothing is sent before the first ``next()``.
@@ -53,21 +52,8 @@ class TranscriptionStream:
         request: TranscribeOptions,
         stream_options: StreamOptions,
     ) -> None:
-        self.options = options
-        self.stream_options = stream_options
-        self.session = StreamSession(options, request)
-        self._source = source
+        super().__init__(options, source, request, stream_options)
         self._events = self._run()
-
-    @property
-    def sequence_id(self) -> int:
-        """Correlation id of the stream on the server."""
-        return self.session.sequence_id
-
-    @property
-    def stats(self) -> StreamStats:
-        """Chunks sent, partials received and the final's latency so far."""
-        return self.session.stats()
 
     def __iter__(self) -> Iterator[StreamEvent]:
         return self
