@@ -258,13 +258,12 @@ def profile_step(
     kv = list(decode.kv or [])
     seqs = list(decode.sequences)
     tokens = np.array([s.tokens[-1] for s in seqs], dtype=np.int64)
-    feeds = {
-        "inputs_embeds": np.asarray(runner.embed[tokens], dtype=np.float32)[:, None, :],
-        "attention_mask": np.ones((batch, context + 1), dtype=np.int64),
-        "position_ids": np.full((batch, 1), context, dtype=np.int64),
-        # The graph's past inputs, named as DecoderRunner.run names them.
-        **dict(zip(runner._past_names, kv)),
-    }
+    feeds = runner.feeds(
+        np.asarray(runner.embed[tokens], dtype=np.float32)[:, None, :],
+        np.ones((batch, context + 1), dtype=np.int64),
+        np.full((batch, 1), context, dtype=np.int64),
+        kv,
+    )
     scratch = Sequence(key="scratch", max_new_tokens=NEVER, eos_ids=frozenset())
     graph, step, choose = [], [], []
     for i in range(warmup + repeats):

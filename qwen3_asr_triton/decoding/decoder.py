@@ -65,6 +65,18 @@ class DecoderRunner:
     def empty_past(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, *self.kv_shape[:1], 0, self.kv_shape[1]), np.float32)] * (2 * self.num_layers)
 
+    def feeds(
+        self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: list[np.ndarray]
+    ) -> dict[str, Any]:
+        """The graph's input dict for :meth:`run`'s arguments (named as the export names them)."""
+        feeds: dict[str, Any] = {
+            "inputs_embeds": inputs_embeds,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+        }
+        feeds.update(zip(self._past_names, past, strict=False))
+        return feeds
+
     def run(
         self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: list[np.ndarray]
     ) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -81,13 +93,7 @@ class DecoderRunner:
         -------
         logits ``[B, vocab]`` of the last position and the ``[B, kv_heads, P + S, head_dim]`` presents.
         """
-        feeds: dict[str, Any] = {
-            "inputs_embeds": inputs_embeds,
-            "attention_mask": attention_mask,
-            "position_ids": position_ids,
-        }
-        feeds.update(zip(self._past_names, past, strict=False))
-        outputs = self.session.run(None, feeds)
+        outputs = self.session.run(None, self.feeds(inputs_embeds, attention_mask, position_ids, past))
         return outputs[0], outputs[1:]
 
 
