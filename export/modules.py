@@ -193,24 +193,41 @@ class _DecoderAttention(nn.Module):
         self.q_norm = RMSNorm(d, spec.rms_norm_eps)
         self.k_norm = RMSNorm(d, spec.rms_norm_eps)
 
-    def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
+    def forward(self, x, cos, sin, past_bias, new_bias, past_k=None, past_v=None):
+        """Attention of ``S`` new positions over the past cache and themselves.
+
+        Grouped-query attention without copying keys or values per query head: the ``g`` query
+        heads of a KV head are stacked along the sequence axis (``[B, kv, g * S, d]``), so every
+        product reads the cache as it is. The past and the new keys are scored separately and
+        only the scores are concatenated, so the cache itself is never copied; the new keys and
+        values (``[B, kv, S, d]``) are returned for the caller to store.
+        """
         spec = self.spec
         b, s, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(b, s, spec.num_heads, spec.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(b, s, spec.num_kv_heads, spec.head_dim)).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, spec.num_kv_heads, spec.head_dim).transpose(1, 2)
+        kv, d = spec.num_kv_heads, spec.head_dim
+        g = spec.num_heads // kv
+        q = self.q_norm(self.q_proj(x).view(b, s, spec.num_heads, d)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(b, s, kv, d)).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, kv, d).transpose(1, 2)
         cos, sin = cos[:, None], sin[:, None]
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
+        # Head j uses KV head j // g (transformers' repeat_kv), so heads [i*g, (i+1)*g) share KV head i;
+        # row gi * S + si of a group holds query si of its head gi, hence the new-position bias tiled g times.
+        qg = q.reshape(b, kv, g * s, d)
+        scale = d**-0.5
+        scores = torch.matmul(qg, k.transpose(2, 3)) * scale + new_bias.repeat(1, 1, g, 1)
         if past_k is not None:
-            k = torch.cat([past_k, k], dim=2)
-            v = torch.cat([past_v, v], dim=2)
-        groups = spec.num_heads // spec.num_kv_heads
-        kk = k.repeat_interleave(groups, dim=1) if groups > 1 else k
-        vv = v.repeat_interleave(groups, dim=1) if groups > 1 else v
-        scores = torch.matmul(q, kk.transpose(2, 3)) * (spec.head_dim**-0.5) + bias
-        out = torch.matmul(torch.softmax(scores, dim=-1), vv)
-        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
+            past_scores = torch.matmul(qg, past_k.transpose(2, 3)) * scale + past_bias
+            scores = torch.cat([past_scores, scores], dim=-1)
+        probs = torch.softmax(scores, dim=-1)
+        if past_k is not None:
+            past_len = past_k.shape[2]
+            out = torch.matmul(probs[..., :past_len], past_v) + torch.matmul(probs[..., past_len:], v)
+        else:
+            out = torch.matmul(probs, v)
+        out = out.view(b, spec.num_heads, s, d).transpose(1, 2).reshape(b, s, -1)
+        return self.o_proj(out), k, v
 
 
 class _MLP(nn.Module):
@@ -232,8 +249,8 @@ class _DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
 
-    def forward(self, x, cos, sin, bias, past_k=None, past_v=None):
-        attn, k, v = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_k, past_v)
+    def forward(self, x, cos, sin, past_bias, new_bias, past_k=None, past_v=None):
+        attn, k, v = self.self_attn(self.input_layernorm(x), cos, sin, past_bias, new_bias, past_k, past_v)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
@@ -248,25 +265,31 @@ class Qwen3Body(nn.Module):
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
 
     @staticmethod
-    def attention_bias(attention_mask: torch.Tensor, query_len: int) -> torch.Tensor:
-        """``[B, 1, S, P+S]`` additive bias: causal over the new tokens, padding from ``attention_mask``."""
-        total = attention_mask.shape[1]
-        past = total - query_len
-        key_pos = torch.arange(total, device=attention_mask.device)[None, :]
-        query_pos = past + torch.arange(query_len, device=attention_mask.device)[:, None]
-        allowed = (key_pos <= query_pos)[None, None] & (attention_mask[:, None, None, :] > 0)
-        return torch.where(allowed, 0.0, MASK_BIAS)
+    def attention_bias(attention_mask: torch.Tensor, query_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Additive biases from ``attention_mask [B, P + S]``: ``[B, 1, 1, P]`` over the past
+        (padding only: every past position precedes the new ones) and ``[B, 1, S, S]`` over the
+        new positions (causal and padding)."""
+        past = attention_mask.shape[1] - query_len
+        keep = attention_mask > 0
+        past_bias = torch.where(keep[:, None, None, :past], 0.0, MASK_BIAS)
+        pos = torch.arange(query_len, device=attention_mask.device)
+        causal = (pos[None, :] <= pos[:, None])[None, None]
+        new_bias = torch.where(causal & keep[:, None, None, past:], 0.0, MASK_BIAS)
+        return past_bias, new_bias
 
     def forward(self, inputs_embeds, attention_mask, position_ids, past=None):
         cos, sin = rotary(position_ids, self.spec.head_dim, self.spec.rope_theta)
-        bias = self.attention_bias(attention_mask, inputs_embeds.shape[1]).to(inputs_embeds.dtype)
+        biases = self.attention_bias(attention_mask, inputs_embeds.shape[1])
+        past_bias, new_bias = (b.to(inputs_embeds.dtype) for b in biases)
+        if past is None:  # no cache (the aligner): nothing to score but the new positions
+            past_bias = None
         x = inputs_embeds
-        presents = []
+        news = []
         for i, layer in enumerate(self.layers):
             pk, pv = (past[2 * i], past[2 * i + 1]) if past is not None else (None, None)
-            x, k, v = layer(x, cos, sin, bias, pk, pv)
-            presents += [k, v]
-        return self.norm(x), presents
+            x, k, v = layer(x, cos, sin, past_bias, new_bias, pk, pv)
+            news += [k, v]
+        return self.norm(x), news
 
 
 class DecoderWithCache(nn.Module):

@@ -42,14 +42,14 @@ OPSET = 17  # LayerNormalization is native from 17; TensorRT 10 parses 9-20
 EMBED_FILENAME = "embed_tokens.npy"
 STAMP_FILENAME = "export_stamp.json"
 # Bump when the graphs' interface or numerics change, so cached exports are redone.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 
 
 def decoder_io_names(num_layers: int) -> tuple[list[str], list[str]]:
     """Input and output names of the decoder graph, KV pairs in layer order."""
     past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    present = [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    return ["inputs_embeds", "attention_mask", "position_ids", *past], ["logits", *present]
+    new = [f"new_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+    return ["inputs_embeds", "attention_mask", "position_ids", *past], ["logits", *new]
 
 
 def save_with_external_data(tmp_path: Path, path: Path) -> None:
@@ -138,7 +138,7 @@ def export_decoder(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path) 
         "logits": {0: "batch"},
     }
     axes.update({n: {0: "batch", 2: "past"} for n in inputs[3:]})
-    axes.update({n: {0: "batch", 2: "total"} for n in outputs[1:]})
+    axes.update({n: {0: "batch", 2: "seq"} for n in outputs[1:]})
     _export(module, args, path, inputs, outputs, axes)
 
 

@@ -13,7 +13,7 @@ alike, and the best of ``--repeats`` counts (medians go to the JSON):
     (b) - (a) is our Python overhead; the share of it spent in :meth:`DecodeBatch.choose` is
     timed on its own;
 (c) a memory floor: the bytes one step must move (every weight of the graph, lm_head included,
-    the past KV cache it reads and the present KV cache its interface returns) divided by the
+    the allocated past KV cache it reads and the new position it returns) divided by the
     read bandwidth measured here with numpy (the fastest of a threaded max-reduction, a BLAS
     dot product and the read side of a copy, over a 1 GiB array). ``floor / (a)`` is the share of the step explained
     by memory traffic; near 1 the step is memory bound, and only fewer bytes (int8 weights,
@@ -229,14 +229,14 @@ def graph_weights(path: Path, vocab_size: int, hidden_size: int) -> GraphWeights
 def build_batch(runner: DecoderRunner, batch: int, context: int, rng: np.random.Generator) -> DecodeBatch:
     """A running batch of ``batch`` sequences with ``context`` cached positions each (random caches)."""
     t = runner.spec.text
-    present = [
+    cache = [
         rng.standard_normal((1, t.num_kv_heads, context, t.head_dim), dtype=np.float32) for _ in range(2 * t.num_layers)
     ]
     decode = DecodeBatch(runner)
     for key in range(batch):
         token = int(rng.integers(t.vocab_size))
         seq = Sequence(key=key, max_new_tokens=NEVER, eos_ids=frozenset(), length=context, tokens=[token])
-        decode.join(seq, present)
+        decode.join(seq, cache)
     return decode
 
 
@@ -258,9 +258,12 @@ def profile_step(
     kv = list(decode.kv or [])
     seqs = list(decode.sequences)
     tokens = np.array([s.tokens[-1] for s in seqs], dtype=np.int64)
+    width = decode.width  # allocated cache columns; those past ``context`` are masked, as in the serving path
+    mask = np.ones((batch, width + 1), dtype=np.int64)
+    mask[:, context:width] = 0
     feeds = runner.feeds(
         np.asarray(runner.embed[tokens], dtype=np.float32)[:, None, :],
-        np.ones((batch, context + 1), dtype=np.int64),
+        mask,
         np.full((batch, 1), context, dtype=np.int64),
         kv,
     )
@@ -287,8 +290,8 @@ def profile_step(
             step.append(b)
             choose.append(c)
     t = runner.spec.text
-    # Past cache read by attention plus the present cache the graph returns (written).
-    kv_bytes = batch * (2 * context + 1) * t.kv_bytes_per_token
+    # The allocated past cache, read by attention, plus the new position the graph returns (written).
+    kv_bytes = batch * (width + 1) * t.kv_bytes_per_token
     step_bytes = weights.bytes + kv_bytes
     graph_ms = min(graph) * MS_PER_S
     return StepProfile(
@@ -386,8 +389,9 @@ def render(
         "",
         f"Step at {args.context} cached tokens per sequence; best of {args.repeats} steps after {args.warmup} "
         "warm-up (medians in the JSON). (a) `session.run` alone; (b) `DecodeBatch.step()`; overhead = (b) - (a); "
-        "choose = `DecodeBatch.choose` for every row (argmax + float64 log-softmax); floor = (weights + past KV read "
-        "+ present KV written) / read bandwidth; floor/(a) = share of the graph time explained by memory traffic; "
+        "choose = `DecodeBatch.choose` for every row (argmax + float64 log-softmax); floor = (weights + allocated "
+        "past KV read + new position written) / read bandwidth; floor/(a) = share of the graph time explained by "
+        "memory traffic; "
         "GFLOP/s = 2 x params x batch / (a); tokens/s = batch / (b).",
         "",
         "| batch | (a) graph ms | (b) step ms | overhead ms | overhead % | choose ms | MB/step | KV MB "

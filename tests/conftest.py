@@ -168,7 +168,8 @@ def model_repository(asr_checkpoint: Path, aligner_checkpoint: Path) -> Path:
             max_streams=64,
             stream_max_batch=16,
         )
-        build_cpu_repository(asr_checkpoint, aligner_checkpoint, out, CACHE / "repos" / "work", opts)
+        # The work folder (exports) is keyed like the repository: an export stamp only records the checkpoint.
+        build_cpu_repository(asr_checkpoint, aligner_checkpoint, out, out.with_name(f"{out.name}-work"), opts)
     return out
 
 

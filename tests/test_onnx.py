@@ -118,10 +118,10 @@ def test_decoder_step_logits_are_close(asr_export, reference, clips):
         spec.text.vocab_size,
     )
     s = len(ids)
-    logits, present = runner.run(embeds[None], np.ones((1, s), np.int64), np.arange(s)[None], runner.empty_past(1))
+    logits, cache = runner.run(embeds[None], np.ones((1, s), np.int64), np.arange(s)[None], runner.empty_past(1))
     nxt = int(logits[0].argmax())
     step_logits, _ = runner.run(
-        runner.embed[[nxt]][None].astype(np.float32), np.ones((1, s + 1), np.int64), np.array([[s]]), present
+        runner.embed[[nxt]][None].astype(np.float32), np.ones((1, s + 1), np.int64), np.array([[s]]), cache
     )
     with torch.no_grad():
         full = reference.model(

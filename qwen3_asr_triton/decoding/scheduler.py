@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CapacityError, InputError
-from .decoder import DecodeBatch, DecoderRunner, Prefill, Sequence
+from .decoder import DecodeBatch, DecoderRunner, Prefill, Sequence, kv_columns
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class InflightScheduler:
         remaining += [req.worst_case_tokens for req, _ in self._prefills]
         if extra is not None:
             remaining.append(extra.worst_case_tokens)
-        return len(remaining) * max(remaining, default=0)
+        return len(remaining) * kv_columns(max(remaining, default=0))
 
     def _admit(self) -> None:
         while self._waiting and len(self.batch) + len(self._prefills) < self.config.max_batch:
