@@ -76,6 +76,29 @@ def test_requests_join_and_leave_and_match_greedy(runner):
     assert stats.max_running >= 3
 
 
+@pytest.mark.parametrize(("budget_prompts", "steps"), [(3, 5), (1, 7)])
+def test_prompts_within_the_prefill_budget_start_decoding_together(runner, budget_prompts, steps):
+    """Three prompts waiting at once: a budget of three prompts prefills them all before the first
+    step, so they decode in lockstep (5 steps for 6 tokens, the first comes from prefill); a budget of
+    one prompt interleaves a step after each prefill (two more steps)."""
+    prompts = [_prompt(runner, 20, seed) for seed in range(3)]
+    length = prompts[0][0].size
+    config = SchedulerConfig(max_batch=8, max_kv_tokens=100_000, prefill_chunk=budget_prompts * length)
+    sched = InflightScheduler(runner, config)
+    collector = Collector()
+    collector.expected = len(prompts)
+    for i, (ids, table) in enumerate(prompts):  # queued before the loop starts: all wait at once
+        sched.submit(_request(i, ids, table, 6, collector, eos_ids=frozenset()))
+    sched.start()
+    try:
+        assert collector.event.wait(120)
+    finally:
+        sched.stop()
+    assert all(error is None and len(seq.tokens) == 6 for seq, error in collector.done.values())
+    assert sched.stats.steps == steps
+    assert sched.stats.max_running == 3
+
+
 def test_capacity_is_checked_up_front(runner):
     sched = InflightScheduler(runner, SchedulerConfig(max_kv_tokens=200, max_queue=1))
     ids, table = _prompt(runner, 150, 0)

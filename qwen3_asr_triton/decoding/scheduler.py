@@ -5,9 +5,15 @@ One background thread owns a :class:`~.decoder.DecodeBatch` and loops:
 1. take newly submitted requests and drop cancelled ones;
 2. admit waiting requests while the running batch has room (``max_batch``) and the
    KV budget allows it, checked against the batch's worst-case future size;
-3. advance at most one prefill by one chunk (chunked prefill: a long prompt
-   never stalls the running sequences for more than one chunk);
+3. prefill up to ``prefill_chunk`` prompt tokens: several short prompts back to back,
+   or one chunk of a long one (chunked prefill: the running sequences never stall
+   for more than one chunk's worth of prompt tokens);
 4. advance every running sequence by one token in one graph call.
+
+Prefilling every admitted prompt that fits the budget before the next step puts
+new sequences into the running batch together, so a burst of requests decodes in
+fewer, larger steps (a step costs about the same at batch 1 and 8 on a CPU: it is
+bound by reading the weights).
 
 Sequences join right after their prefill and leave the moment they finish, so
 short requests never wait for long ones (in-flight, not static, batching).
@@ -50,7 +56,8 @@ class SchedulerConfig:
     max_queue : int
         Requests allowed to wait for admission; more are refused (UNAVAILABLE).
     prefill_chunk : int
-        Prompt tokens processed per prefill call.
+        Prompt tokens prefilled per loop iteration, between two decode steps (one prompt's
+        chunk, or several short prompts).
     idle_wait_s : float
         How long the loop sleeps when there is nothing to do.
     """
@@ -205,8 +212,9 @@ class InflightScheduler:
     def _iteration(self) -> None:
         self._drop_cancelled()
         self._admit()
-        if self._prefills:
-            self._prefill_chunk()
+        budget = self.config.prefill_chunk
+        while self._prefills and budget > 0:
+            budget -= self._prefill_chunk(budget)
         if len(self.batch):
             self._decode_step()
 
@@ -237,21 +245,24 @@ class InflightScheduler:
                 continue
             self._prefills.append((req, self.batch.start_prefill(seq, embeds)))
 
-    def _prefill_chunk(self) -> None:
+    def _prefill_chunk(self, budget: int) -> int:
+        """Advance the oldest prefill by at most ``budget`` tokens; returns the tokens prefilled."""
         req, job = self._prefills[0]
         was_running = len(self.batch) > 0
+        start = job.done
         self.stats.prefill_chunks += 1
-        if not self.batch.advance_prefill(job, self.config.prefill_chunk):
-            return
+        if not self.batch.advance_prefill(job, budget):
+            return job.done - start
         self._prefills.popleft()
         seq = job.sequence
         self._emit(req, seq.tokens[-1])
         if seq.finished:
             self._finish(req, seq)
-            return
-        self._running[id(seq)] = req
-        if was_running:
-            self.stats.inflight_joins += 1
+        else:
+            self._running[id(seq)] = req
+            if was_running:
+                self.stats.inflight_joins += 1
+        return job.done - start
 
     def _decode_step(self) -> None:
         running = len(self.batch)
