@@ -22,6 +22,7 @@ import numpy as np
 
 from ..model_spec import ModelSpec
 from ..prompt import splice_prompt_embeddings
+from .prefix_cache import PrefixCache, text_prefix
 from .session import OrtOptions, make_session
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class DecoderRunner:
             raise ValueError(f"embedding table shape {self.embed.shape} does not match the spec")
         self.num_layers = t.num_layers
         self.kv_shape = (t.num_kv_heads, t.head_dim)
+        self.prefix_cache = PrefixCache()
         self._past_names = [f"past_key_values.{i}.{k}" for i in range(t.num_layers) for k in ("key", "value")]
         graph_inputs = {i.name for i in self.session.get_inputs()}
         missing = {"inputs_embeds", "attention_mask", "position_ids", *self._past_names} - graph_inputs
@@ -162,6 +164,7 @@ class Prefill:
     embeds: np.ndarray  # [S, H]
     done: int = 0
     past: list[np.ndarray] | None = None
+    prefix: tuple[int, ...] | None = None  # a text prefix to prefill on its own and keep in the prefix cache
 
 
 class DecodeBatch:
@@ -202,14 +205,29 @@ class DecodeBatch:
         elif len(seq.tokens) >= seq.max_new_tokens:
             seq.finish_reason = "length"
 
-    def start_prefill(self, seq: Sequence, prompt_embeds: np.ndarray) -> Prefill:
-        """A prefill job for ``[S, H]`` prompt embeddings (run it with :meth:`advance_prefill`)."""
-        return Prefill(seq, np.ascontiguousarray(prompt_embeds, dtype=np.float32))
+    def start_prefill(self, seq: Sequence, prompt_embeds: np.ndarray, prefix: tuple[int, ...] = ()) -> Prefill:
+        """A prefill job for ``[S, H]`` prompt embeddings (run it with :meth:`advance_prefill`).
+
+        ``prefix`` are the ids of the prompt's leading text (:func:`.prefix_cache.text_prefix`): when the
+        runner's prefix cache holds them the job starts after them, otherwise its first chunk stops at
+        the prefix and stores it there.
+        """
+        job = Prefill(seq, np.ascontiguousarray(prompt_embeds, dtype=np.float32))
+        cache = self.runner.prefix_cache
+        if len(prefix) < job.embeds.shape[0] and cache.cacheable(prefix):
+            past = cache.get(prefix)
+            if past is None:
+                job.prefix = prefix
+            else:
+                job.past, job.done = past, len(prefix)
+        return job
 
     def advance_prefill(self, job: Prefill, chunk: int) -> bool:
         """Run the next ``chunk`` prompt tokens of ``job``; on the last chunk pick the first token and,
         unless the sequence is already finished, join the running batch. Returns True when done."""
         start, stop = job.done, min(job.done + chunk, job.embeds.shape[0])
+        if job.prefix is not None:
+            stop = min(stop, len(job.prefix))
         logits, present = self.runner.run(
             job.embeds[None, start:stop],
             np.ones((1, stop), np.int64),
@@ -218,6 +236,9 @@ class DecodeBatch:
         )
         job.done = stop
         job.past = present if job.past is None else [np.concatenate(p, axis=2) for p in zip(job.past, present)]
+        if job.prefix is not None and stop == len(job.prefix):
+            self.runner.prefix_cache.put(job.prefix, job.past)
+            job.prefix = None
         if stop < job.embeds.shape[0]:
             return False
         job.sequence.length = stop
@@ -227,9 +248,15 @@ class DecodeBatch:
         job.past = None
         return True
 
-    def prefill(self, seq: Sequence, prompt_embeds: np.ndarray, chunk: int = DEFAULT_PREFILL_CHUNK) -> None:
+    def prefill(
+        self,
+        seq: Sequence,
+        prompt_embeds: np.ndarray,
+        chunk: int = DEFAULT_PREFILL_CHUNK,
+        prefix: tuple[int, ...] = (),
+    ) -> None:
         """Prefill a whole prompt (in chunks), pick its first token and join the batch unless done."""
-        job = self.start_prefill(seq, prompt_embeds)
+        job = self.start_prefill(seq, prompt_embeds, prefix)
         while not self.advance_prefill(job, chunk):
             pass
 
@@ -318,7 +345,8 @@ def greedy_decode(
         min_new_tokens=min_new_tokens,
     )
     batch = DecodeBatch(runner, record_margins=record_margins)
-    batch.prefill(seq, runner.embed_prompt(prompt_ids, prompt_table))
+    prefix = text_prefix(prompt_ids, runner.spec.text.vocab_size)
+    batch.prefill(seq, runner.embed_prompt(prompt_ids, prompt_table), prefix=prefix)
     while not seq.finished:
         batch.step()
     return GreedyResult(list(seq.tokens), list(seq.logprobs), list(seq.margins), seq.finish_reason or "")

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import CapacityError, InputError
 from .decoder import DecodeBatch, DecoderRunner, Prefill, Sequence, kv_columns
+from .prefix_cache import text_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,8 @@ class InflightScheduler:
             except InputError as exc:
                 self._notify(req.on_done, req, None, exc)
                 continue
-            self._prefills.append((req, self.batch.start_prefill(seq, embeds)))
+            prefix = text_prefix(req.prompt_ids, self.runner.spec.text.vocab_size)
+            self._prefills.append((req, self.batch.start_prefill(seq, embeds, prefix)))
 
     def _prefill_chunk(self, budget: int) -> int:
         """Advance the oldest prefill by at most ``budget`` tokens; returns the tokens prefilled."""

@@ -1,0 +1,77 @@
+"""The prompt-prefix KV cache: keys, eviction, and decoding that reuses it (tiny decoder graph, no server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qwen3_asr_triton.decoding.decoder import DecoderRunner, greedy_decode
+from qwen3_asr_triton.decoding.prefix_cache import PrefixCache, text_prefix
+
+VOCAB = 1000
+
+
+def _kv(length: int) -> list[np.ndarray]:
+    return [np.full((1, 2, length, 4), float(length), np.float32)] * 2
+
+
+def test_text_prefix_stops_at_the_first_audio_position():
+    ids = np.array([5, 6, 7, VOCAB, VOCAB + 1, 8, 9])
+    assert text_prefix(ids, VOCAB) == (5, 6, 7)
+    assert text_prefix(np.array([VOCAB, 3]), VOCAB) == ()
+    assert text_prefix(np.array([1, 2, 3]), VOCAB) == ()  # no audio: nothing is shared
+
+
+def test_cache_evicts_the_least_recently_used_and_skips_long_prefixes():
+    cache = PrefixCache(entries=2, max_tokens=4)
+    cache.put((1,), _kv(1))
+    cache.put((1, 2), _kv(2))
+    assert cache.get((1,)) is not None  # (1,) is now the most recent
+    cache.put((1, 2, 3), _kv(3))
+    assert cache.get((1, 2)) is None and cache.get((1,)) is not None and cache.get((1, 2, 3)) is not None
+    cache.put((1, 2, 3, 4, 5), _kv(5))  # longer than max_tokens
+    assert cache.get((1, 2, 3, 4, 5)) is None
+    cache.put((7, 8), _kv(3))  # a cache whose length does not match its key is refused
+    assert cache.get((7, 8)) is None
+    assert len(cache) == 2
+    with pytest.raises(ValueError):
+        PrefixCache(entries=-1)
+
+
+@pytest.fixture(scope="module")
+def prompt(asr_export):
+    runner = DecoderRunner(asr_export)
+    spec = runner.spec
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((30, spec.text.hidden_size)).astype(np.float32)
+    head = [151644, 8948, 198, 151645, 198, 151644, 872, 198]
+    ids = np.array([*head, *range(spec.text.vocab_size, spec.text.vocab_size + 30), 151645, 198, 151644, 77091, 198])
+    return ids, table, len(head)
+
+
+def test_decoding_from_a_cached_prefix_matches_a_full_prefill(asr_export, prompt):
+    ids, table, head = prompt
+    uncached = DecoderRunner(asr_export)
+    uncached.prefix_cache = PrefixCache(entries=0)
+    reference = greedy_decode(uncached, ids, table, 12)
+    assert len(uncached.prefix_cache) == 0
+
+    runner = DecoderRunner(asr_export)
+    calls: list[int] = []
+    original = runner.run
+
+    def counting_run(inputs_embeds, *args):
+        calls.append(inputs_embeds.shape[1])
+        return original(inputs_embeds, *args)
+
+    runner.run = counting_run
+    first = greedy_decode(runner, ids, table, 12)
+    assert calls[:2] == [head, ids.size - head]  # the prefix is prefilled on its own and stored
+    assert len(runner.prefix_cache) == 1 and runner.prefix_cache.misses == 1
+    calls.clear()
+    second = greedy_decode(runner, ids, table, 12)
+    assert calls[0] == ids.size - head  # the prefix came from the cache
+    assert runner.prefix_cache.hits == 1
+    for result in (first, second):
+        assert result.tokens == reference.tokens
+        np.testing.assert_allclose(result.logprobs, reference.logprobs, atol=1e-4)
