@@ -293,11 +293,12 @@ class Qwen3Body(nn.Module):
 
 
 class DecoderWithCache(nn.Module):
-    """Qwen3 decoder step: ``(inputs_embeds, attention_mask, position_ids, *past) -> (logits, *present)``.
+    """Qwen3 decoder step: ``(inputs_embeds, attention_mask, position_ids, *past) -> (logits, *new)``.
 
-    Shapes: ``inputs_embeds [B, S, H]``, ``attention_mask [B, P + S]`` (1 = attend),
-    ``position_ids [B, S]``, past/present ``[B, kv_heads, P(+S), head_dim]`` per layer
-    as key, value pairs; ``logits [B, vocab]`` of the last position.
+    Shapes: ``inputs_embeds [B, S, H]``, ``attention_mask [B, P + S]`` (1 = attend; masked past
+    columns are unused cache space), ``position_ids [B, S]``, past ``[B, kv_heads, P, head_dim]`` and
+    new ``[B, kv_heads, S, head_dim]`` per layer as key, value pairs (only the new positions are
+    returned: the caller stores them); ``logits [B, vocab]`` of the last position.
     """
 
     def __init__(self, spec: TextSpec) -> None:
@@ -306,8 +307,8 @@ class DecoderWithCache(nn.Module):
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
-        hidden, presents = self.body(inputs_embeds, attention_mask, position_ids, list(past))
-        return (self.lm_head(hidden[:, -1, :]), *presents)
+        hidden, new = self.body(inputs_embeds, attention_mask, position_ids, list(past))
+        return (self.lm_head(hidden[:, -1, :]), *new)
 
     @classmethod
     def from_state(cls, spec: ModelSpec, state: dict[str, torch.Tensor]) -> DecoderWithCache:

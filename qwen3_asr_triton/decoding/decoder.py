@@ -168,7 +168,7 @@ class Prefill:
 
 
 class DecodeBatch:
-    """Running sequences sharing one left-aligned KV cache (see module docstring)."""
+    """Running sequences sharing one KV cache of preallocated buffers (see module docstring)."""
 
     def __init__(self, runner: DecoderRunner, record_margins: bool = False) -> None:
         self.runner = runner
