@@ -205,14 +205,15 @@ class DecodeBatch:
         elif len(seq.tokens) >= seq.max_new_tokens:
             seq.finish_reason = "length"
 
-    def start_prefill(self, seq: Sequence, prompt_embeds: np.ndarray, prefix: tuple[int, ...] = ()) -> Prefill:
+    def start_prefill(self, seq: Sequence, prompt_embeds: np.ndarray, prompt_ids: np.ndarray | None = None) -> Prefill:
         """A prefill job for ``[S, H]`` prompt embeddings (run it with :meth:`advance_prefill`).
 
-        ``prefix`` are the ids of the prompt's leading text (:func:`.prefix_cache.text_prefix`): when the
-        runner's prefix cache holds them the job starts after them, otherwise its first chunk stops at
-        the prefix and stores it there.
+        With the prompt's ``[S]`` ids (prompt-table form) its leading text is looked up in the runner's
+        prefix cache (:func:`.prefix_cache.text_prefix`): on a hit the job starts after it, otherwise its
+        first chunk stops at the prefix and stores it there.
         """
         job = Prefill(seq, np.ascontiguousarray(prompt_embeds, dtype=np.float32))
+        prefix = () if prompt_ids is None else text_prefix(prompt_ids, self.runner.spec.text.vocab_size)
         cache = self.runner.prefix_cache
         if len(prefix) < job.embeds.shape[0] and cache.cacheable(prefix):
             past = cache.get(prefix)
@@ -253,10 +254,10 @@ class DecodeBatch:
         seq: Sequence,
         prompt_embeds: np.ndarray,
         chunk: int = DEFAULT_PREFILL_CHUNK,
-        prefix: tuple[int, ...] = (),
+        prompt_ids: np.ndarray | None = None,
     ) -> None:
         """Prefill a whole prompt (in chunks), pick its first token and join the batch unless done."""
-        job = self.start_prefill(seq, prompt_embeds, prefix)
+        job = self.start_prefill(seq, prompt_embeds, prompt_ids)
         while not self.advance_prefill(job, chunk):
             pass
 
@@ -264,23 +265,19 @@ class DecodeBatch:
         """Add a prefilled sequence (its ``[1, kv_heads, L, head_dim]`` cache) to the running batch."""
         length = cache[0].shape[2]
         rows = len(self.sequences)
-        width = max(self.width, kv_columns(length))
-        grown = [np.zeros((rows + 1, *c.shape[1:2], width, c.shape[3]), np.float32) for c in cache]
-        for i, (new, c) in enumerate(zip(grown, cache, strict=True)):
-            if self.kv is not None:
-                new[:rows, :, : self.width] = self.kv[i]
-            new[rows, :, :length] = c[0]
-        self.kv = grown
+        self._reallocate(rows + 1, max(self.width, kv_columns(length)))
+        for buffer, c in zip(self.kv, cache, strict=True):
+            buffer[rows, :, :length] = c[0]
         self.sequences.append(seq)
 
-    def _widen(self, columns: int) -> None:
-        """Re-allocate the cache with ``columns`` columns (zeros beyond the old ones)."""
-        if self.kv is None:
-            return
-        old = self.kv[0].shape[2]
-        grown = [np.zeros((*k.shape[:2], columns, k.shape[3]), np.float32) for k in self.kv]
-        for new, k in zip(grown, self.kv, strict=True):
-            new[:, :, :old] = k
+    def _reallocate(self, rows: int, columns: int) -> None:
+        """New zeroed buffers of ``rows`` x ``columns`` holding the current cache in their leading corner."""
+        heads, head_dim = self.runner.kv_shape
+        grown = [np.zeros((rows, heads, columns, head_dim), np.float32) for _ in range(2 * self.runner.num_layers)]
+        if self.kv is not None:
+            old_rows, old_columns = len(self.sequences), self.width
+            for new, k in zip(grown, self.kv, strict=True):
+                new[:old_rows, :, :old_columns] = k
         self.kv = grown
 
     def step(self) -> list[Sequence]:
@@ -290,8 +287,9 @@ class DecodeBatch:
         runner = self.runner
         tokens = np.array([s.tokens[-1] for s in self.sequences], dtype=np.int64)
         lengths = np.array([s.length for s in self.sequences], dtype=np.int64)
-        if kv_columns(int(lengths.max())) > self.width:
-            self._widen(kv_columns(int(lengths.max())))
+        columns = kv_columns(int(lengths.max()))
+        if columns > self.width:
+            self._reallocate(len(self.sequences), columns)
         rows = np.arange(len(self.sequences))
         mask = np.ones((len(rows), self.width + 1), np.int64)
         mask[:, :-1] = np.arange(self.width)[None, :] < lengths[:, None]
@@ -345,8 +343,7 @@ def greedy_decode(
         min_new_tokens=min_new_tokens,
     )
     batch = DecodeBatch(runner, record_margins=record_margins)
-    prefix = text_prefix(prompt_ids, runner.spec.text.vocab_size)
-    batch.prefill(seq, runner.embed_prompt(prompt_ids, prompt_table), prefix=prefix)
+    batch.prefill(seq, runner.embed_prompt(prompt_ids, prompt_table), prompt_ids=prompt_ids)
     while not seq.finished:
         batch.step()
     return GreedyResult(list(seq.tokens), list(seq.logprobs), list(seq.margins), seq.finish_reason or "")

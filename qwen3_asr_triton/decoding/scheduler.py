@@ -38,7 +38,6 @@ import numpy as np
 
 from ..errors import CapacityError, InputError
 from .decoder import DecodeBatch, DecoderRunner, Prefill, Sequence, kv_columns
-from .prefix_cache import text_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -244,8 +243,7 @@ class InflightScheduler:
             except InputError as exc:
                 self._notify(req.on_done, req, None, exc)
                 continue
-            prefix = text_prefix(req.prompt_ids, self.runner.spec.text.vocab_size)
-            self._prefills.append((req, self.batch.start_prefill(seq, embeds, prefix)))
+            self._prefills.append((req, self.batch.start_prefill(seq, embeds, req.prompt_ids)))
 
     def _prefill_chunk(self, budget: int) -> int:
         """Advance the oldest prefill by at most ``budget`` tokens; returns the tokens prefilled."""
