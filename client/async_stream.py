@@ -46,9 +46,8 @@ class AsyncTranscriptionStream(StreamHandleBase):
         request: TranscribeOptions,
         stream_options: StreamOptions,
     ) -> None:
+        self._client = client  # before the base creates the event generator that uses it
         super().__init__(options, source, request, stream_options)
-        self._client = client
-        self._events = self._run()
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self

@@ -242,9 +242,9 @@ class StreamSession:
 
 
 class StreamHandleBase:
-    """What the sync and asyncio stream objects share: their options, session and source.
+    """What the sync and asyncio stream objects share: their options, session, source and event generator.
 
-    Subclasses set ``self._events`` to their event generator after calling ``__init__``.
+    Subclasses define ``_run``, the (sync or async) generator of their events; creating it sends nothing.
     """
 
     def __init__(
@@ -258,6 +258,7 @@ class StreamHandleBase:
         self.stream_options = stream_options
         self.session = StreamSession(options, request)
         self._source = source
+        self._events = self._run()
 
     @property
     def sequence_id(self) -> int:

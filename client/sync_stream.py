@@ -19,9 +19,8 @@ from tritonclient.utils import InferenceServerException
 
 from .connection import channel_kwargs
 from .errors import from_triton
-from .options import ClientOptions, StreamOptions, TranscribeOptions
 from .stream_session import InboxItem, Kind, StreamEvent, StreamHandleBase
-from .stream_source import PcmChunk, StreamSource
+from .stream_source import PcmChunk
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +43,6 @@ class TranscriptionStream(StreamHandleBase):
     A stream that the server ends without an error and without a final result is
     only noticed at that deadline (tritonclient's blocking stream does not report it).
     """
-
-    def __init__(
-        self,
-        options: ClientOptions,
-        source: StreamSource,
-        request: TranscribeOptions,
-        stream_options: StreamOptions,
-    ) -> None:
-        super().__init__(options, source, request, stream_options)
-        self._events = self._run()
 
     def __iter__(self) -> Iterator[StreamEvent]:
         return self
