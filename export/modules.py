@@ -23,6 +23,7 @@ strict ``load_state_dict``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -155,6 +156,30 @@ class AudioEncoder(nn.Module):
         weights.update({f"projector.{k}": v for k, v in sub_state(state, "model.multi_modal_projector.").items()})
         module.load_state_dict(weights, strict=True)
         return module.eval()
+
+
+def text_body(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The Qwen3 body's weights (``model.language_model.*`` without the token embeddings)."""
+    return {k: v for k, v in sub_state(state, "model.language_model.").items() if not k.startswith("embed_tokens")}
+
+
+def with_weights(factory: Callable[[], nn.Module], parts: dict[str, dict[str, torch.Tensor]]) -> nn.Module:
+    """``factory()`` holding the checkpoint's own tensors, in eval mode.
+
+    The module is built on the meta device (no memory, no random init) and each
+    submodule named in ``parts`` takes its tensors by reference (strict
+    ``load_state_dict(assign=True)``), so a 1.7B decoder costs no second copy of
+    its 8 GB of fp32 weights during export. Only for modules whose every tensor
+    comes from the checkpoint (no computed buffers).
+    """
+    with torch.device("meta"):
+        module = factory()
+    for name, weights in parts.items():
+        module.get_submodule(name).load_state_dict(weights, strict=True, assign=True)
+    missing = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if missing:
+        raise ValueError(f"no checkpoint tensor for {missing[:5]}")
+    return module.eval()
 
 
 class RMSNorm(nn.Module):
@@ -312,11 +337,9 @@ class DecoderWithCache(nn.Module):
 
     @classmethod
     def from_state(cls, spec: ModelSpec, state: dict[str, torch.Tensor]) -> DecoderWithCache:
-        module = cls(spec.text)
-        body = {k: v for k, v in sub_state(state, "model.language_model.").items() if not k.startswith("embed_tokens")}
-        module.body.load_state_dict(body, strict=True)
-        module.lm_head.load_state_dict({"weight": state["lm_head.weight"]}, strict=True)
-        return module.eval()
+        return with_weights(
+            lambda: cls(spec.text), {"body": text_body(state), "lm_head": {"weight": state["lm_head.weight"]}}
+        )
 
 
 class AlignerModel(nn.Module):
@@ -335,8 +358,7 @@ class AlignerModel(nn.Module):
 
     @classmethod
     def from_state(cls, spec: ModelSpec, state: dict[str, torch.Tensor]) -> AlignerModel:
-        module = cls(spec.text, spec.num_labels, score_bias="score.bias" in state)
-        body = {k: v for k, v in sub_state(state, "model.language_model.").items() if not k.startswith("embed_tokens")}
-        module.body.load_state_dict(body, strict=True)
-        module.score.load_state_dict(sub_state(state, "score."), strict=True)
-        return module.eval()
+        return with_weights(
+            lambda: cls(spec.text, spec.num_labels, score_bias="score.bias" in state),
+            {"body": text_body(state), "score": sub_state(state, "score.")},
+        )

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,12 @@ EMBED_FILENAME = "embed_tokens.npy"
 STAMP_FILENAME = "export_stamp.json"
 # Bump when the graphs' interface or numerics change, so cached exports are redone.
 EXPORT_VERSION = 2
+# Tensors of at least this many bytes go to the external data file (small ones stay in the graph).
+EXTERNAL_MIN_BYTES = 1024
+# External tensors start on 4 KiB (page) boundaries, so a runtime may map them in place.
+EXTERNAL_ALIGN = 4096
+# Bytes copied at a time when moving external data (bounds the copy's memory).
+COPY_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 def decoder_io_names(num_layers: int) -> tuple[list[str], list[str]]:
@@ -52,22 +59,78 @@ def decoder_io_names(num_layers: int) -> tuple[list[str], list[str]]:
     return ["inputs_embeds", "attention_mask", "position_ids", *past], ["logits", *new]
 
 
-def save_with_external_data(tmp_path: Path, path: Path) -> None:
-    """Re-save a graph with all weights in ``<name>.data`` next to ``path`` and check it."""
-    import onnx
+def _graph_tensors(graph) -> Iterator:
+    """Every TensorProto of ``graph``: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _graph_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _graph_tensors(sub)
 
-    model = onnx.load(str(tmp_path), load_external_data=True)
-    for stale in (path, path.with_name(path.name + ".data")):
+
+def save_with_external_data(tmp_path: Path, path: Path) -> None:
+    """Re-save a graph with all weights in ``<name>.data`` next to ``path`` and check it.
+
+    Tensor bytes are streamed one tensor at a time, from wherever the exporter
+    put them (inside the model file, or external files next to it), so peak
+    memory is the graph without its weights plus one copy buffer, not the
+    whole model (a 1.7B decoder is 8 GB of fp32 weights).
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo
+
+    model = onnx.load(str(tmp_path), load_external_data=False)
+    data_name = path.name + ".data"
+    for stale in (path, path.with_name(data_name)):
         stale.unlink(missing_ok=True)
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=path.name + ".data",
-        size_threshold=1024,
-    )
+    with open(path.with_name(data_name), "wb") as out:
+        for tensor in _graph_tensors(model.graph):
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                info = ExternalDataInfo(tensor)
+                source = tmp_path.parent / info.location
+                length = info.length if info.length is not None else source.stat().st_size - (info.offset or 0)
+                if length < EXTERNAL_MIN_BYTES:  # small: back into the graph
+                    with open(source, "rb") as src:
+                        src.seek(info.offset or 0)
+                        tensor.raw_data = src.read(length)
+                    del tensor.external_data[:]
+                    tensor.data_location = onnx.TensorProto.DEFAULT
+                    continue
+            elif tensor.HasField("raw_data") and len(tensor.raw_data) >= EXTERNAL_MIN_BYTES:
+                source, length = None, len(tensor.raw_data)
+            else:
+                continue
+            out.write(b"\0" * (-out.tell() % EXTERNAL_ALIGN))
+            offset = out.tell()
+            if source is None:
+                out.write(tensor.raw_data)
+                tensor.ClearField("raw_data")
+            else:
+                with open(source, "rb") as src:
+                    src.seek(info.offset or 0)
+                    _copy_bytes(src, out, length)
+            del tensor.external_data[:]
+            for key, value in (("location", data_name), ("offset", offset), ("length", length)):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, str(value)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+    onnx.save_model(model, str(path))
     onnx.checker.check_model(str(path))
+
+
+def _copy_bytes(src, dst, length: int) -> None:
+    """Copy exactly ``length`` bytes from ``src`` to ``dst`` in bounded chunks."""
+    while length:
+        chunk = src.read(min(length, COPY_CHUNK_BYTES))
+        if not chunk:
+            raise OSError(f"external data of {src.name} ends {length} bytes early")
+        dst.write(chunk)
+        length -= len(chunk)
 
 
 def _export(

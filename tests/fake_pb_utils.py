@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import threading
+import weakref
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
@@ -92,15 +93,17 @@ class InferenceRequest:
 
 class MetricFamily:
     COUNTER, GAUGE = 0, 1
-    registry: ClassVar[dict[str, MetricFamily]] = {}
+    # The families still alive, by name: a model must release them in finalize() (qwen3_asr_triton.metrics).
+    registry: ClassVar[weakref.WeakValueDictionary[str, MetricFamily]] = weakref.WeakValueDictionary()
 
     def __init__(self, name: str, description: str, kind: int) -> None:
-        self.name, self.kind, self.metrics = name, kind, []
+        self.name, self.kind, self.metrics, self.labels = name, kind, [], []
         MetricFamily.registry[name] = self
 
     def Metric(self, labels=None):  # noqa: N802 - Triton's spelling
         metric = _Metric()
         self.metrics.append(metric)
+        self.labels.append(dict(labels or {}))
         return metric
 
 

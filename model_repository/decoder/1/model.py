@@ -18,10 +18,11 @@ from qwen3_asr_triton.decoding.decoder import DecoderRunner
 from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightScheduler, SchedulerConfig
 from qwen3_asr_triton.decoding.session import OrtOptions
 from qwen3_asr_triton.errors import InputError
+from qwen3_asr_triton.metrics import ModelMetrics
 from qwen3_asr_triton.serving import RequestInputs, model_parameters, setup_logging, triton_error, version_dir
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-METRICS = {
+COUNTERS = {
     "steps": ("qwen3_asr_decoder_steps_total", "decode steps run (one graph call each)"),
     "step_sequences": ("qwen3_asr_decoder_step_sequences_total", "sequences advanced, summed over steps"),
     "inflight_joins": ("qwen3_asr_decoder_inflight_joins_total", "sequences that joined a running batch"),
@@ -56,32 +57,25 @@ class TritonPythonModel:
             max_queue=int(params["max_queue"]),
         )
         self.scheduler = InflightScheduler(runner, config)
-        labels = {"model": args["model_name"]}
-        # Families must outlive their metrics: keep references to both.
-        self._families = {
-            key: pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
-            for key, (name, description) in METRICS.items()
-        }
-        self._metrics = {key: family.Metric(labels=labels) for key, family in self._families.items()}
-        self._published = dict.fromkeys(METRICS, 0)
-        self._gauge_family = pb_utils.MetricFamily(
-            name="qwen3_asr_decoder_max_running_sequences",
-            description="largest running batch so far",
-            kind=pb_utils.MetricFamily.GAUGE,
+        self.metrics = ModelMetrics(
+            pb_utils,
+            {"model": args["model_name"]},
+            counters=COUNTERS,
+            gauges={"max_running": ("qwen3_asr_decoder_max_running_sequences", "largest running batch so far")},
         )
-        self._max_running = self._gauge_family.Metric(labels=labels)
-        self._metrics_lock = threading.Lock()
+        self._published = dict.fromkeys(COUNTERS, 0)
+        self._publish_lock = threading.Lock()
         self.scheduler.start()
 
     def _publish_metrics(self):
-        with self._metrics_lock:
+        with self._publish_lock:
             stats = self.scheduler.stats
-            for key, metric in self._metrics.items():
+            for key in COUNTERS:
                 value = getattr(stats, key)
                 if value > self._published[key]:
-                    metric.increment(value - self._published[key])
+                    self.metrics.increment(key, value - self._published[key])
                     self._published[key] = value
-            self._max_running.set(stats.max_running)
+            self.metrics.set("max_running", stats.max_running)
 
     def execute(self, requests):
         for request in requests:
@@ -165,3 +159,4 @@ class TritonPythonModel:
 
     def finalize(self):
         self.scheduler.stop()
+        self.metrics.close()

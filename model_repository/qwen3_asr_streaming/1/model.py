@@ -18,6 +18,7 @@ import triton_python_backend_utils as pb_utils
 from qwen3_asr_triton.audio import decode_audio_bytes
 from qwen3_asr_triton.bls import recognizer_from_parameters
 from qwen3_asr_triton.errors import InputError
+from qwen3_asr_triton.metrics import ModelMetrics
 from qwen3_asr_triton.serving import (
     RequestInputs,
     model_parameters,
@@ -54,32 +55,20 @@ class TritonPythonModel:
         recognizer = recognizer_from_parameters(pb_utils, params, version_dir(args))
         self.streamer = StreamRecognizer(recognizer, self.policy)
         self.registry = StreamRegistry(self.policy)
-        labels = {"model": args["model_name"]}
-        self._families = {
-            key: pb_utils.MetricFamily(
-                name=f"qwen3_asr_streaming_{key}_total", description=text, kind=pb_utils.MetricFamily.COUNTER
-            )
-            for key, text in COUNTERS.items()
-        }
-        self._counters = {key: family.Metric(labels=labels) for key, family in self._families.items()}
-        self._active_family = pb_utils.MetricFamily(
-            name="qwen3_asr_streaming_active_streams",
-            description="streams holding state",
-            kind=pb_utils.MetricFamily.GAUGE,
+        self.metrics = ModelMetrics(
+            pb_utils,
+            {"model": args["model_name"]},
+            counters={key: (f"qwen3_asr_streaming_{key}_total", text) for key, text in COUNTERS.items()},
+            gauges={"active_streams": ("qwen3_asr_streaming_active_streams", "streams holding state")},
         )
-        self._active = self._active_family.Metric(labels=labels)
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep, name="stream-idle-sweep", daemon=True)
         self._sweeper.start()
 
-    def _count(self, key, value=1):
-        if value:
-            self._counters[key].increment(value)
-
     def _sweep(self):
         while not self._stop.wait(min(1.0, self.policy.idle_timeout_s / 4)):
-            self._count("expired", len(self.registry.expire()))
-            self._active.set(len(self.registry))
+            self.metrics.increment("expired", len(self.registry.expire()))
+            self.metrics.set("active_streams", len(self.registry))
 
     async def execute(self, requests):
         await asyncio.gather(*(self._one(request) for request in requests))
@@ -123,7 +112,7 @@ class TritonPythonModel:
                 state = self.registry.get(key)
                 rate = state.sample_rate if rate is None else int(rate)
             self.streamer.add_chunk(state, samples, rate)
-            self._active.set(len(self.registry))
+            self.metrics.set("active_streams", len(self.registry))
             chunk = state.chunks
             async with state.lock:
                 if end:
@@ -131,23 +120,23 @@ class TritonPythonModel:
                     self.registry.close(key)
                     outputs = transcript_outputs(pb_utils, result)
                     outputs += self._flags(True, state.seconds)
-                    self._count("finals")
+                    self.metrics.increment("finals")
                 elif chunk < state.chunks:
-                    self._count("superseded")
+                    self.metrics.increment("superseded")
                     sender.send(flags=FINAL)
                     return
                 else:
                     before = (state.encoded_windows, state.reused_windows)
                     partial = await self.streamer.partial(state)
-                    self._count("windows_encoded", state.encoded_windows - before[0])
-                    self._count("windows_reused", state.reused_windows - before[1])
+                    self.metrics.increment("windows_encoded", state.encoded_windows - before[0])
+                    self.metrics.increment("windows_reused", state.reused_windows - before[1])
                     outputs = [
                         string_tensor(pb_utils, "TEXT", [partial.text]),
                         string_tensor(pb_utils, "DETECTED_LANGUAGE", [partial.language or ""]),
                         pb_utils.Tensor("TOKEN_IDS", np.asarray(partial.token_ids, np.int32)),
                         *self._flags(False, partial.audio_seconds),
                     ]
-                    self._count("partials")
+                    self.metrics.increment("partials")
             # max_batch_size > 0: every output carries the request's batch dimension of 1.
             batched = [pb_utils.Tensor(t.name(), t.as_numpy()[None]) for t in outputs]
             sender.send(pb_utils.InferenceResponse(output_tensors=batched), flags=FINAL)
@@ -158,7 +147,7 @@ class TritonPythonModel:
                 pb_utils.InferenceResponse(output_tensors=[], error=triton_error(pb_utils, exc, False)), flags=FINAL
             )
         finally:
-            self._active.set(len(self.registry))
+            self.metrics.set("active_streams", len(self.registry))
 
     @staticmethod
     def _flags(final, seconds):
@@ -169,6 +158,8 @@ class TritonPythonModel:
 
     def finalize(self):
         self._stop.set()
+        self._sweeper.join(timeout=5)
+        self.metrics.close()
 
 
 def inputs_say_end(request):
