@@ -79,10 +79,10 @@ def save_with_external_data(tmp_path: Path, path: Path) -> None:
     Tensor bytes are streamed one tensor at a time, from wherever the exporter
     put them (inside the model file, or external files next to it), so peak
     memory is the graph without its weights plus one copy buffer, not the
-    whole model (a 1.7B decoder is 8 GB of fp32 weights).
+    whole model (a 1.7B decoder is 8 GB of fp32 weights). Tensors under
+    ``EXTERNAL_MIN_BYTES`` stay in (or come back into) the graph.
     """
     import onnx
-    from onnx.external_data_helper import ExternalDataInfo
 
     model = onnx.load(str(tmp_path), load_external_data=False)
     data_name = path.name + ".data"
@@ -90,47 +90,73 @@ def save_with_external_data(tmp_path: Path, path: Path) -> None:
         stale.unlink(missing_ok=True)
     with open(path.with_name(data_name), "wb") as out:
         for tensor in _graph_tensors(model.graph):
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                info = ExternalDataInfo(tensor)
-                source = tmp_path.parent / info.location
-                length = info.length if info.length is not None else source.stat().st_size - (info.offset or 0)
-                if length < EXTERNAL_MIN_BYTES:  # small: back into the graph
-                    with open(source, "rb") as src:
-                        src.seek(info.offset or 0)
-                        tensor.raw_data = src.read(length)
-                    del tensor.external_data[:]
-                    tensor.data_location = onnx.TensorProto.DEFAULT
-                    continue
-            elif tensor.HasField("raw_data") and len(tensor.raw_data) >= EXTERNAL_MIN_BYTES:
-                source, length = None, len(tensor.raw_data)
+            source = _external_source(tensor, tmp_path.parent)
+            if source:
+                length = source[2]
+            elif tensor.HasField("raw_data"):
+                length = len(tensor.raw_data)
             else:
+                continue  # typed fields (float_data, ...): small constants, left as they are
+            if length < EXTERNAL_MIN_BYTES:
+                if source:
+                    _set_location(tensor, None)
+                    tensor.raw_data = _read_span(*source)
                 continue
             out.write(b"\0" * (-out.tell() % EXTERNAL_ALIGN))
             offset = out.tell()
-            if source is None:
+            if source:
+                _copy_span(*source, out)
+            else:
                 out.write(tensor.raw_data)
                 tensor.ClearField("raw_data")
-            else:
-                with open(source, "rb") as src:
-                    src.seek(info.offset or 0)
-                    _copy_bytes(src, out, length)
-            del tensor.external_data[:]
-            for key, value in (("location", data_name), ("offset", offset), ("length", length)):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, str(value)
-            tensor.data_location = onnx.TensorProto.EXTERNAL
+            _set_location(tensor, (data_name, offset, length))
     onnx.save_model(model, str(path))
     onnx.checker.check_model(str(path))
 
 
-def _copy_bytes(src, dst, length: int) -> None:
-    """Copy exactly ``length`` bytes from ``src`` to ``dst`` in bounded chunks."""
-    while length:
-        chunk = src.read(min(length, COPY_CHUNK_BYTES))
-        if not chunk:
-            raise OSError(f"external data of {src.name} ends {length} bytes early")
-        dst.write(chunk)
-        length -= len(chunk)
+def _external_source(tensor, folder: Path) -> tuple[Path, int, int] | None:
+    """``(file, offset, length)`` of a tensor stored outside the graph, else None."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo
+
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return None
+    info = ExternalDataInfo(tensor)
+    source, offset = folder / info.location, info.offset or 0
+    length = info.length if info.length is not None else source.stat().st_size - offset
+    return source, offset, length
+
+
+def _set_location(tensor, where: tuple[str, int, int] | None) -> None:
+    """Point ``tensor`` at ``(location, offset, length)`` of an external file, or back into the graph."""
+    import onnx
+
+    del tensor.external_data[:]
+    if where is None:
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        return
+    for key, value in zip(("location", "offset", "length"), where):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, str(value)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+
+
+def _read_span(source: Path, offset: int, length: int) -> bytes:
+    with open(source, "rb") as src:
+        src.seek(offset)
+        return src.read(length)
+
+
+def _copy_span(source: Path, offset: int, length: int, dst) -> None:
+    """Copy ``length`` bytes at ``offset`` of ``source`` to ``dst`` in bounded chunks."""
+    with open(source, "rb") as src:
+        src.seek(offset)
+        while length:
+            chunk = src.read(min(length, COPY_CHUNK_BYTES))
+            if not chunk:
+                raise OSError(f"external data file {source} ends {length} bytes early")
+            dst.write(chunk)
+            length -= len(chunk)
 
 
 def _export(
