@@ -76,6 +76,8 @@ class BuildOptions:
     max_segment_seconds: float = 1200.0
     max_align_segment_seconds: float = 180.0
     intra_op_threads: int = 0
+    # ONNX Runtime workers spin briefly between parallel sections before sleeping (faster; see session.py).
+    ort_spin_wait: bool = True
     log_level: str = "INFO"
     # Streaming (qwen3_asr_streaming): chunks per execute, streams held, their length and idle timeout,
     # the official re-decoding rollback and the exact encoder-window reuse.
@@ -160,6 +162,7 @@ def template_values(
                 "MAX_RUNNING_SEQUENCES": opts.max_running_sequences,
                 "PREFILL_CHUNK": opts.prefill_chunk,
                 "INTRA_OP_THREADS": opts.intra_op_threads,
+                "ORT_SPIN_WAIT": "true" if opts.ort_spin_wait else "false",
             }
         )
         return values

@@ -36,7 +36,7 @@ RUNTIMES = ("onnxruntime", "bls")
 def _ort_graphs(folder, params):
     from qwen3_asr_triton.decoding.session import AlignerRunner, EncoderRunner, OrtOptions
 
-    options = OrtOptions(int(params.get("intra_op_threads", "0")))
+    options = OrtOptions.from_parameters(params)
     encoder = EncoderRunner(folder / "encoder.onnx", options)
     return (
         lambda windows: encoder.encode_windows(windows.features, windows.frames),

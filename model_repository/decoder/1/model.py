@@ -47,7 +47,7 @@ class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
         setup_logging(params.get("log_level", "INFO"))
-        runner = DecoderRunner(version_dir(args), OrtOptions(int(params.get("intra_op_threads", "0"))))
+        runner = DecoderRunner(version_dir(args), OrtOptions.from_parameters(params))
         self.spec = runner.spec
         config = SchedulerConfig.from_memory(
             float(params["kv_cache_mb"]),

@@ -21,7 +21,7 @@ class TritonPythonModel:
         setup_logging(params.get("log_level", "INFO"))
         folder = version_dir(args)
         self.features = ModelSpec.load(folder).features
-        self.runner = EncoderRunner(folder / "encoder.onnx", OrtOptions(int(params.get("intra_op_threads", "0"))))
+        self.runner = EncoderRunner(folder / "encoder.onnx", OrtOptions.from_parameters(params))
 
     def _validate(self, feats, lens):
         cfg = self.features
