@@ -128,4 +128,5 @@ def test_sessions_get_the_spin_setting(tmp_path, spin):
     session = make_session(tmp_path / "identity.onnx", OrtOptions(intra_op_threads=2, spin=spin))
     options = session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spin else "0")
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     assert options.intra_op_num_threads == 2
