@@ -76,7 +76,7 @@ class BuildOptions:
     max_segment_seconds: float = 1200.0
     max_align_segment_seconds: float = 180.0
     intra_op_threads: int = 0
-    # ONNX Runtime workers spin briefly between parallel sections before sleeping (faster; see session.py).
+    # ONNX Runtime workers spin between operators during a run and stop when it returns (see session.py).
     ort_spin_wait: bool = True
     log_level: str = "INFO"
     # Streaming (qwen3_asr_streaming): chunks per execute, streams held, their length and idle timeout,

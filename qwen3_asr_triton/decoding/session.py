@@ -35,7 +35,7 @@ class OrtOptions:
         free for the other models' processes between runs and an idle server
         uses no CPU. On by default: measured on the 2-core development machine
         (README "Performance"), it cut a 5 s clip's time to first token by
-        ~10-20% at concurrency 1 without slowing concurrency 8.
+        ~15% at concurrency 1 without slowing concurrency 8.
     """
 
     intra_op_threads: int = 0
