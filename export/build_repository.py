@@ -53,17 +53,29 @@ GPU_ALIGNER_MODELS = ("aligner_encoder", "aligner_lm")
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 
 
+# Knobs for which 0 is meaningful (all threads; no batching delay; no rollback).
+ZERO_ALLOWED = frozenset(
+    {"intra_op_threads", "encoder_queue_delay_us", "preprocess_queue_delay_us", "stream_rollback_tokens"}
+)
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     """Knobs of a model repository (each maps to a config value; see README "Building")."""
 
     entry_instances: int = 8
     preprocess_instances: int = 2
+    # Requests per preprocess execution and how long a first request waits for others: a burst
+    # is answered together and so reaches the encoder as one batch (its first request alone
+    # otherwise; README, Performance). cpu value; gpu in TARGET_DEFAULTS.
+    preprocess_max_batch: int = 8
+    preprocess_queue_delay_us: int = 50000
     postprocess_instances: int = 1
     aligner_instances: int = 1
     encoder_instances: int = 1
     encoder_max_batch: int = 16
-    encoder_queue_delay_us: int = 2000
+    # cpu value; the gpu target's default is in TARGET_DEFAULTS.
+    encoder_queue_delay_us: int = 20000
     decoder_max_batch: int = 64
     kv_cache_mb: int = 4096
     max_running_sequences: int = 16
@@ -95,7 +107,7 @@ class BuildOptions:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                minimum = 0 if f.name in ("intra_op_threads", "encoder_queue_delay_us", "stream_rollback_tokens") else 1
+                minimum = 0 if f.name in ZERO_ALLOWED else 1
                 if value < minimum:
                     raise ValueError(f"{f.name} must be >= {minimum}, got {value}")
         if self.max_align_segment_seconds > self.max_segment_seconds:
@@ -104,6 +116,22 @@ class BuildOptions:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"unknown log level {self.log_level!r}")
+
+
+# Defaults that differ on the gpu target. A cpu request takes seconds, so gathering a burst for
+# 50 + 20 ms pays (measured: a wave of 8 requests encoded as one batch, ~15% sooner); a GPU
+# request takes far less, and the same wait would be a large share of it.
+TARGET_DEFAULTS: dict[str, dict[str, object]] = {
+    "cpu": {},
+    "gpu": {"preprocess_queue_delay_us": 5000, "encoder_queue_delay_us": 2000},
+}
+
+
+def default_options(target: str, **overrides: object) -> BuildOptions:
+    """:class:`BuildOptions` with ``target``'s defaults, then ``overrides``."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}")
+    return BuildOptions(**{**TARGET_DEFAULTS[target], **overrides})
 
 
 def models_for(has_aligner: bool, target: str = "cpu") -> list[str]:
@@ -130,6 +158,8 @@ def template_values(
         "AUDIO_DIM": spec.encoder.output_dim,
         "ENTRY_INSTANCES": opts.entry_instances,
         "PREPROCESS_INSTANCES": opts.preprocess_instances,
+        "PREPROCESS_MAX_BATCH": opts.preprocess_max_batch,
+        "PREPROCESS_QUEUE_DELAY_US": opts.preprocess_queue_delay_us,
         "POSTPROCESS_INSTANCES": opts.postprocess_instances,
         "ENCODER_INSTANCES": opts.encoder_instances,
         "ENCODER_MAX_BATCH": opts.encoder_max_batch,
@@ -331,11 +361,26 @@ def add_option_arguments(parser: argparse.ArgumentParser, options_cls: type = Bu
     for f in fields(options_cls):
         default = getattr(defaults, f.name)
         kind = _parse_bool if isinstance(default, bool) else type(default)
-        group.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, help=f"(default {default})")
+        per_target = "".join(
+            f"; {target} {values[f.name]}"
+            for target, values in TARGET_DEFAULTS.items()
+            if options_cls is BuildOptions and f.name in values
+        )
+        # SUPPRESS: a flag left out is absent from args, so the target's default applies.
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=f"(default {default}{per_target})",
+        )
 
 
-def options_from_args(args: argparse.Namespace, options_cls: type = BuildOptions):
-    return options_cls(**{f.name: getattr(args, f.name) for f in fields(options_cls)})
+def options_from_args(args: argparse.Namespace, options_cls: type = BuildOptions, target: str = "cpu"):
+    """The options given on the command line over the defaults (``target``'s, for BuildOptions)."""
+    given = {f.name: getattr(args, f.name) for f in fields(options_cls) if hasattr(args, f.name)}
+    if options_cls is BuildOptions:
+        return default_options(target, **given)
+    return options_cls(**given)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -354,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
     try:
-        opts = options_from_args(args, BuildOptions)
+        opts = options_from_args(args, BuildOptions, args.target)
         if args.target == "cpu":
             if args.stage or args.force:
                 raise ValueError("--stage and --force apply to the gpu target only")

@@ -57,6 +57,19 @@ class RequestInputs:
         tensor = self._pb.get_input_tensor_by_name(self._request, name)
         return None if tensor is None else tensor.as_numpy()
 
+    def item(self, name: str) -> np.ndarray | None:
+        """The one item of a batching model's input: ``[1, ...]`` -> ``[...]``.
+
+        Models with ``max_batch_size > 0`` get a leading batch dimension on every input; the
+        internal models take one item per request, so a larger batch is refused.
+        """
+        value = self.array(name)
+        if value is None:
+            return None
+        if value.ndim == 0 or value.shape[0] != 1:
+            raise InputError(f"{name} must hold one item per request, got shape {list(value.shape)}")
+        return value[0]
+
     def _single(self, name: str) -> Any | None:
         value = self.array(name)
         if value is None:

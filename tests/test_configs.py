@@ -83,6 +83,32 @@ def test_build_options_are_validated():
         BuildOptions(max_align_segment_seconds=2000)
 
 
+@pytest.mark.parametrize(
+    "target, argv, preprocess_us, encoder_us",
+    [
+        ("cpu", [], BuildOptions().preprocess_queue_delay_us, BuildOptions().encoder_queue_delay_us),
+        ("gpu", [], 5000, 2000),
+        ("gpu", ["--preprocess-queue-delay-us", "0", "--encoder-queue-delay-us", "7"], 0, 7),
+        ("cpu", ["--preprocess-max-batch", "3", "--encoder-queue-delay-us", "9"], 50000, 9),
+    ],
+)
+def test_batching_delays_have_target_defaults_and_reach_the_configs(spec, target, argv, preprocess_us, encoder_us):
+    import argparse
+
+    from qwen3_asr_triton.export.build_repository import add_option_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_option_arguments(parser, BuildOptions)
+    opts = options_from_args(parser.parse_args(argv), BuildOptions, target)
+    assert (opts.preprocess_queue_delay_us, opts.encoder_queue_delay_us) == (preprocess_us, encoder_us)
+    filled = fill_repository_configs(spec, opts, target, False)
+    preprocess, encoder = parse_model_config(filled["preprocess"]), parse_model_config(filled["encoder"])
+    assert preprocess.dynamic_batching.max_queue_delay_microseconds == preprocess_us
+    assert preprocess.max_batch_size == opts.preprocess_max_batch
+    assert encoder.dynamic_batching.max_queue_delay_microseconds == encoder_us
+    assert (opts.preprocess_max_batch == 3) == ("--preprocess-max-batch" in argv)
+
+
 @pytest.mark.parametrize("spin", [True, False])
 def test_onnx_runtime_knobs_reach_every_cpu_graph_model(spec, spin):
     from qwen3_asr_triton.decoding.session import OrtOptions

@@ -8,7 +8,9 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from qwen3_asr_triton.export.build_repository import (
+    TARGET_DEFAULTS,
     BuildOptions,
+    default_options,
     fill_repository_configs,
     models_for,
     template_values,
@@ -55,7 +57,7 @@ def configs(spec):
     return {
         target: {
             name: parse_model_config(text)
-            for name, text in fill_repository_configs(spec, BuildOptions(), target, True).items()
+            for name, text in fill_repository_configs(spec, default_options(target), target, True).items()
         }
         for target in ("cpu", "gpu")
     }
@@ -85,9 +87,18 @@ def test_gpu_models_and_backends(configs):
     assert 0 < float(p["kv_cache_free_gpu_mem_fraction"]) <= 1
     for name in ("qwen3_asr", "preprocess", "postprocess", "aligner"):
         assert gpu[name].backend == "python", name
-    # The shared templates give identical python models on both targets, entry parameters aside.
+    # The shared templates give identical python models on both targets, entry parameters and the
+    # target's batching delay aside.
     for name in ("preprocess", "postprocess"):
-        assert gpu[name] == configs["cpu"][name], name
+        cpu_config, gpu_config = model_config_pb2.ModelConfig(), model_config_pb2.ModelConfig()
+        cpu_config.CopyFrom(configs["cpu"][name])
+        gpu_config.CopyFrom(gpu[name])
+        cpu_config.ClearField("dynamic_batching")
+        gpu_config.ClearField("dynamic_batching")
+        assert gpu_config == cpu_config, name
+    delays = TARGET_DEFAULTS["gpu"]
+    assert gpu["preprocess"].dynamic_batching.max_queue_delay_microseconds == delays["preprocess_queue_delay_us"]
+    assert gpu["encoder"].dynamic_batching.max_queue_delay_microseconds == delays["encoder_queue_delay_us"]
 
 
 def test_entry_drives_the_gpu_models(configs, spec):

@@ -69,20 +69,23 @@ def test_encoder_batch_isolates_a_bad_request(model_repository, clips):
 def test_preprocess_errors_are_per_request(model_repository, clips):
     model = load(model_repository, "preprocess")
     wav = clips[1].path.read_bytes()
+    # preprocess batches requests: every input and output has a leading batch dimension of 1.
     requests = [
-        InferenceRequest({"AUDIO": np.array([wav], dtype=object)}),
-        InferenceRequest({"AUDIO": np.array([b"not audio"], dtype=object)}),
-        InferenceRequest({"WAVEFORM": np.zeros(1600, np.float32)}),
-        InferenceRequest({"WAVEFORM": np.zeros(24000, np.float32), "SAMPLE_RATE": np.array([48000], np.int32)}),
+        InferenceRequest({"AUDIO": np.array([[wav]], dtype=object)}),
+        InferenceRequest({"AUDIO": np.array([[b"not audio"]], dtype=object)}),
+        InferenceRequest({"WAVEFORM": np.zeros((1, 1600), np.float32)}),
+        InferenceRequest({"WAVEFORM": np.zeros((1, 24000), np.float32), "SAMPLE_RATE": np.array([[48000]], np.int32)}),
+        InferenceRequest({"WAVEFORM": np.zeros((2, 24000), np.float32), "SAMPLE_RATE": np.array([[16000]], np.int32)}),
     ]
-    first, corrupt, no_rate, pcm = model.execute(requests)
+    first, corrupt, no_rate, pcm, two = model.execute(requests)
     mel = pb.get_output_tensor_by_name(first, "MEL").as_numpy()
     segments = pb.get_output_tensor_by_name(first, "SEGMENTS").as_numpy()
-    assert mel.shape[0] == 128 and segments.shape == (1, 2)
-    assert mel.shape[1] == segments[0, 1] // 160
+    assert mel.shape[:2] == (1, 128) and segments.shape == (1, 1, 2)
+    assert mel.shape[2] == segments[0, 0, 1] // 160
     assert "could not decode" in error_text(corrupt)
     assert "SAMPLE_RATE" in error_text(no_rate)
-    assert pb.get_output_tensor_by_name(pcm, "SEGMENTS").as_numpy().tolist() == [[0, 8000]]
+    assert pb.get_output_tensor_by_name(pcm, "SEGMENTS").as_numpy().tolist() == [[[0, 8000]]]
+    assert "one item per request" in error_text(two)
 
 
 def test_postprocess_parses_generated_ids(model_repository):

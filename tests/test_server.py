@@ -124,6 +124,7 @@ def test_concurrent_requests_equal_sequential_and_batch_in_flight(triton_server,
     ]
     before = _decoder_counters(triton_server)
     enc_before = _model_stats(triton_server, "encoder")
+    pre_before = _model_stats(triton_server, "preprocess")
     with ThreadPoolExecutor(16) as pool:
         together = list(
             pool.map(
@@ -148,6 +149,9 @@ def test_concurrent_requests_equal_sequential_and_batch_in_flight(triton_server,
     enc_after = _model_stats(triton_server, "encoder")
     windows, executions = enc_after[0] - enc_before[0], enc_after[1] - enc_before[1]
     assert windows > executions, "the encoder batched windows from different requests"
+    pre_after = _model_stats(triton_server, "preprocess")
+    requests, executions = pre_after[0] - pre_before[0], pre_after[1] - pre_before[1]
+    assert requests == 16 and executions < requests, "preprocess answered requests that arrived together at once"
 
 
 BAD_REQUESTS = {

@@ -1,4 +1,9 @@
-"""preprocess: audio bytes or PCM -> segmented 128-bin log-mel (see qwen3_asr_triton.pipeline.prepare_audio)."""
+"""preprocess: audio bytes or PCM -> segmented 128-bin log-mel (see qwen3_asr_triton.pipeline.prepare_audio).
+
+Dynamically batched: requests that arrive together are answered together, so a burst reaches the
+encoder at once and is encoded as one batch. Every input and output has a leading batch
+dimension of 1 (one clip per request).
+"""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -33,7 +38,7 @@ class TritonPythonModel:
         try:
             inputs = RequestInputs(pb_utils, request)
             audio = inputs.raw_bytes("AUDIO")
-            wave = inputs.array("WAVEFORM")
+            wave = inputs.item("WAVEFORM")
             if (audio is None) == (wave is None):
                 raise InputError("send exactly one of AUDIO (file bytes) or WAVEFORM (+ SAMPLE_RATE)")
             if audio is not None:
@@ -47,8 +52,8 @@ class TritonPythonModel:
             prepared = prepare_audio(waveform, self.features, seconds, self.log_mel)
             return pb_utils.InferenceResponse(
                 output_tensors=[
-                    pb_utils.Tensor("MEL", np.ascontiguousarray(prepared.mel, dtype=np.float32)),
-                    pb_utils.Tensor("SEGMENTS", prepared.segments.astype(np.int64)),
+                    pb_utils.Tensor("MEL", np.ascontiguousarray(prepared.mel[None], dtype=np.float32)),
+                    pb_utils.Tensor("SEGMENTS", prepared.segments[None].astype(np.int64)),
                 ]
             )
         except Exception as exc:  # per-request isolation: one bad file never fails the others

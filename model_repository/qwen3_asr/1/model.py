@@ -47,16 +47,18 @@ class TritonPythonModel:
                 inputs.integer("MAX_NEW_TOKENS"),
                 inputs.integer("MIN_NEW_TOKENS"),
             )
-            forwarded = [pb_utils.get_input_tensor_by_name(request, n) for n in AUDIO_INPUTS]
-            forwarded = [t for t in forwarded if t is not None]
-            forwarded.append(pb_utils.Tensor("RETURN_TIMESTAMPS", np.array([options.return_timestamps])))
+            # preprocess batches requests: each input gets a leading batch dimension of 1.
+            forwarded = [
+                pb_utils.Tensor(name, value[None]) for name in AUDIO_INPUTS if (value := inputs.array(name)) is not None
+            ]
+            forwarded.append(pb_utils.Tensor("RETURN_TIMESTAMPS", np.array([[options.return_timestamps]])))
             pre = await pb_utils.InferenceRequest(
                 model_name="preprocess", inputs=forwarded, requested_output_names=["MEL", "SEGMENTS"]
             ).async_exec()
             raise_for_bls_error(pre, "preprocess")
             audio = PreparedAudio(
-                pb_utils.get_output_tensor_by_name(pre, "MEL").as_numpy(),
-                pb_utils.get_output_tensor_by_name(pre, "SEGMENTS").as_numpy(),
+                pb_utils.get_output_tensor_by_name(pre, "MEL").as_numpy()[0],
+                pb_utils.get_output_tensor_by_name(pre, "SEGMENTS").as_numpy()[0],
             )
             result = await self.recognizer.transcribe(audio, options)
             return pb_utils.InferenceResponse(output_tensors=transcript_outputs(pb_utils, result))
