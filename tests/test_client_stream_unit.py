@@ -206,7 +206,8 @@ def stream_response(request_id: str, final: bool, seconds: float) -> service_pb2
 class StreamScript:
     """How the fake server answers: "each" (a partial per chunk, the final at END), "silent",
     "reversed" (every answer held until END, then the partials newest first), "unknown-id", "error",
-    "close" (end the stream after the first chunk, answering nothing)."""
+    "close" (read every chunk, answer nothing, end the stream; ending it while the client is still
+    writing can reach the client as gRPC's INTERNAL instead of an end of stream)."""
 
     mode: str = "each"
     requests: list = field(default_factory=list)
@@ -230,9 +231,7 @@ class FakeStreamingTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
                 self.script.requests.append(request)
             samples += _samples(request)
             end = request.parameters["sequence_end"].bool_param
-            if mode == "close":
-                return
-            if mode == "silent":
+            if mode in ("close", "silent"):
                 continue
             if mode == "error":
                 yield service_pb2.ModelStreamInferResponse(error_message="WAVEFORM contains NaN or infinite samples")
