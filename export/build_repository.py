@@ -119,8 +119,9 @@ class BuildOptions:
 
 
 # Defaults that differ on the gpu target. A cpu request takes seconds, so gathering a burst for
-# 50 + 20 ms pays (measured: a wave of 8 requests encoded as one batch, ~15% sooner); a GPU
-# request takes far less, and the same wait would be a large share of it.
+# 50 + 20 ms pays (measured at 0.6B: a wave of 8 requests encoded as one batch took 20.4-22.9 s
+# against 25.9-28.1 s; README, Performance); a GPU request takes far less, and the same wait
+# would be a large share of it.
 TARGET_DEFAULTS: dict[str, dict[str, object]] = {
     "cpu": {},
     "gpu": {"preprocess_queue_delay_us": 5000, "encoder_queue_delay_us": 2000},
@@ -361,11 +362,7 @@ def add_option_arguments(parser: argparse.ArgumentParser, options_cls: type = Bu
     for f in fields(options_cls):
         default = getattr(defaults, f.name)
         kind = _parse_bool if isinstance(default, bool) else type(default)
-        per_target = "".join(
-            f"; {target} {values[f.name]}"
-            for target, values in TARGET_DEFAULTS.items()
-            if options_cls is BuildOptions and f.name in values
-        )
+        per_target = "".join(f"; {t} {values[f.name]}" for t, values in TARGET_DEFAULTS.items() if f.name in values)
         # SUPPRESS: a flag left out is absent from args, so the target's default applies.
         group.add_argument(
             f"--{f.name.replace('_', '-')}",
