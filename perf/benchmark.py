@@ -110,23 +110,23 @@ def run_system(
         warm_up(system, clips, args.tokens, max(levels), streamed)
         record["levels"] = []
         for c in levels:
+            requests = level_requests(args.requests, c)
             before = system.server_statistics()
             load = run_load(
                 lambda clip: system.transcribe(clip, args.tokens, args.tokens),
                 clips,
                 c,
-                args.requests,
+                requests,
                 args.tokens,
             )
             after = system.server_statistics()
-            ttft = run_load(lambda clip: system.transcribe(clip, 1, 1), clips, c, args.requests, 1)
+            ttft = run_load(lambda clip: system.transcribe(clip, 1, 1), clips, c, requests, 1)
             stream = None
             if streamed:
-                stream = run_load(
-                    lambda clip: _streamed(system, clip, args.tokens), clips, c, args.requests, args.tokens
-                )
+                stream = run_load(lambda clip: _streamed(system, clip, args.tokens), clips, c, requests, args.tokens)
             level: dict = {
                 "concurrency": c,
+                "requests": requests,
                 "load": load.summary(),
                 "ttft": ttft.summary(),
                 "stream": stream.summary() if stream else None,
@@ -173,6 +173,12 @@ def run_system(
     return record
 
 
+def level_requests(requests: int, concurrency: int) -> int:
+    """Requests sent at one level: ``--requests``, but never fewer than the concurrency (a level with
+    fewer requests than clients would never have that many in flight)."""
+    return max(requests, concurrency)
+
+
 def add_agreement(runs: list[dict], size: str) -> None:
     """Agreement of each run's natural outputs with the fp32 reference (transformers, else our fp32)."""
     candidates = [r for r in runs if r["size"] == size and r["status"] == "ok" and r.get("natural_outputs")]
@@ -198,7 +204,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--tokens", type=int, default=32, help="generated tokens per request (forced)")
     parser.add_argument("--clip-seconds", type=float, default=5.0)
-    parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
+    parser.add_argument(
+        "--requests", type=int, default=16, help="requests per concurrency level (at least the concurrency)"
+    )
     parser.add_argument("--pool", type=int, default=8, help="distinct speech clips the requests cycle through")
     parser.add_argument("--natural-max-tokens", type=int, default=NATURAL_MAX_TOKENS)
     parser.add_argument(

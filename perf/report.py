@@ -303,7 +303,8 @@ def render(results: dict, out_dir: Path) -> Path:
         "this machine (never two at once), with the same real speech clips "
         f"({settings['pool']} espeak-ng clips of exactly {settings['clip_seconds']:g} s, 16 kHz WAV), "
         f"and exactly {settings['tokens']} generated tokens per request (forced; checked on every answer). "
-        f"Each concurrency level sends {settings['requests']} requests, closed loop, after a warm-up.",
+        f"Each concurrency level sends {settings['requests']} requests (at least as many as its concurrency), "
+        "closed loop, after a warm-up.",
         "",
         "How to read it:",
         "",
