@@ -372,12 +372,14 @@ def add_option_arguments(parser: argparse.ArgumentParser, options_cls: type = Bu
         )
 
 
-def options_from_args(args: argparse.Namespace, options_cls: type = BuildOptions, target: str = "cpu"):
-    """The options given on the command line over the defaults (``target``'s, for BuildOptions)."""
-    given = {f.name: getattr(args, f.name) for f in fields(options_cls) if hasattr(args, f.name)}
-    if options_cls is BuildOptions:
-        return default_options(target, **given)
-    return options_cls(**given)
+def given_options(args: argparse.Namespace, options_cls: type) -> dict[str, object]:
+    """The ``options_cls`` fields set on the command line (flags left out are absent: SUPPRESS)."""
+    return {f.name: getattr(args, f.name) for f in fields(options_cls) if hasattr(args, f.name)}
+
+
+def options_from_args(args: argparse.Namespace, options_cls: type):
+    """``options_cls`` from the command line over its class defaults."""
+    return options_cls(**given_options(args, options_cls))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -396,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
     try:
-        opts = options_from_args(args, BuildOptions, args.target)
+        opts = default_options(args.target, **given_options(args, BuildOptions))
         if args.target == "cpu":
             if args.stage or args.force:
                 raise ValueError("--stage and --force apply to the gpu target only")

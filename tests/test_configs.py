@@ -95,11 +95,11 @@ def test_build_options_are_validated():
 def test_batching_delays_have_target_defaults_and_reach_the_configs(spec, target, argv, preprocess_us, encoder_us):
     import argparse
 
-    from qwen3_asr_triton.export.build_repository import add_option_arguments, options_from_args
+    from qwen3_asr_triton.export.build_repository import add_option_arguments, default_options, given_options
 
     parser = argparse.ArgumentParser()
     add_option_arguments(parser, BuildOptions)
-    opts = options_from_args(parser.parse_args(argv), BuildOptions, target)
+    opts = default_options(target, **given_options(parser.parse_args(argv), BuildOptions))
     assert (opts.preprocess_queue_delay_us, opts.encoder_queue_delay_us) == (preprocess_us, encoder_us)
     filled = fill_repository_configs(spec, opts, target, False)
     preprocess, encoder = parse_model_config(filled["preprocess"]), parse_model_config(filled["encoder"])
