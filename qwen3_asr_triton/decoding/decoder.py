@@ -166,6 +166,13 @@ class Prefill:
     past: list[np.ndarray] | None = None
     prefix: tuple[int, ...] | None = None  # a text prefix to prefill on its own and keep in the prefix cache
 
+    def next_tokens(self, limit: int) -> int:
+        """Prompt tokens its next chunk of at most ``limit`` runs (a pending prefix ends the chunk)."""
+        stop = min(self.done + limit, self.embeds.shape[0])
+        if self.prefix is not None:
+            stop = min(stop, len(self.prefix))
+        return stop - self.done
+
 
 class DecodeBatch:
     """Running sequences sharing one KV cache of preallocated buffers (see module docstring)."""
@@ -226,28 +233,77 @@ class DecodeBatch:
     def advance_prefill(self, job: Prefill, chunk: int) -> bool:
         """Run the next ``chunk`` prompt tokens of ``job``; on the last chunk pick the first token and,
         unless the sequence is already finished, join the running batch. Returns True when done."""
-        start, stop = job.done, min(job.done + chunk, job.embeds.shape[0])
-        if job.prefix is not None:
-            stop = min(stop, len(job.prefix))
-        logits, present = self.runner.run(
-            job.embeds[None, start:stop],
-            np.ones((1, stop), np.int64),
-            np.arange(start, stop, dtype=np.int64)[None],
-            job.past if job.past is not None else self.runner.empty_past(1),
-        )
-        job.done = stop
-        job.past = present if job.past is None else [np.concatenate(p, axis=2) for p in zip(job.past, present)]
-        if job.prefix is not None and stop == len(job.prefix):
-            self.runner.prefix_cache.put(job.prefix, job.past)
-            job.prefix = None
-        if stop < job.embeds.shape[0]:
-            return False
-        job.sequence.length = stop
-        self.choose(job.sequence, logits[0])
-        if not job.sequence.finished:
-            self.join(job.sequence, job.past)
-        job.past = None
-        return True
+        return self.advance_prefills([job], chunk)[0]
+
+    def advance_prefills(self, jobs: list[Prefill], chunk: int) -> list[bool]:
+        """:meth:`advance_prefill` for several jobs in one graph call; True for each job that is done.
+
+        A burst of prompts is prefilled as one batch, so its matrix products have more rows: at
+        0.6B dimensions 8 prompts of 71 tokens took 5.4-5.5 s in one call against 6.5-6.9 s in 8
+        (the same logits); at 1.7B, whose products of 71 rows already run near the compute ceiling,
+        it made no difference. Rows of different lengths are padded on the left (padding masked as
+        keys), so every row's last position is its prompt's last token; the graph returns each row's
+        new keys and values in its last columns. Finished jobs join the batch in ``jobs`` order.
+        """
+        counts = [job.next_tokens(chunk) for job in jobs]
+        logits, present = self.runner.run(*self._prefill_inputs(jobs, counts))
+        done = []
+        for row, (job, count) in enumerate(zip(jobs, counts, strict=True)):
+            width = present[0].shape[2]
+            new = [np.ascontiguousarray(p[row : row + 1, :, width - count :]) for p in present]
+            job.past = new if job.past is None else [np.concatenate(p, axis=2) for p in zip(job.past, new)]
+            job.done += count
+            if job.prefix is not None and job.done == len(job.prefix):
+                self.runner.prefix_cache.put(job.prefix, job.past)
+                job.prefix = None
+            if job.done < job.embeds.shape[0]:
+                done.append(False)
+                continue
+            job.sequence.length = job.done
+            self.choose(job.sequence, logits[row])
+            if not job.sequence.finished:
+                self.join(job.sequence, job.past)
+            job.past = None
+            done.append(True)
+        return done
+
+    def _prefill_inputs(
+        self, jobs: list[Prefill], counts: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Graph inputs for the next ``counts[r]`` tokens of each job (see :meth:`DecoderRunner.run`).
+
+        ``[R, W, H]`` embeddings with ``W = max(counts)``, row ``r`` left-padded by ``W - counts[r]``;
+        the past is ``[R, kv_heads, P, head_dim]`` with ``P`` the longest job's cached positions, row
+        ``r`` holding its own ``done`` positions first. Padding (of either) is masked out.
+        """
+        runner = self.runner
+        rows, width = len(jobs), max(counts)
+        past_len = max(job.done for job in jobs)
+        embeds = np.zeros((rows, width, jobs[0].embeds.shape[1]), np.float32)
+        mask = np.zeros((rows, past_len + width), np.int64)
+        positions = np.zeros((rows, width), np.int64)
+        for r, (job, count) in enumerate(zip(jobs, counts, strict=True)):
+            pad = width - count
+            embeds[r, pad:] = job.embeds[job.done : job.done + count]
+            mask[r, : job.done] = 1
+            mask[r, past_len + pad :] = 1
+            positions[r, pad:] = np.arange(job.done, job.done + count)
+        if past_len == 0:
+            past = runner.empty_past(rows)
+        elif rows == 1:
+            past = jobs[0].past
+        elif all(job.done == past_len for job in jobs):
+            past = [np.concatenate(layer, axis=0) for layer in zip(*(job.past for job in jobs), strict=True)]
+        else:
+            past = [
+                np.zeros((rows, runner.kv_shape[0], past_len, runner.kv_shape[1]), np.float32)
+                for _ in range(2 * runner.num_layers)
+            ]
+            for r, job in enumerate(jobs):
+                if job.past is not None:
+                    for buffer, cached in zip(past, job.past, strict=True):
+                        buffer[r, :, : job.done] = cached[0]
+        return embeds, mask, positions, past
 
     def prefill(
         self,

@@ -5,9 +5,9 @@ One background thread owns a :class:`~.decoder.DecodeBatch` and loops:
 1. take newly submitted requests and drop cancelled ones;
 2. admit waiting requests while the running batch has room (``max_batch``) and the
    KV budget allows it, checked against the batch's worst-case future size;
-3. prefill up to ``prefill_chunk`` prompt tokens: several short prompts back to back,
-   or one chunk of a long one (chunked prefill: the running sequences never stall
-   for more than one chunk's worth of prompt tokens);
+3. prefill up to ``prefill_chunk`` prompt tokens: several short prompts in one
+   batched graph call, or one chunk of a long one (chunked prefill: the running
+   sequences never stall for more than one chunk's worth of prompt tokens);
 4. advance every running sequence by one token in one graph call.
 
 Prefilling every admitted prompt that fits the budget before the next step puts
@@ -127,7 +127,8 @@ class SchedulerStats:
     max_running: int = 0
     inflight_joins: int = 0  # sequences that joined while others were mid-generation
     inflight_leaves: int = 0  # sequences that left while others kept generating
-    prefill_chunks: int = 0
+    prefill_chunks: int = 0  # prefill graph calls
+    prefill_rows: int = 0  # prompt chunks they ran (several prompts share a call)
     completed: int = 0
     rejected: int = 0
 
@@ -214,7 +215,7 @@ class InflightScheduler:
         self._admit()
         budget = self.config.prefill_chunk
         while self._prefills and budget > 0:
-            budget -= self._prefill_chunk(budget)
+            budget -= self._prefill_round(budget)
         if len(self.batch):
             self._decode_step()
 
@@ -245,24 +246,40 @@ class InflightScheduler:
                 continue
             self._prefills.append((req, self.batch.start_prefill(seq, embeds, req.prompt_ids)))
 
-    def _prefill_chunk(self, budget: int) -> int:
-        """Advance the oldest prefill by at most ``budget`` tokens; returns the tokens prefilled."""
-        req, job = self._prefills[0]
+    def _prefill_round(self, budget: int) -> int:
+        """One prefill graph call for the oldest prefills that fit ``budget``; returns its padded tokens.
+
+        The oldest prefill runs its next chunk (at most ``budget`` tokens); the next ones join the
+        call while ``rows x longest chunk`` stays within ``budget``, so a batched call never holds
+        more prompt positions (nor larger attention scores) than one chunk of a single prompt.
+        """
+        picked: list[tuple[GenerationRequest, Prefill]] = []
+        width = 0
+        for req, job in self._prefills:
+            count = job.next_tokens(budget)
+            if picked and (len(picked) + 1) * max(width, count) > budget:
+                break
+            picked.append((req, job))
+            width = max(width, count)
         was_running = len(self.batch) > 0
-        start = job.done
         self.stats.prefill_chunks += 1
-        if not self.batch.advance_prefill(job, budget):
-            return job.done - start
-        self._prefills.popleft()
-        seq = job.sequence
-        self._emit(req, seq.tokens[-1])
-        if seq.finished:
-            self._finish(req, seq)
-        else:
-            self._running[id(seq)] = req
-            if was_running:
-                self.stats.inflight_joins += 1
-        return job.done - start
+        self.stats.prefill_rows += len(picked)
+        done = self.batch.advance_prefills([job for _, job in picked], budget)
+        for _ in picked:  # the picked jobs lead the queue; the unfinished ones go back in order
+            self._prefills.popleft()
+        self._prefills.extendleft(reversed([item for item, finished in zip(picked, done, strict=True) if not finished]))
+        for (req, job), finished in zip(picked, done, strict=True):
+            if not finished:
+                continue
+            seq = job.sequence
+            self._emit(req, seq.tokens[-1])
+            if seq.finished:
+                self._finish(req, seq)
+            else:
+                self._running[id(seq)] = req
+                if was_running:
+                    self.stats.inflight_joins += 1
+        return len(picked) * width
 
     def _decode_step(self) -> None:
         running = len(self.batch)

@@ -28,6 +28,7 @@ COUNTERS = {
     "inflight_joins": ("qwen3_asr_decoder_inflight_joins_total", "sequences that joined a running batch"),
     "inflight_leaves": ("qwen3_asr_decoder_inflight_leaves_total", "sequences that left while others ran on"),
     "prefill_chunks": ("qwen3_asr_decoder_prefill_chunks_total", "prefill graph calls"),
+    "prefill_rows": ("qwen3_asr_decoder_prefill_rows_total", "prompt chunks prefilled, summed over prefill calls"),
     "completed": ("qwen3_asr_decoder_completed_total", "sequences finished"),
     "rejected": ("qwen3_asr_decoder_rejected_total", "requests refused for capacity"),
 }

@@ -1,0 +1,99 @@
+"""Several prompts prefilled in one graph call equal one call each (tiny decoder graph, no server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qwen3_asr_triton.decoding.decoder import DecodeBatch, DecoderRunner, Sequence
+from qwen3_asr_triton.decoding.prefix_cache import PrefixCache
+from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightScheduler, SchedulerConfig
+
+HEAD = [151644, 8948, 198, 151645, 198, 151644, 872, 198]
+TAIL = [151645, 198, 151644, 77091, 198]
+
+
+def _prompt(spec, n_audio: int, seed: int, head: list[int] = HEAD) -> tuple[np.ndarray, np.ndarray]:
+    table = np.random.default_rng(seed).standard_normal((n_audio, spec.text.hidden_size)).astype(np.float32)
+    audio = range(spec.text.vocab_size, spec.text.vocab_size + n_audio)
+    return np.array([*head, *audio, *TAIL]), table
+
+
+def _sequence(key: int) -> Sequence:
+    return Sequence(key=key, max_new_tokens=8, eos_ids=frozenset())
+
+
+def _run(runner: DecoderRunner, prompts, together: bool, chunk: int = 512):
+    """Prefill every prompt (batched or one by one), then decode 6 steps (every sequence still running).
+
+    Returns the batch and its sequences."""
+    batch = DecodeBatch(runner)
+    jobs = [
+        batch.start_prefill(_sequence(i), runner.embed_prompt(ids, table), ids)
+        for i, (ids, table) in enumerate(prompts)
+    ]
+    pending = list(jobs)
+    while pending:
+        if together:
+            done = batch.advance_prefills(pending, chunk)
+            pending = [job for job, finished in zip(pending, done, strict=True) if not finished]
+        else:
+            pending = [job for job in pending if not batch.advance_prefill(job, chunk)]
+    for _ in range(6):
+        batch.step()
+    return batch, [job.sequence for job in jobs]
+
+
+@pytest.fixture(scope="module")
+def spec(asr_export):
+    return DecoderRunner(asr_export).spec
+
+
+@pytest.mark.parametrize("chunk", [512, 16])
+def test_a_batched_prefill_of_unequal_prompts_decodes_as_one_call_each(asr_export, spec, chunk):
+    """Lengths 13 to 53 tokens; one prompt has another prefix (its own cache state); a chunk of 16
+    runs every prompt over several calls, some padded, with pasts of unequal lengths."""
+    prompts = [_prompt(spec, n, seed) for seed, n in enumerate((40, 7, 22))]
+    prompts.append(_prompt(spec, 15, 9, head=[151644, 8948, 198, 151645, 198]))
+    results = {}
+    for together in (False, True):
+        runner = DecoderRunner(asr_export)
+        warm = DecodeBatch(runner)  # the first prompt's prefix is cached, the other prefix is not
+        warm.prefill(_sequence(-1), runner.embed_prompt(*prompts[0]), prompt_ids=prompts[0][0])
+        results[together] = _run(runner, prompts, together, chunk)
+    (alone_batch, alone), (batched_batch, batched) = results[False], results[True]
+    for one, other in zip(alone, batched, strict=True):
+        assert other.tokens == one.tokens
+        np.testing.assert_allclose(other.logprobs, one.logprobs, rtol=0, atol=1e-5)
+        assert other.length == one.length
+    for one, other in zip(alone_batch.kv, batched_batch.kv, strict=True):
+        np.testing.assert_allclose(other, one, rtol=1e-5, atol=1e-5)  # fp32 rounding of padded rows
+
+
+def test_a_burst_within_the_budget_is_prefilled_in_one_call(asr_export, spec):
+    runner = DecoderRunner(asr_export)
+    runner.prefix_cache = PrefixCache(entries=0)
+    prompts = [_prompt(spec, 20, seed) for seed in range(4)]
+    length = prompts[0][0].size
+    sched = InflightScheduler(runner, SchedulerConfig(max_batch=8, prefill_chunk=4 * length))
+    done = {}
+    for i, (ids, table) in enumerate(prompts):  # queued before the loop starts: all wait at once
+        sched.submit(
+            GenerationRequest(
+                key=i,
+                prompt_ids=ids,
+                prompt_table=table,
+                max_new_tokens=3,
+                eos_ids=frozenset(),
+                on_done=lambda req, seq, error: done.setdefault(req.key, (seq, error)),
+            )
+        )
+    sched._waiting.extend(sched._incoming)
+    sched._incoming.clear()
+    while sched.active:
+        sched._iteration()
+    assert sched.stats.prefill_chunks == 1 and sched.stats.prefill_rows == 4
+    assert sched.stats.steps == 2 and sched.stats.max_running == 4
+    alone = _run(runner, prompts, together=False)[1]
+    for i, seq in enumerate(alone):
+        assert done[i][1] is None and done[i][0].tokens == seq.tokens[:3]
