@@ -45,6 +45,9 @@ SERVED_NAME = "qwen3-asr"
 # 28 layers x 8 KV heads x 128 x 2 (K, V) per token = 112 KiB (bf16) to 224 KiB (fp32); 1 GiB holds
 # ~4.6k fp32 tokens: above one --max-model-len sequence and above 16 x (~80 prompt + 64) tokens.
 DEFAULT_KVCACHE_GIB = "1"
+# Seconds vLLM's engine waits for one model step (its default is 300): bf16 steps at 1.7B dims with a
+# batch of new requests took longer on this CPU, and the engine then shut itself down.
+DEFAULT_EXECUTE_TIMEOUT_S = "3600"
 # Context per sequence: a 5 s clip is ~65 audio + ~15 template tokens, plus the generated ones.
 DEFAULT_MAX_MODEL_LEN = "2048"
 # torch.compile start-up took 90-110 s at 0.6B dims (TRITON_CPU.md); bigger models and slower machines more.
@@ -133,6 +136,8 @@ class VllmSystem(BenchSystem):
         self.env_knobs = {
             "VLLM_CPU_OMP_THREADS_BIND": opts.get("omp-threads-bind", cpu_list()),
             "VLLM_CPU_KVCACHE_SPACE": opts.get("kvcache-gib", DEFAULT_KVCACHE_GIB),
+            # A limit on one step, not a speed setting.
+            "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": opts.get("execute-timeout-s", DEFAULT_EXECUTE_TIMEOUT_S),
             "LD_PRELOAD": self._preload(),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
