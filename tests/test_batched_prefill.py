@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -72,26 +74,27 @@ def test_a_batched_prefill_of_unequal_prompts_decodes_as_one_call_each(asr_expor
 
 def test_a_burst_within_the_budget_is_prefilled_in_one_call(asr_export, spec):
     runner = DecoderRunner(asr_export)
-    runner.prefix_cache = PrefixCache(entries=0)
+    runner.prefix_cache = PrefixCache(entries=0)  # no prefix chunk: each whole prompt in the one call
     prompts = [_prompt(spec, 20, seed) for seed in range(4)]
-    length = prompts[0][0].size
-    sched = InflightScheduler(runner, SchedulerConfig(max_batch=8, prefill_chunk=4 * length))
-    done = {}
+    sched = InflightScheduler(runner, SchedulerConfig(max_batch=8, prefill_chunk=4 * prompts[0][0].size))
+    done: dict = {}
+    all_done = threading.Event()
+
+    def on_done(req, seq, error):
+        done[req.key] = (seq, error)
+        if len(done) == len(prompts):
+            all_done.set()
+
     for i, (ids, table) in enumerate(prompts):  # queued before the loop starts: all wait at once
-        sched.submit(
-            GenerationRequest(
-                key=i,
-                prompt_ids=ids,
-                prompt_table=table,
-                max_new_tokens=3,
-                eos_ids=frozenset(),
-                on_done=lambda req, seq, error: done.setdefault(req.key, (seq, error)),
-            )
+        request = GenerationRequest(
+            key=i, prompt_ids=ids, prompt_table=table, max_new_tokens=3, eos_ids=frozenset(), on_done=on_done
         )
-    sched._waiting.extend(sched._incoming)
-    sched._incoming.clear()
-    while sched.active:
-        sched._iteration()
+        sched.submit(request)
+    sched.start()
+    try:
+        assert all_done.wait(120)
+    finally:
+        sched.stop()
     assert sched.stats.prefill_chunks == 1 and sched.stats.prefill_rows == 4
     assert sched.stats.steps == 2 and sched.stats.max_running == 4
     alone = _run(runner, prompts, together=False)[1]

@@ -247,9 +247,9 @@ class DecodeBatch:
         """
         counts = [job.next_tokens(chunk) for job in jobs]
         logits, present = self.runner.run(*self._prefill_inputs(jobs, counts))
+        width = max(counts)  # the new positions each row returns; a row's own are its last ``count``
         done = []
         for row, (job, count) in enumerate(zip(jobs, counts, strict=True)):
-            width = present[0].shape[2]
             new = [np.ascontiguousarray(p[row : row + 1, :, width - count :]) for p in present]
             job.past = new if job.past is None else [np.concatenate(p, axis=2) for p in zip(job.past, new)]
             job.done += count
@@ -290,10 +290,8 @@ class DecodeBatch:
             positions[r, pad:] = np.arange(job.done, job.done + count)
         if past_len == 0:
             past = runner.empty_past(rows)
-        elif rows == 1:
+        elif rows == 1:  # a long prompt's later chunks: its cache as it is, no copy
             past = jobs[0].past
-        elif all(job.done == past_len for job in jobs):
-            past = [np.concatenate(layer, axis=0) for layer in zip(*(job.past for job in jobs), strict=True)]
         else:
             past = [
                 np.zeros((rows, runner.kv_shape[0], past_len, runner.kv_shape[1]), np.float32)
