@@ -227,7 +227,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KNOB=VALUE",
         help=(
             "eager=1 (no torch.compile), caching=1 (prefix + multimodal caches on), kvcache-gib=4, "
-            "execute-timeout-s=600, omp-threads-bind=0-1, max-model-len=2048, venv=PATH"
+            "execute-timeout-s=600, request-timeout-s=1800, omp-threads-bind=0-1, max-model-len=2048, venv=PATH"
         ),
     )
     parser.add_argument("--no-stream", action="store_true", help="skip vLLM's streamed first-chunk pass")

@@ -52,7 +52,20 @@ DEFAULT_EXECUTE_TIMEOUT_S = "3600"
 DEFAULT_MAX_MODEL_LEN = "2048"
 # torch.compile start-up took 90-110 s at 0.6B dims (TRITON_CPU.md); bigger models and slower machines more.
 READY_TIMEOUT_S = 1800.0
-REQUEST_TIMEOUT_S = 600.0
+# Seconds a client waits for one answer (knob request-timeout-s); bf16 at 1.7B dims and 16 clients
+# needs more than this default on this CPU.
+DEFAULT_REQUEST_TIMEOUT_S = "600"
+# Every --vllm-knob this peer understands; anything else is refused rather than silently ignored.
+KNOBS = (
+    "caching",
+    "eager",
+    "execute-timeout-s",
+    "kvcache-gib",
+    "max-model-len",
+    "omp-threads-bind",
+    "request-timeout-s",
+    "venv",
+)
 TCMALLOC_GLOB = "/usr/lib/*/libtcmalloc_minimal.so.4"
 
 
@@ -63,6 +76,12 @@ class VllmSystem(BenchSystem):
 
     def __init__(self, config: SystemConfig) -> None:
         super().__init__(config)
+        unknown = sorted(set(config.options) - set(KNOBS))
+        if unknown:
+            raise ValueError(f"unknown vLLM knob(s) {unknown}; known: {', '.join(KNOBS)}")
+        self.request_timeout_s = float(config.options.get("request-timeout-s", DEFAULT_REQUEST_TIMEOUT_S))
+        if self.request_timeout_s <= 0:
+            raise ValueError(f"request-timeout-s must be > 0, got {self.request_timeout_s}")
         self.venv = Path(config.options.get("venv", str(DEFAULT_VENV)))
         self.proc = None
         self.port: int | None = None
@@ -162,7 +181,7 @@ class VllmSystem(BenchSystem):
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT_S)
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.request_timeout_s)
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
@@ -253,6 +272,7 @@ class VllmSystem(BenchSystem):
             "environment": {k: v for k, v in self.env_knobs.items() if k != "LD_PRELOAD"},
             "preload": self.env_knobs.get("LD_PRELOAD"),
             "ready_seconds": self.ready_seconds,
+            "request_timeout_s": self.request_timeout_s,
             "input": "/v1/chat/completions, one input_audio part (WAV base64), max_tokens = min_tokens, "
             "ignore_eos, temperature 0",
         }
