@@ -22,7 +22,8 @@ from .errors import InvalidRequestError
 from .wire import waveform_to_float32
 
 # Rate of the PCM that qwen3_asr_triton.audio.load_audio decodes files to (its TARGET_SAMPLE_RATE). That
-# module is imported only when a file is decoded: it pulls in scipy.signal, 1.5 s of CLI start-up otherwise.
+# module is imported only when a file is decoded: it loads libsndfile and libsoxr, which the CLI's other
+# commands do not need.
 DECODED_SAMPLE_RATE = 16000
 
 StreamInput = Union[
@@ -168,7 +169,7 @@ class StreamSource:
         OSError
             The file cannot be read.
         InvalidRequestError
-            The bytes are not audio FFmpeg can decode.
+            The bytes are not audio that libsndfile or FFmpeg can decode.
         """
         if self._encoded is None or self._wave is not None:
             return

@@ -1,14 +1,25 @@
 """Audio decoding and conditioning: bytes or PCM in, mono 16 kHz float32 out.
 
-Decoding goes through PyAV (FFmpeg), so every container FFmpeg reads works:
-wav, flac, ogg/opus, mp3, m4a/aac, webm... Channels are averaged to mono,
-the signal is resampled with a polyphase anti-aliasing filter, and a peak
-above 1.0 is divided out (as the official package does), so the model always
-sees samples in [-1, 1].
+The front end is the official ``qwen-asr`` package's, sample for sample: that package
+loads audio with ``librosa.load(path, sr=16000)``, so here too
+
+1. **decode** with libsndfile (the ``soundfile`` package) whatever it reads: wav (16/24/32-bit,
+   float), flac, ogg/vorbis, ogg/opus, mp3, aiff, caf... Everything libsndfile refuses
+   (m4a/aac, webm, video containers) is decoded by FFmpeg (PyAV) instead;
+2. **average the channels** in float32, as ``np.mean`` over the channel axis does;
+3. **resample** with libsoxr at its HQ quality (librosa's default ``res_type='soxr_hq'``) to
+   exactly ``ceil(n * 16000 / rate)`` samples, zero-padding or trimming the resampler's
+   output as ``librosa.util.fix_length`` does;
+4. **limit the peak**: a peak above 1.0 is divided out, then samples are clipped to [-1, 1]
+   (the official ``float_range_normalize``).
+
+Raw ``WAVEFORM`` input skips step 1, and streams resample chunk by chunk with
+:class:`StreamResampler`, whose output equals the one-shot resampling of the whole stream.
 
 All limits are explicit (:class:`AudioLimits`) so that a hostile or broken
 request fails fast with a clear :class:`~qwen3_asr_triton.errors.InputError`
-instead of exhausting memory.
+instead of exhausting memory: a file whose header announces too much audio is
+refused before anything is decoded.
 """
 
 from __future__ import annotations
@@ -16,10 +27,10 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
+import soundfile
+import soxr
 
 from .errors import InputError
 
@@ -31,6 +42,13 @@ TARGET_SAMPLE_RATE = 16000
 MIN_INPUT_SAMPLE_RATE = 4000
 # Highest rate in common use (DXD / 8x CD rate is 352.8 kHz).
 MAX_INPUT_SAMPLE_RATE = 384000
+# libsoxr's quality preset: 'HQ' is what librosa's default res_type 'soxr_hq' selects.
+RESAMPLE_QUALITY = "HQ"
+# libsndfile reports an unknown length (a FLAC written to a pipe, say) as SF_COUNT_MAX = 2**63 - 1;
+# no real header announces more than 2**62 frames (146 million years at 1 kHz).
+_UNKNOWN_FRAMES = 2**62
+# Frames per read when the length is unknown: 64 Ki frames keep a block of 8 float32 channels at 2 MiB.
+_BLOCK_FRAMES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,10 @@ class AudioLimits:
         if self.max_seconds <= 0:
             raise ValueError("AudioLimits.max_seconds must be positive")
 
+    def max_samples(self, sample_rate: int) -> int:
+        """Most samples (per channel) of ``sample_rate`` audio that fit the duration bound."""
+        return int(self.max_seconds * sample_rate)
+
 
 def _check_duration(num_samples: int, sample_rate: int, limits: AudioLimits) -> None:
     seconds = num_samples / float(sample_rate)
@@ -63,6 +85,76 @@ def _check_duration(num_samples: int, sample_rate: int, limits: AudioLimits) -> 
             f"audio is {seconds:.1f} s long; the limit is {limits.max_seconds:.0f} s"
             " (split it client-side or raise the server's max_audio_seconds)"
         )
+
+
+def _check_rate(sample_rate: int, what: str) -> None:
+    if not MIN_INPUT_SAMPLE_RATE <= sample_rate <= MAX_INPUT_SAMPLE_RATE:
+        raise InputError(
+            f"{what} must be between {MIN_INPUT_SAMPLE_RATE} and {MAX_INPUT_SAMPLE_RATE} Hz, got {sample_rate}"
+        )
+
+
+def mix_to_mono(frames: np.ndarray) -> np.ndarray:
+    """Average the channels in float32, as the official front end's ``np.mean`` does.
+
+    Parameters
+    ----------
+    frames : np.ndarray
+        ``[samples, channels]`` float32.
+
+    Returns
+    -------
+    np.ndarray
+        ``[samples]`` float32.
+    """
+    if frames.shape[1] == 1:
+        return np.ascontiguousarray(frames[:, 0])
+    return frames.mean(axis=1, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- decoding
+def _decode_libsndfile(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int] | None:
+    """Decode with libsndfile; ``None`` when libsndfile does not recognise the format.
+
+    A known length is checked against the limits before any sample is decoded, and the
+    whole file is then read in one call, as ``librosa.load`` reads it: libsndfile's MP3
+    decoder returns slightly different floats (1 ulp) when the same file is read in smaller
+    blocks, so only one read gives the official samples. An unknown length is read in
+    blocks and stops as soon as it passes the limit. A file libsndfile opens but fails to
+    read (a FLAC cut without fixing its header, say) also goes to FFmpeg, as librosa hands
+    it to its fallback decoder.
+    """
+    try:
+        sound = soundfile.SoundFile(io.BytesIO(data))
+    except (soundfile.SoundFileError, RuntimeError, TypeError):
+        return None
+    with sound:
+        rate = int(sound.samplerate)
+        _check_rate(rate, "AUDIO's sample rate")
+        try:
+            if sound.frames < _UNKNOWN_FRAMES:
+                _check_duration(int(sound.frames), rate, limits)
+                mono = mix_to_mono(sound.read(dtype="float32", always_2d=True))
+            else:
+                mono = _read_blocks(sound, rate, limits)
+        except soundfile.SoundFileError as exc:
+            logger.debug("libsndfile could not read the audio (%s); trying FFmpeg", exc)
+            return None
+    return mono, rate
+
+
+def _read_blocks(sound: soundfile.SoundFile, rate: int, limits: AudioLimits) -> np.ndarray:
+    """Read a stream of unknown length block by block, refusing it once it passes the limit."""
+    parts: list[np.ndarray] = []
+    count = 0
+    while True:
+        block = sound.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        if block.shape[0] == 0:
+            break
+        parts.append(mix_to_mono(block))
+        count += block.shape[0]
+        _check_duration(count, rate, limits)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 # Full-scale value of each integer sample format FFmpeg decodes to (float formats are already in [-1, 1]).
@@ -83,32 +175,13 @@ def _frame_to_mono(frame) -> np.ndarray:
         arr = (arr / _INT_FULL_SCALE[base]).astype(np.float32)
     elif base not in ("flt", "dbl"):
         raise InputError(f"unsupported decoded sample format {fmt.name}")
-    mono = arr[0] if channels == 1 else arr.mean(axis=0, dtype=np.float64)
-    return np.asarray(mono, dtype=np.float32)
+    return mix_to_mono(np.asarray(arr, dtype=np.float32).T)
 
 
-def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[np.ndarray, int]:
-    """Decode an encoded audio file held in memory.
+def _decode_ffmpeg(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int]:
+    """Decode with FFmpeg (PyAV): the containers libsndfile does not read (m4a/aac, webm, video...)."""
+    import av  # imported lazily: only needed for what libsndfile refuses
 
-    Parameters
-    ----------
-    data : bytes
-        The whole file (wav, flac, ogg, mp3, m4a, ...).
-    limits : AudioLimits, optional
-        Size and duration bounds; decoding stops as soon as the duration bound is passed.
-
-    Returns
-    -------
-    (np.ndarray, int)
-        ``[num_samples]`` float32 mono samples and their sample rate.
-    """
-    import av  # imported lazily: only needed when bytes are sent
-
-    limits = limits or AudioLimits()
-    if not data:
-        raise InputError("AUDIO is empty: send the bytes of an audio file")
-    if len(data) > limits.max_bytes:
-        raise InputError(f"AUDIO is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
     parts: list[np.ndarray] = []
     count = 0
     try:
@@ -121,7 +194,10 @@ def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[
             rate = int(stream.rate or stream.codec_context.sample_rate or 0)
             if rate <= 0:
                 raise InputError("AUDIO has no valid sample rate")
-            max_samples = int(limits.max_seconds * rate) + 1
+            _check_rate(rate, "AUDIO's sample rate")
+            if stream.duration is not None and stream.time_base is not None:
+                _check_duration(int(float(stream.duration * stream.time_base) * rate), rate, limits)
+            max_samples = limits.max_samples(rate) + 1
             for frame in container.decode(stream):
                 if frame.rate and frame.rate != rate:
                     raise InputError("AUDIO changes sample rate mid-stream")
@@ -134,31 +210,153 @@ def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[
         raise
     except (av.FFmpegError, ValueError, EOFError, IndexError) as exc:
         raise InputError(f"could not decode AUDIO: {exc}") from exc
-    if count == 0:
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), rate
+
+
+def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[np.ndarray, int]:
+    """Decode an encoded audio file held in memory.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file (wav, flac, ogg, mp3, m4a, ...).
+    limits : AudioLimits, optional
+        Size and duration bounds; a header that announces too much audio is refused before
+        decoding, and decoding stops as soon as the duration bound is passed.
+
+    Returns
+    -------
+    (np.ndarray, int)
+        ``[num_samples]`` float32 mono samples (channel mean) and their sample rate.
+    """
+    limits = limits or AudioLimits()
+    if not data:
+        raise InputError("AUDIO is empty: send the bytes of an audio file")
+    if len(data) > limits.max_bytes:
+        raise InputError(f"AUDIO is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+    decoded = _decode_libsndfile(data, limits)
+    samples, rate = decoded if decoded is not None else _decode_ffmpeg(data, limits)
+    if samples.size == 0:
         raise InputError("AUDIO decoded to zero samples")
-    samples = np.concatenate(parts)
     _check_duration(samples.size, rate, limits)
     return samples, rate
 
 
+# ----------------------------------------------------------------------------- resampling
+def resampled_length(num_samples: int, orig_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> int:
+    """Samples after resampling: ``ceil(n * target / orig)``, computed in float64 exactly as librosa does."""
+    return int(np.ceil(num_samples * (float(target_rate) / orig_rate)))
+
+
+def fix_length(samples: np.ndarray, size: int) -> np.ndarray:
+    """Trim ``samples`` to ``size`` or pad it with zeros at the end (``librosa.util.fix_length``)."""
+    if samples.size >= size:
+        return samples[:size]
+    return np.concatenate([samples, np.zeros(size - samples.size, samples.dtype)])
+
+
 def resample(waveform: np.ndarray, orig_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
-    """Polyphase resampling with scipy's Kaiser-windowed anti-aliasing filter.
+    """Resample with libsoxr at HQ quality, as ``librosa.resample(res_type='soxr_hq')`` does.
 
     Parameters
     ----------
     waveform : np.ndarray
-        ``[num_samples]`` float samples.
+        ``[num_samples]`` float samples (computed in float32).
 
     Returns
     -------
     np.ndarray
-        ``[round(num_samples * target_rate / orig_rate)]`` float32.
+        ``[ceil(num_samples * target_rate / orig_rate)]`` float32.
     """
+    x = np.ascontiguousarray(waveform, dtype=np.float32)
     if orig_rate == target_rate:
-        return np.asarray(waveform, dtype=np.float32)
-    ratio = Fraction(target_rate, orig_rate)
-    out = resample_poly(np.asarray(waveform, dtype=np.float64), ratio.numerator, ratio.denominator)
-    return out.astype(np.float32)
+        return x
+    out = soxr.resample(x, orig_rate, target_rate, quality=RESAMPLE_QUALITY)
+    return fix_length(out, resampled_length(x.size, orig_rate, target_rate))
+
+
+class StreamResampler:
+    """Chunk-by-chunk resampling whose concatenated output equals :func:`resample` of the whole.
+
+    libsoxr's streaming interface is exact: the same filter runs over the same samples,
+    whatever the chunking. Each :meth:`push` returns what the filter has finished (it lags
+    by the filter's delay, a few milliseconds); :meth:`finish` flushes the rest and fixes
+    the total length to ``ceil(n * target / orig)``.
+    """
+
+    def __init__(self, orig_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> None:
+        self.orig_rate = int(orig_rate)
+        self.target_rate = int(target_rate)
+        self.samples_in = 0
+        self.samples_out = 0
+        self._stream = (
+            None
+            if self.orig_rate == self.target_rate
+            else soxr.ResampleStream(self.orig_rate, self.target_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+        )
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Resample the next ``[n]`` samples; returns the ``[m]`` output samples now complete."""
+        x = np.ascontiguousarray(chunk, dtype=np.float32).reshape(-1)
+        self.samples_in += x.size
+        out = x if self._stream is None else self._stream.resample_chunk(x)
+        self.samples_out += out.size
+        return out
+
+    def finish(self) -> np.ndarray:
+        """The last output samples: the filter's tail, padded or trimmed to the exact total length."""
+        tail = np.zeros(0, np.float32)
+        if self._stream is not None:
+            tail = self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        total = resampled_length(self.samples_in, self.orig_rate, self.target_rate)
+        keep = fix_length(tail, max(0, total - self.samples_out))
+        self.samples_out += keep.size
+        return keep
+
+
+def limit_peak(waveform: np.ndarray) -> np.ndarray:
+    """Divide out a peak above 1.0 and clip to [-1, 1] (the official ``float_range_normalize``)."""
+    x = np.asarray(waveform, dtype=np.float32)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > 1.0:
+        x = x / peak
+    return np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------- public entry points
+def check_waveform(waveform: np.ndarray, sample_rate: int, limits: AudioLimits | None = None) -> np.ndarray:
+    """Validate raw PCM and mix it to mono, without resampling.
+
+    Parameters
+    ----------
+    waveform : np.ndarray
+        ``[num_samples]`` mono or ``[num_samples, channels]`` floating-point samples.
+    sample_rate : int
+        Rate of ``waveform`` in Hz.
+
+    Returns
+    -------
+    np.ndarray
+        ``[num_samples]`` float32 mono.
+    """
+    limits = limits or AudioLimits()
+    if not isinstance(sample_rate, (int, np.integer)):
+        raise InputError(f"SAMPLE_RATE must be an integer, got {type(sample_rate).__name__}")
+    _check_rate(int(sample_rate), "SAMPLE_RATE")
+    x = np.asarray(waveform)
+    if x.ndim not in (1, 2):
+        raise InputError(f"WAVEFORM must be 1-D (or [samples, channels]), got shape {list(np.shape(waveform))[:8]}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"WAVEFORM must hold floating-point samples, got {x.dtype}")
+    if x.size == 0:
+        raise InputError("WAVEFORM is empty")
+    _check_duration(x.shape[0], int(sample_rate), limits)
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    x = x.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise InputError("WAVEFORM contains NaN or infinite samples")
+    return x
 
 
 def prepare_waveform(waveform: np.ndarray, sample_rate: int, limits: AudioLimits | None = None) -> np.ndarray:
@@ -174,37 +372,13 @@ def prepare_waveform(waveform: np.ndarray, sample_rate: int, limits: AudioLimits
     Returns
     -------
     np.ndarray
-        ``[num_samples_16k]`` float32.
+        ``[ceil(num_samples * 16000 / sample_rate)]`` float32.
     """
-    limits = limits or AudioLimits()
-    if not isinstance(sample_rate, (int, np.integer)) or not (
-        MIN_INPUT_SAMPLE_RATE <= int(sample_rate) <= MAX_INPUT_SAMPLE_RATE
-    ):
-        raise InputError(
-            f"SAMPLE_RATE must be between {MIN_INPUT_SAMPLE_RATE} and {MAX_INPUT_SAMPLE_RATE} Hz, got {sample_rate}"
-        )
-    x = np.asarray(waveform)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    if x.ndim != 1:
-        raise InputError(f"WAVEFORM must be 1-D (or [samples, channels]), got shape {list(np.shape(waveform))}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise InputError(f"WAVEFORM must hold floating-point samples, got {x.dtype}")
-    if x.size == 0:
-        raise InputError("WAVEFORM is empty")
-    _check_duration(x.size, int(sample_rate), limits)
-    if not np.all(np.isfinite(x)):
-        raise InputError("WAVEFORM contains NaN or infinite samples")
-    x = resample(x.astype(np.float32, copy=False), int(sample_rate))
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    if peak > 1.0:
-        x = x / peak
-    return np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)
+    mono = check_waveform(waveform, sample_rate, limits)
+    return limit_peak(resample(mono, int(sample_rate)))
 
 
 def load_audio(data: bytes, limits: AudioLimits | None = None) -> np.ndarray:
-    """Decode an audio file's bytes to mono 16 kHz float32 in [-1, 1]."""
+    """Decode an audio file's bytes to mono 16 kHz float32 in [-1, 1] (the official front end)."""
     samples, rate = decode_audio_bytes(data, limits)
-    if not (MIN_INPUT_SAMPLE_RATE <= rate <= MAX_INPUT_SAMPLE_RATE):
-        raise InputError(f"AUDIO sample rate {rate} Hz is outside the supported range")
-    return prepare_waveform(samples, rate, limits)
+    return limit_peak(resample(samples, rate))

@@ -12,8 +12,10 @@ module implements that recipe for many concurrent streams, with two changes:
   again. The comparison is on the exact input array, so reuse never changes
   a result; it turns the official O(n^2) re-encoding into work proportional
   to the new audio while the utterance's loudest frame stays put.
-- **exact final**: at the end of a stream the whole audio is recognised from
-  scratch, exactly as a unary ``qwen3_asr`` request would (same resampling,
+- **exact final**: chunks are resampled as they arrive by one streaming
+  resampler whose output equals the one-shot resampling of the whole stream,
+  and at the end of a stream that audio is recognised from scratch, exactly as
+  a unary ``qwen3_asr`` request with the same PCM would be (same samples,
   normalisation, segmentation), so the final hypothesis equals the offline one.
 
 Partials are produced through the same :class:`~.pipeline.Stages` as unary
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import AudioLimits, prepare_waveform
+from .audio import AudioLimits, StreamResampler, check_waveform, limit_peak
 from .errors import CapacityError, InputError
 from .features import EncoderWindows, LogMel, split_windows
 from .output import ParsedOutput
@@ -89,8 +91,8 @@ class StreamState:
     key: object
     options: TranscribeOptions
     sample_rate: int
-    raw: list[np.ndarray] = field(default_factory=list)  # chunks as received (for the exact final)
-    wave16k: list[np.ndarray] = field(default_factory=list)  # chunks resampled one by one (for partials)
+    resampler: StreamResampler | None = None  # one filter over the whole stream (set in __post_init__)
+    wave16k: list[np.ndarray] = field(default_factory=list)  # the resampler's output so far, in order
     chunks: int = 0
     latest_chunk: int = 0
     previous_tokens: list[int] = field(default_factory=list)
@@ -100,15 +102,21 @@ class StreamState:
     encoded_windows: int = 0
     reused_windows: int = 0
 
+    def __post_init__(self) -> None:
+        if self.resampler is None:
+            self.resampler = StreamResampler(self.sample_rate)
+
     @property
     def raw_samples(self) -> int:
-        return sum(p.size for p in self.raw)
+        """Samples received so far, at the stream's own rate."""
+        return self.resampler.samples_in
 
     @property
     def seconds(self) -> float:
         return self.raw_samples / float(self.sample_rate)
 
     def waveform16k(self) -> np.ndarray:
+        """``[n]`` float32: the 16 kHz audio resampled so far (before the peak limit)."""
         return np.concatenate(self.wave16k) if self.wave16k else np.zeros(0, np.float32)
 
 
@@ -175,16 +183,13 @@ class StreamRecognizer:
             raise InputError(f"SAMPLE_RATE changed within the stream ({state.sample_rate} -> {sample_rate})")
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if samples.size:
-            if not np.all(np.isfinite(samples)):
-                raise InputError("WAVEFORM contains NaN or infinite samples")
             total = (state.raw_samples + samples.size) / float(sample_rate)
             if total > self.policy.max_stream_seconds:
                 raise InputError(
                     f"stream exceeds {self.policy.max_stream_seconds:.0f} s of audio; end it and start a new one"
                 )
-            resampled = prepare_waveform(samples, sample_rate, self.audio_limits)  # may raise: state untouched
-            state.raw.append(samples)
-            state.wave16k.append(resampled)
+            mono = check_waveform(samples, sample_rate, self.audio_limits)  # may raise: state untouched
+            state.wave16k.append(state.resampler.push(mono))
         state.chunks += 1
         state.last_activity = time.monotonic()
 
@@ -223,7 +228,7 @@ class StreamRecognizer:
     async def partial(self, state: StreamState) -> Partial:
         """Hypothesis for the audio received so far."""
         rec = self.recognizer
-        wave = state.waveform16k()
+        wave = limit_peak(state.waveform16k())
         if wave.size == 0:
             return Partial("", None, [], 0.0)
         windows = split_windows(self.log_mel(wave), rec.spec.features)
@@ -243,12 +248,15 @@ class StreamRecognizer:
         return Partial(parsed.text, parsed.language, tokens, seconds)
 
     async def final(self, state: StreamState) -> Transcript:
-        """The whole stream recognised from scratch, exactly like a unary request with the same PCM."""
+        """The whole stream recognised from scratch, exactly like a unary request with the same PCM.
+
+        Flushes the stream's resampler: call it once, at the stream's end.
+        """
         rec = self.recognizer
         if state.raw_samples == 0:
             raise InputError("the stream ended without any audio")
-        raw = np.concatenate(state.raw)
-        wave = prepare_waveform(raw, state.sample_rate, self.audio_limits)
+        state.wave16k.append(state.resampler.finish())
+        wave = limit_peak(state.waveform16k())
         seconds = rec.limits.segment_seconds(state.options.return_timestamps)
         audio = prepare_audio(wave, rec.spec.features, seconds, self.log_mel)
         return await rec.transcribe(audio, state.options)

@@ -5,7 +5,8 @@
 # Knobs (environment):
 #   PYTHON        interpreter to build the venv from (default: python3; 3.10-3.12)
 #   EXTRAS        pip extras to install (default: export,serve,test)
-#   INSTALL_SYSTEM_PACKAGES=1  also apt-get the test tools (espeak-ng, sox, ffmpeg) when missing
+#   INSTALL_SYSTEM_PACKAGES=1  also apt-get the tools the tests use (espeak-ng, sox, ffmpeg, openssl, ps)
+#                              when one is missing
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
@@ -17,13 +18,17 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.qwen3-asr-stamp"
 
 # --- stage 1: system packages for tests and the sample audio tools (optional) ---
+# Commands the tests run, and the Debian packages that bring them.
+SYSTEM_TOOLS=(espeak-ng sox ffmpeg openssl ps)
+SYSTEM_PACKAGES=(espeak-ng sox libsox-fmt-all ffmpeg openssl procps)
 if [[ "$INSTALL_SYSTEM_PACKAGES" == "1" ]]; then
   missing=()
-  for tool in espeak-ng sox ffmpeg; do
+  for tool in "${SYSTEM_TOOLS[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   if ((${#missing[@]})); then
-    pkgs=(espeak-ng sox libsox-fmt-all ffmpeg)
+    echo "[setup] installing system packages for: ${missing[*]}" >&2
+    pkgs=("${SYSTEM_PACKAGES[@]}")
     if [[ "$(id -u)" == "0" ]]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
     else

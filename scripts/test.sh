@@ -4,8 +4,10 @@
 #
 #   scripts/test.sh [pytest args...]
 #
-# Creates .venv if needed; as root it also apt-gets the audio tools the tests use
-# (espeak-ng, sox, ffmpeg). Generated checkpoints, ONNX graphs, audio and model
+# The one command a new machine needs: it creates .venv (scripts/setup_env.sh, extras
+# export,serve,test), installs the deployment linters into it (scripts/install_lint_tools.sh)
+# and, as root, apt-gets the system tools the tests use (espeak-ng, sox, ffmpeg, openssl, ps).
+# Re-runs skip what is already there. Generated checkpoints, ONNX graphs, audio and model
 # repositories are cached under .cache/ (git-ignored).
 set -euo pipefail
 
@@ -13,8 +15,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 INSTALL_SYSTEM_PACKAGES="$([[ "$(id -u)" == "0" ]] && echo 1 || echo 0)" "$ROOT/scripts/setup_env.sh"
-for tool in espeak-ng sox ffmpeg; do
-  command -v "$tool" >/dev/null || { echo "test.sh: $tool is missing (apt-get install espeak-ng sox ffmpeg)" >&2; exit 1; }
+"$ROOT/scripts/install_lint_tools.sh"
+for tool in espeak-ng sox ffmpeg openssl ps; do
+  command -v "$tool" >/dev/null || {
+    echo "test.sh: $tool is missing (run as root, or apt-get install espeak-ng sox libsox-fmt-all ffmpeg openssl procps)" >&2
+    exit 1
+  }
 done
 
 "$ROOT/.venv/bin/ruff" check .

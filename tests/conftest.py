@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.speech import CLIPS, ClipSpec, make_clip, require_tools
+from tests.official_audio import official_waveform
+from tests.speech import CLIPS, RESAMPLED_CLIPS, ClipSpec, make_clip, require_tools
 
 # Checkpoints are local: never reach for the Hugging Face Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -99,15 +100,21 @@ class Clip:
         return self.spec.name
 
     def waveform(self) -> np.ndarray:
-        from qwen3_asr_triton.audio import load_audio
-
-        return load_audio(self.path.read_bytes())
+        """The reference's input: the clip as the official package loads it (librosa), not our loader."""
+        return official_waveform(self.path)
 
 
 @pytest.fixture(scope="session")
 def clips() -> list[Clip]:
     require_tools()
     return [Clip(spec, make_clip(spec, CACHE / "audio")) for spec in CLIPS]
+
+
+@pytest.fixture(scope="session")
+def resampled_clips() -> list[Clip]:
+    """Clips at 22.05, 24 and 44.1 kHz in wav, flac, mp3 and ogg (see tests.speech.RESAMPLED_CLIPS)."""
+    require_tools()
+    return [Clip(spec, make_clip(spec, CACHE / "audio")) for spec in RESAMPLED_CLIPS]
 
 
 @pytest.fixture(scope="session")
@@ -126,9 +133,10 @@ def recognizer(asr_export: Path, aligner_export: Path):
 
 # ----------------------------------------------------------------------------- reference cache
 @pytest.fixture(scope="session")
-def reference_tokens(reference, clips):
+def reference_tokens(reference, clips, resampled_clips):
     """Memoised reference generations: ``reference_tokens(clip_name, language, context, max_new)``."""
     waves = {clip.name: clip.waveform() for clip in clips}
+    waves.update({clip.name: clip.waveform() for clip in resampled_clips})
     cache: dict[tuple, list[int]] = {}
 
     def get(name: str, language: str | None, context: str | None, max_new_tokens: int) -> list[int]:

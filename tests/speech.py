@@ -2,7 +2,9 @@
 
 Clips cover 0.5 to 30 s, eleven languages, and every container the server is
 meant to read (wav at 8 / 16 / 22.05 kHz, flac, mp3, ogg/vorbis, opus, m4a/aac,
-stereo). They are generated once into the test cache.
+stereo). ``RESAMPLED_CLIPS`` adds the rates that are no integer ratio of 16 kHz
+(22.05, 24, 44.1 kHz) in every format libsndfile reads, some of them stereo with
+two different channels. They are generated once into the test cache.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ class ClipSpec:
     fmt: str  # file extension
     rate: int
     channels: int = 1
+    # sox's sample encoding for wav/flac: "" (16-bit integer), "24" (24-bit integer) or "float" (32-bit float).
+    encoding: str = ""
+    # Stereo with the right channel 13 ms behind the left, so that averaging the channels matters.
+    distinct_channels: bool = False
 
 
 _LONG_EN = (
@@ -51,6 +57,22 @@ CLIPS: tuple[ClipSpec, ...] = (
     ClipSpec("en_long", "en", "English", _LONG_EN, "wav", 16000),
 )
 
+_RATES_EN = "Turn left at the second light, then park behind the blue van."
+RESAMPLED_CLIPS: tuple[ClipSpec, ...] = (
+    ClipSpec("wav44_stereo", "en", "English", _RATES_EN, "wav", 44100, 2, distinct_channels=True),
+    ClipSpec("wav24_24bit", "en-us", "English", _RATES_EN, "wav", 24000, encoding="24"),
+    ClipSpec("flac22", "de", "German", "Wir treffen uns morgen um acht Uhr am Bahnhof.", "flac", 22050),
+    ClipSpec(
+        "flac24_stereo", "fr-fr", "French", "Le train part à huit heures.", "flac", 24000, 2, distinct_channels=True
+    ),
+    ClipSpec("mp3_22", "es", "Spanish", "El tren sale a las ocho de la mañana.", "mp3", 22050),
+    ClipSpec("mp3_44_stereo", "en", "English", _RATES_EN, "mp3", 44100, 2, distinct_channels=True),
+    ClipSpec("ogg44_stereo", "it", "Italian", "Il treno parte alle otto.", "ogg", 44100, 2, distinct_channels=True),
+    ClipSpec("ogg24", "pt", "Portuguese", "O comboio parte às oito horas.", "ogg", 24000),
+)
+# Bumped whenever make_clip's recipe changes, so cached clips are made again.
+_RECIPE = 2
+
 
 def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -64,7 +86,7 @@ def require_tools() -> None:
 
 def make_clip(spec: ClipSpec, directory: Path) -> Path:
     """Synthesize ``spec`` into ``directory`` (kept if already there)."""
-    key = hashlib.sha256(repr(spec).encode()).hexdigest()[:10]
+    key = hashlib.sha256(f"{_RECIPE}{spec!r}".encode()).hexdigest()[:10]
     out = directory / f"{spec.name}-{key}.{spec.fmt}"
     if out.is_file():
         return out
@@ -72,8 +94,14 @@ def make_clip(spec: ClipSpec, directory: Path) -> Path:
     raw = directory / f".{spec.name}-{key}.raw.wav"
     _run(["espeak-ng", "-v", spec.voice, "-w", str(raw), spec.text])
     tmp = out.with_name(".tmp-" + out.name)
+    if spec.distinct_channels:
+        wide = directory / f".{spec.name}-{key}.wide.wav"
+        _run(["sox", str(raw), str(wide), "remix", "1", "1", "delay", "0", "0.013"])
+        raw.unlink()
+        raw = wide
     if spec.fmt in ("wav", "flac"):
-        _run(["sox", str(raw), "-r", str(spec.rate), "-c", str(spec.channels), str(tmp)])
+        encoding = {"": [], "24": ["-b", "24"], "float": ["-e", "floating-point", "-b", "32"]}[spec.encoding]
+        _run(["sox", str(raw), "-r", str(spec.rate), *encoding, "-c", str(spec.channels), str(tmp)])
     else:
         codec = {"mp3": "libmp3lame", "ogg": "libvorbis", "opus": "libopus", "m4a": "aac"}[spec.fmt]
         fmt = {"m4a": "mp4", "opus": "ogg"}.get(spec.fmt, spec.fmt)

@@ -142,7 +142,7 @@ class Certs:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> Certs:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make test certificates")
+        pytest.fail("openssl is needed to make test certificates (scripts/test.sh installs it)")
     out = tmp_path_factory.mktemp("certs")
 
     def make(name: str, subject: str, san: str) -> tuple[Path, Path]:

@@ -1,13 +1,14 @@
 """Static checks of docker/: Dockerfiles (hadolint), YAML (yamllint), Kubernetes overlays (kustomize +
 kubernetes-validate --strict), the compose file and the version pins.
 
-The tools come from ``scripts/install_lint_tools.sh`` (.venv). A missing tool skips a check locally and
-FAILS it when the environment variable CI is set, so CI can never pass without running the check.
+The tools come from ``scripts/install_lint_tools.sh`` (.venv), which ``scripts/test.sh`` runs. A missing tool
+fails its check, so no run can pass without running it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,14 +31,11 @@ SHELL_SCRIPTS = ("build_engines.sh", "docker/serve.sh", "docker/prepare_reposito
 
 
 def require_tool(name: str) -> str:
-    """Path of a tool (.venv/bin first); skip locally, fail under CI when it is missing."""
+    """Path of a tool (.venv/bin first); a missing one fails the test: scripts/test.sh installs them all."""
     venv = REPO / ".venv" / "bin" / name
     path = str(venv) if venv.is_file() else shutil.which(name)
     if path is None:
-        message = f"{name} not installed (run scripts/install_lint_tools.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail(f"{name} not installed (scripts/test.sh installs it, through scripts/install_lint_tools.sh)")
     return path
 
 
@@ -85,6 +83,23 @@ def test_versions_are_pinned_in_one_place():
     assert versions.triton_trtllm_image.startswith("nvcr.io/nvidia/tritonserver:")
     # The preflight check of the build compares the container against exactly these pins.
     assert pins["TRTLLM_VERSION"] == versions.trtllm_version and versions.trtllm_version.count(".") == 2
+
+
+def test_gpu_image_installs_the_python_models_dependencies_at_the_project_pins():
+    """The gpu image installs the models' own packages with --no-deps: each at pyproject's pin, and every
+    package the shared code imports at serving time (the audio front end included) among them."""
+
+    dependencies = (REPO / "pyproject.toml").read_text().split("\ndependencies = [", 1)[1].split("\n]", 1)[0]
+    pins = dict(re.findall(r'^\s*"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^"]+)",', dependencies, re.M))
+    assert {"soundfile", "soxr", "av"} <= pins.keys()
+    text = (DOCKER / "Dockerfile.gpu").read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if '--no-deps --target "$QWEN3_ASR_SITE"' in ln and "==" in ln)
+    installed = dict(re.findall(r"([A-Za-z0-9_.-]+)==([^\s\\]+)", line.split("&&")[0]))
+    for name, version in installed.items():
+        if name in pins:
+            assert version == pins[name], f"{name}: Dockerfile.gpu {version}, pyproject.toml {pins[name]}"
+    assert {"soundfile", "soxr", "av", "tokenizers"} <= installed.keys()
+    assert "cffi" in installed, "soundfile needs cffi, and --no-deps does not bring it"
 
 
 def test_versions_file_rejects_what_shell_and_python_would_read_differently():

@@ -50,6 +50,28 @@ def test_token_ids_equal_reference(triton_server, clips, reference, reference_to
         assert 0.0 < float(out["CONFIDENCE"][0]) <= 1.0
 
 
+def test_resampled_clips_equal_the_reference_fed_by_librosa(
+    triton_server, resampled_clips, reference, reference_tokens
+):
+    """22.05, 24 and 44.1 kHz in wav, flac, mp3 and ogg, stereo included: the served front end (bytes in)
+    gives the token ids of the transformers reference fed with ``librosa.load(path, sr=16000)``."""
+    formats = set()
+    for clip in resampled_clips:
+        out = transcribe(triton_server.grpc_url, audio=clip.path.read_bytes(), max_new_tokens=MAX_NEW_TOKENS)
+        ref = reference_tokens(clip.name, None, None, MAX_NEW_TOKENS)
+        wave = clip.waveform()
+        report = check_tokens(
+            out["TOKEN_IDS"].tolist(),
+            ref,
+            lambda prefix, w=wave: reference.step_margin(w, prefix, None, None),
+            max_new_tokens=MAX_NEW_TOKENS,
+        )
+        assert report.identical, f"{clip.name}: {report.describe()}"
+        formats.add((clip.spec.fmt, clip.spec.rate))
+    assert {f for f, _ in formats} == {"wav", "flac", "mp3", "ogg"}
+    assert {r for _, r in formats} == {22050, 24000, 44100}
+
+
 def test_waveform_input_and_http_give_the_same_result(triton_server, clips):
     clip = next(c for c in clips if c.name == "de_greeting")
     by_bytes = transcribe(triton_server.grpc_url, audio=clip.path.read_bytes(), max_new_tokens=MAX_NEW_TOKENS)

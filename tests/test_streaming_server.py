@@ -46,6 +46,28 @@ def test_final_equals_offline_and_partials_arrive(triton_server, clips):
     assert _counter(triton_server, "windows_reused") >= 1
 
 
+def test_a_44k_stream_final_equals_the_unary_result(triton_server, resampled_clips):
+    """Chunks at 44.1 kHz are resampled as they arrive; the final still equals one unary request."""
+    import soundfile
+
+    clip = next(c for c in resampled_clips if c.spec.rate == 44100 and c.spec.fmt == "wav")
+    pcm, rate = soundfile.read(str(clip.path), dtype="float32")
+    mono = pcm.mean(axis=1, dtype=np.float32)
+    result = stream_pcm(
+        triton_server.grpc_url,
+        mono,
+        sequence_id=1002,
+        chunk_seconds=0.37,
+        rate=rate,
+        start_inputs={"MAX_NEW_TOKENS": (MAX_NEW, "INT32")},
+    )
+    assert not result.errors, result.errors
+    unary = transcribe(triton_server.grpc_url, waveform=mono, rate=rate, max_new_tokens=int(MAX_NEW[0, 0]))
+    by_bytes = transcribe(triton_server.grpc_url, audio=clip.path.read_bytes(), max_new_tokens=int(MAX_NEW[0, 0]))
+    assert result.final is not None
+    assert result.final["TOKEN_IDS"].tolist() == unary["TOKEN_IDS"].tolist() == by_bytes["TOKEN_IDS"].tolist()
+
+
 def test_eight_concurrent_streams_finish_correctly(triton_server, clips):
     chosen = clips[:8]
     waves = [c.waveform() for c in chosen]

@@ -38,6 +38,25 @@ def test_final_equals_offline_and_windows_are_reused(recognizer, clips):
     assert state.encoded_windows + state.reused_windows == sum(int(np.ceil(p.audio_seconds / 8)) for p in partials)
 
 
+def test_a_resampled_stream_final_equals_offline(recognizer, resampled_clips):
+    """A 22.05 kHz stream in uneven chunks: one resampler over the stream, so the final equals one request."""
+    import soundfile
+
+    from qwen3_asr_triton.audio import prepare_waveform
+
+    clip = next(c for c in resampled_clips if c.spec.rate == 22050 and c.spec.fmt == "flac")
+    pcm, rate = soundfile.read(str(clip.path), dtype="float32")
+    streamer = StreamRecognizer(recognizer.recognizer)
+    options = recognizer.recognizer.options(None, "", False, 20)
+    state, partials = _stream(streamer, StreamRegistry(streamer.policy), pcm, rate, 0.73, options)
+    final = asyncio.run(streamer.final(state))
+    offline = recognizer.transcribe(prepare_waveform(pcm, rate), None, "", False, 20)
+    assert final.token_ids == offline.token_ids
+    assert state.resampler.samples_out == prepare_waveform(pcm, rate).size
+    # A partial sees what the resampler has finished: a few milliseconds behind the audio received.
+    assert 0 < pcm.size / rate - partials[-1].audio_seconds < 0.05
+
+
 def test_reuse_does_not_change_partials(recognizer, clips):
     wave = next(c for c in clips if c.name == "en_long").waveform()
     options = recognizer.recognizer.options("English", "", False, 20)
