@@ -147,6 +147,10 @@ def models_for(has_aligner: bool, target: str = "cpu") -> list[str]:
     return models
 
 
+# Sequence-batcher candidate slots per stream the model admits (see "STREAM_CANDIDATES" below).
+STREAM_CANDIDATE_FACTOR = 2
+
+
 def template_values(
     spec: ModelSpec, opts: BuildOptions, target: str, has_aligner: bool, gpu: GpuOptions | None = None
 ) -> dict[str, object]:
@@ -179,6 +183,10 @@ def template_values(
         "LOG_LEVEL": opts.log_level.upper(),
         "STREAM_MAX_BATCH": opts.stream_max_batch,
         "MAX_STREAMS": opts.max_streams,
+        # Triton's sequence batcher queues a START beyond its candidate slots silently; with twice the
+        # model's own bound, the model sees stream max_streams + 1 and refuses it at once (UNAVAILABLE),
+        # and slots held by abandoned streams until the idle timeout never starve new ones.
+        "STREAM_CANDIDATES": STREAM_CANDIDATE_FACTOR * opts.max_streams,
         "MAX_STREAM_SECONDS": opts.max_stream_seconds,
         "STREAM_IDLE_US": int(opts.stream_idle_seconds * 1_000_000),
         "STREAM_ROLLBACK_TOKENS": opts.stream_rollback_tokens,

@@ -112,6 +112,24 @@ def mix_to_mono(frames: np.ndarray) -> np.ndarray:
     return frames.mean(axis=1, dtype=np.float32)
 
 
+def check_payload_size(
+    limits: AudioLimits, audio_bytes: int | None = None, samples: int | None = None, sample_rate: int | None = None
+) -> None:
+    """Refuse an over-limit request from its sizes alone, before its audio is copied or decoded.
+
+    Parameters
+    ----------
+    audio_bytes : int, optional
+        Length of the encoded file (``AUDIO``).
+    samples, sample_rate : int, optional
+        Frames of raw PCM (``WAVEFORM``) and their rate; checked when both are given and the rate is valid.
+    """
+    if audio_bytes is not None and audio_bytes > limits.max_bytes:
+        raise InputError(f"AUDIO is {audio_bytes} bytes; the limit is {limits.max_bytes} bytes")
+    if samples is not None and sample_rate is not None and sample_rate > 0:
+        _check_duration(samples, sample_rate, limits)
+
+
 # ----------------------------------------------------------------------------- decoding
 def _decode_libsndfile(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int] | None:
     """Decode with libsndfile; ``None`` when libsndfile does not recognise the format.
@@ -232,8 +250,7 @@ def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[
     limits = limits or AudioLimits()
     if not data:
         raise InputError("AUDIO is empty: send the bytes of an audio file")
-    if len(data) > limits.max_bytes:
-        raise InputError(f"AUDIO is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+    check_payload_size(limits, audio_bytes=len(data))
     decoded = _decode_libsndfile(data, limits)
     samples, rate = decoded if decoded is not None else _decode_ffmpeg(data, limits)
     if samples.size == 0:

@@ -14,6 +14,7 @@ Implements :class:`~.pipeline.Stages` with ``pb_utils.InferenceRequest.async_exe
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -114,14 +115,23 @@ class BlsStages:
             pb.Tensor("prompt_vocab_size", np.array([[prompt_table.shape[0]]], np.int32)),
             pb.Tensor("return_log_probs", np.array([[True]])),
         ]
+        request_id = uuid.uuid4().hex
         request = pb.InferenceRequest(
             model_name=cfg.decoder,
             inputs=inputs,
             requested_output_names=["output_ids", "sequence_length", "output_log_probs"],
+            request_id=request_id,
         )
-        responses = await request.async_exec(decoupled=True)
-        # The iterator blocks while waiting: drain it off the event loop.
-        collected = await asyncio.get_running_loop().run_in_executor(None, list, responses)
+        try:
+            # A decoupled async_exec returns once the first response is there (for this non-streaming
+            # decoder: the whole answer); the iterator blocks while waiting: drain it off the event loop.
+            responses = await request.async_exec(decoupled=True)
+            collected = await asyncio.get_running_loop().run_in_executor(None, list, responses)
+        except asyncio.CancelledError:
+            # Our caller's client went away: have the decoder drop the sequence at its next step
+            # (the draining thread ends with the decoder's CANCELLED answer).
+            await self.stop_generation(request_id)
+            raise
         tokens: list[int] = []
         logprobs: list[float] = []
         for response in collected:
@@ -132,6 +142,23 @@ class BlsStages:
             tokens = self._out(response, "output_ids").reshape(-1)[:length].tolist()
             logprobs = self._out(response, "output_log_probs").reshape(-1)[:length].tolist()
         return Generation(tokens, logprobs)
+
+    async def stop_generation(self, request_id: str) -> None:
+        """Ask the decoder to drop the generation ``request_id`` (TensorRT-LLM's ``stop`` request)."""
+        pb = self.pb
+        stop = pb.InferenceRequest(
+            model_name=self.config.decoder,
+            inputs=[
+                pb.Tensor("input_ids", np.zeros((1, 1), np.int32)),
+                pb.Tensor("input_lengths", np.ones((1, 1), np.int32)),
+                pb.Tensor("request_output_len", np.ones((1, 1), np.int32)),
+                pb.Tensor("stop", np.ones((1, 1), bool)),
+            ],
+            requested_output_names=[],
+            request_id=request_id,
+        )
+        responses = await stop.async_exec(decoupled=True)
+        await asyncio.get_running_loop().run_in_executor(None, list, responses)
 
     async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:
         pb = self.pb

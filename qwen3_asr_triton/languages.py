@@ -7,7 +7,7 @@ the name or the ISO code; both map to the name.
 
 from __future__ import annotations
 
-from .errors import InputError
+from .errors import InputError, excerpt
 
 # ISO 639 code -> the name the model emits (the 30 languages of the model card).
 LANGUAGE_NAMES: dict[str, str] = {
@@ -82,7 +82,7 @@ def normalize_language(value: str | None) -> str | None:
     name = _BY_LOWER.get(key)
     if name is None:
         raise InputError(
-            f"unknown LANGUAGE {value!r}; use 'auto' or one of: "
+            f"unknown LANGUAGE {excerpt(value)}; use 'auto' or one of: "
             + ", ".join(f"{n} ({c})" for c, n in sorted(LANGUAGE_NAMES.items(), key=lambda kv: kv[1]))
         )
     return name

@@ -6,7 +6,9 @@ and the model.py files stay thin.
 
 Error policy (per request, never per batch): :class:`~.errors.InputError` ->
 ``INVALID_ARG``; :class:`~.errors.CapacityError` -> ``UNAVAILABLE``;
-anything else -> ``INTERNAL`` with the exception text, logged with its traceback.
+:class:`~.errors.RequestCancelledError` -> ``CANCELLED``; anything else -> ``INTERNAL``
+with the exception text, logged with its traceback. Every message is cut to
+``MAX_MESSAGE_CHARS``, and client values are quoted through :func:`~.errors.excerpt`.
 
 Triton 2.51's python backend reports every BLS error as ``INTERNAL``, so the
 internal models also mark the message with the error class (``[invalid-input]``,
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CapacityError, InputError
+from .errors import CapacityError, InputError, RequestCancelledError, bounded_message
 
 logger = logging.getLogger("qwen3_asr_triton.serving")
 
@@ -104,16 +106,24 @@ class RequestInputs:
 
 INPUT_MARK = "[invalid-input] "
 CAPACITY_MARK = "[unavailable] "
+CANCELLED_MARK = "[cancelled] "
+_MARKS = ((INPUT_MARK, InputError), (CAPACITY_MARK, CapacityError), (CANCELLED_MARK, RequestCancelledError))
+# What Triton 2.51 answers for a model whose python stub process died.
+DEAD_WORKER_TEXT = "is not healthy"
 
 
 def triton_error(pb_utils: ModuleType, exc: BaseException, marked: bool = True):
-    """The ``pb_utils.TritonError`` for an exception (see module docstring)."""
+    """The ``pb_utils.TritonError`` for an exception (see module docstring); messages are bounded."""
     if isinstance(exc, InputError):
-        return pb_utils.TritonError((INPUT_MARK if marked else "") + str(exc), pb_utils.TritonError.INVALID_ARG)
-    if isinstance(exc, CapacityError):
-        return pb_utils.TritonError((CAPACITY_MARK if marked else "") + str(exc), pb_utils.TritonError.UNAVAILABLE)
-    logger.error("internal error: %s", exc, exc_info=exc)
-    return pb_utils.TritonError(f"internal error: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
+        message, code, mark = str(exc), pb_utils.TritonError.INVALID_ARG, INPUT_MARK
+    elif isinstance(exc, CapacityError):
+        message, code, mark = str(exc), pb_utils.TritonError.UNAVAILABLE, CAPACITY_MARK
+    elif isinstance(exc, RequestCancelledError):
+        message, code, mark = str(exc), pb_utils.TritonError.CANCELLED, CANCELLED_MARK
+    else:
+        logger.error("internal error: %s", exc, exc_info=exc)
+        message, code, mark = f"internal error: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL, ""
+    return pb_utils.TritonError(bounded_message((mark if marked else "") + message), code)
 
 
 def error_response(pb_utils: ModuleType, exc: BaseException, marked: bool = True):
@@ -131,9 +141,12 @@ def raise_for_bls_error(response: Any, model: str) -> None:
     if not response.has_error():
         return
     message = response.error().message()
-    for mark, cls in ((INPUT_MARK, InputError), (CAPACITY_MARK, CapacityError)):
+    for mark, cls in _MARKS:
         if mark in message:
             raise cls(message.split(mark, 1)[1])
+    if DEAD_WORKER_TEXT in message:
+        # Triton 2.51 does not restart a python stub that died (the watchdog restarts the server): fail fast.
+        raise CapacityError(f"the {model} worker is not running; the server is restarting it, retry shortly")
     raise RuntimeError(f"{model}: {message}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -135,7 +136,7 @@ def test_decoder_serves_good_requests_next_to_bad_ones(decoder_model, model_repo
     for req in (good, out_of_range, too_long, streaming):
         assert req.sender.done.wait(60)
     assert "input_ids must be in" in error_text(out_of_range.sender.responses[-1][0])
-    assert "exceed" in error_text(too_long.sender.responses[-1][0])
+    assert "request_output_len must be between 1 and 4096" in error_text(too_long.sender.responses[-1][0])
     final, flags = good.sender.responses[-1]
     assert flags == pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL and not final.has_error()
     ids = pb.get_output_tensor_by_name(final, "output_ids").as_numpy()[0, 0].tolist()
@@ -150,6 +151,60 @@ def test_decoder_serves_good_requests_next_to_bad_ones(decoder_model, model_repo
     ]
     assert streamed == alone.tokens[: len(streamed)] and 1 <= len(streamed) <= 5
     assert streaming.sender.responses[-1] == (None, pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+
+def _tiny_prompt(spec, rows=20):
+    table = np.random.default_rng(1).standard_normal((rows, spec.text.hidden_size)).astype(np.float32)
+    vocab = spec.text.vocab_size
+    return [151644, 8948, 198, *range(vocab, vocab + rows), 151645, 198], table
+
+
+def test_decoder_enforces_its_own_limits(decoder_model):
+    """Called directly, the decoder can do nothing the public model cannot (issue: 20,000 tokens were generated)."""
+    prompt, table = _tiny_prompt(decoder_model.spec)
+    cases = {
+        "request_output_len must be between 1 and 4096": _decoder_request(prompt, table, 20000),
+        "request_output_len must be between 1 and": _decoder_request(prompt, table, 0),
+        "min_length must be between 0 and request_output_len": _decoder_request(
+            prompt, table, 8, min_length=np.array([[9]], np.int32)
+        ),
+        "more than the": _decoder_request(prompt[:5], table, 8),
+        "prompt_vocab_size 3 != 20": _decoder_request(prompt, table, 8, prompt_vocab_size=np.array([[3]], np.int32)),
+        "columns": _decoder_request(prompt, table[:, :-1], 8),
+    }
+    assert decoder_model.execute(list(cases.values())) is None
+    for expected, req in cases.items():
+        assert req.sender.done.wait(10)
+        response, flags = req.sender.responses[-1]
+        assert flags == pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        assert expected in error_text(response), (expected, error_text(response))
+    assert decoder_model.scheduler.stats.steps == 0, "nothing was generated for a refused request"
+
+
+def test_a_stop_request_drops_the_running_generation(decoder_model):
+    """TensorRT-LLM's cancellation: ``stop`` with a running request's id frees it at the next step."""
+    prompt, table = _tiny_prompt(decoder_model.spec)
+    long = _decoder_request(prompt, table, 4000, min_length=np.array([[4000]], np.int32))
+    long.request_id_value = "generation-1"
+    other = _decoder_request(prompt, table, 6)
+    decoder_model.execute([long, other])
+    deadline = time.monotonic() + 30
+    while decoder_model.scheduler.stats.steps < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop = _decoder_request([0], table[:0], 1, stop=np.array([[True]]))
+    stop.request_id_value = "generation-1"
+    unknown = _decoder_request([0], table[:0], 1, stop=np.array([[True]]))
+    unknown.request_id_value = "nobody"
+    decoder_model.execute([stop, unknown])
+    assert stop.sender.responses == [(None, pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)]
+    assert unknown.sender.responses == [(None, pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)]
+    assert long.sender.done.wait(30)
+    response, _ = long.sender.responses[-1]
+    assert response.error().code() == pb.TritonError.CANCELLED and "cancelled" in error_text(response)
+    assert decoder_model.scheduler.stats.cancelled == 1
+    assert decoder_model.scheduler.stats.steps < 1000, "stopped long before its 4000 tokens"
+    assert other.sender.done.wait(30) and not other.sender.responses[-1][0].has_error()
+    assert not decoder_model._active and not decoder_model._stopped
 
 
 def test_stop_words_list_layout():

@@ -12,10 +12,9 @@ from qwen3_asr_triton.decoding.decoder import DecoderRunner, greedy_decode
 from qwen3_asr_triton.decoding.scheduler import (
     GenerationRequest,
     InflightScheduler,
-    RequestCancelledError,
     SchedulerConfig,
 )
-from qwen3_asr_triton.errors import CapacityError
+from qwen3_asr_triton.errors import CapacityError, RequestCancelledError
 
 
 @pytest.fixture(scope="module")

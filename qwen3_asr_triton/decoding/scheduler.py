@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CapacityError, InputError
+from ..errors import CapacityError, InputError, RequestCancelledError
 from .decoder import DecodeBatch, DecoderRunner, Prefill, Sequence, kv_columns
 
 logger = logging.getLogger(__name__)
@@ -114,10 +114,6 @@ class GenerationRequest:
         return int(self.prompt_ids.size) + int(self.max_new_tokens)
 
 
-class RequestCancelledError(Exception):
-    """The client cancelled the request."""
-
-
 @dataclass
 class SchedulerStats:
     """Counters exported as metrics by the decoder model."""
@@ -131,6 +127,7 @@ class SchedulerStats:
     prefill_rows: int = 0  # prompt chunks they ran (several prompts share a call)
     completed: int = 0
     rejected: int = 0
+    cancelled: int = 0  # requests dropped because their client cancelled (or a stop request named them)
 
 
 class InflightScheduler:
@@ -316,20 +313,23 @@ class InflightScheduler:
         def cancelled(req: GenerationRequest) -> bool:
             return req.is_cancelled is not None and req.is_cancelled()
 
+        def drop(req: GenerationRequest) -> None:
+            self.stats.cancelled += 1
+            self._notify(req.on_done, req, None, RequestCancelledError("request cancelled"))
+
         for queue in (self._waiting,):
             for req in [r for r in queue if cancelled(r)]:
                 queue.remove(req)
-                self._notify(req.on_done, req, None, RequestCancelledError("request cancelled"))
+                drop(req)
         for item in [p for p in self._prefills if cancelled(p[0])]:
             self._prefills.remove(item)
-            self._notify(item[0].on_done, item[0], None, RequestCancelledError("request cancelled"))
+            drop(item[0])
         rows = [i for i, s in enumerate(self.batch.sequences) if cancelled(self._running[id(s)])]
         if rows:
             seqs = [self.batch.sequences[i] for i in rows]
             self.batch.remove(rows)
             for seq in seqs:
-                req = self._running.pop(id(seq))
-                self._notify(req.on_done, req, None, RequestCancelledError("request cancelled"))
+                drop(self._running.pop(id(seq)))
 
     def _fail_all(self, exc: Exception) -> None:
         with self._lock:

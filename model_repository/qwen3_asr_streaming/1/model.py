@@ -87,6 +87,7 @@ class TritonPythonModel:
     async def _one(self, request):
         sender = request.get_response_sender()
         key = None
+        opened = False
         try:
             inputs = RequestInputs(pb_utils, request)
             key = inputs.integer("CORRID")
@@ -107,6 +108,7 @@ class TritonPythonModel:
                 if rate is None:
                     raise InputError("the START chunk needs SAMPLE_RATE (or AUDIO bytes)")
                 state = self.registry.open(key, options, int(rate))
+                opened = True
                 state.lock = asyncio.Lock()
             else:
                 state = self.registry.get(key)
@@ -140,8 +142,8 @@ class TritonPythonModel:
             # max_batch_size > 0: every output carries the request's batch dimension of 1.
             batched = [pb_utils.Tensor(t.name(), t.as_numpy()[None]) for t in outputs]
             sender.send(pb_utils.InferenceResponse(output_tensors=batched), flags=FINAL)
-        except Exception as exc:  # per-request isolation; a failed END still frees the stream
-            if key is not None and inputs_say_end(request):
+        except Exception as exc:  # per-request isolation; a failed START or END still frees the stream
+            if key is not None and (opened or inputs_say_end(request)):
                 self.registry.close(key)
             sender.send(
                 pb_utils.InferenceResponse(output_tensors=[], error=triton_error(pb_utils, exc, False)), flags=FINAL

@@ -1,0 +1,207 @@
+"""Faults and hostile input against a real server: what one client does never harms the others.
+
+Errors quote at most a short excerpt of the input; internal models enforce their own limits when
+called directly; a cancelled request stops its decoder work; stream capacity errors are immediate;
+a failed START frees its stream.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.triton_requests import build_inputs, transcribe
+
+pytestmark = pytest.mark.server
+
+
+def _counter(server, name: str) -> float:
+    return sum(v for k, v in server.metrics().items() if k.startswith(name + "{") or k == name)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_an_over_long_value_is_quoted_briefly(triton_server, clips, protocol):
+    """A 100,000-character LANGUAGE was echoed whole (gRPC refused the answer's metadata, HTTP sent 100 kB)."""
+    from tritonclient.utils import InferenceServerException
+
+    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    with pytest.raises(InferenceServerException) as info:
+        transcribe(url, protocol=protocol, audio=clips[0].path.read_bytes(), language="Klingon" * 14286)
+    message = str(info.value)
+    assert "unknown LANGUAGE 'KlingonKlingon" in message and "(100002 characters)" in message, message[:300]
+    assert len(message) < 1000, len(message)
+    if protocol == "grpc":
+        assert "INVALID_ARG" in str(info.value.status())
+    else:
+        assert str(info.value.status()) == "400"
+
+
+def test_the_http_error_body_is_short(triton_server, clips):
+    body = {
+        "inputs": [
+            {"name": "WAVEFORM", "shape": [1600], "datatype": "FP32", "data": [0.0] * 1600},
+            {"name": "SAMPLE_RATE", "shape": [1], "datatype": "INT32", "data": [16000]},
+            {"name": "LANGUAGE", "shape": [1], "datatype": "BYTES", "data": ["x" * 100_000]},
+        ]
+    }
+    request = urllib.request.Request(
+        f"http://{triton_server.http_url}/v2/models/qwen3_asr/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=60)
+    assert info.value.code == 400
+    assert len(info.value.read()) < 1000
+
+
+def _decoder_inputs(grpcclient, output_len: int, min_len: int = 0, ids: int = 8) -> list:
+    items = []
+    for name, array, dtype in (
+        ("input_ids", np.full((1, ids), 198, np.int32), "INT32"),
+        ("input_lengths", np.array([[ids]], np.int32), "INT32"),
+        ("request_output_len", np.array([[output_len]], np.int32), "INT32"),
+        ("min_length", np.array([[min_len]], np.int32), "INT32"),
+    ):
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        items.append(tensor)
+    return items
+
+
+def test_the_decoder_refuses_a_direct_request_beyond_the_public_cap(triton_server):
+    """Called directly, the decoder generated 20,000 tokens; the public cap is 4,096."""
+    import tritonclient.grpc as grpcclient
+
+    answers: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    steps = _counter(triton_server, "qwen3_asr_decoder_steps_total")
+    try:
+        client.async_stream_infer("decoder", _decoder_inputs(grpcclient, 20_000), request_id="direct-1")
+        _, error = answers.get(timeout=30)
+    finally:
+        client.stop_stream()
+        client.close()
+    assert error is not None and "request_output_len must be between 1 and 4096, got 20000" in str(error)
+    assert _counter(triton_server, "qwen3_asr_decoder_steps_total") == steps, "nothing was generated"
+
+
+def test_a_cancelled_request_stops_its_decoder_work(triton_server, clips):
+    """Requests whose client gave up (deadline) are dropped by the decoder, not run to completion."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    data = clips[0].path.read_bytes()
+    cancelled = _counter(triton_server, "qwen3_asr_decoder_cancelled_total")
+    completed = _counter(triton_server, "qwen3_asr_decoder_completed_total")
+
+    def one(_):
+        client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+        inputs = build_inputs(grpcclient, audio=data, max_new_tokens=4000, min_new_tokens=4000)
+        try:
+            client.infer("qwen3_asr", inputs, client_timeout=1.0)
+        except InferenceServerException as exc:
+            return str(exc.status())
+        finally:
+            client.close()
+        return "finished"
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(one, range(4)))
+    gave_up = time.monotonic()
+    assert statuses == ["StatusCode.DEADLINE_EXCEEDED"] * 4, statuses
+    while _counter(triton_server, "qwen3_asr_decoder_cancelled_total") < cancelled + 4:
+        assert time.monotonic() - gave_up < 5, "the decoder kept generating for requests nobody waits for"
+        time.sleep(0.05)
+    stopped_after = time.monotonic() - gave_up
+    steps = _counter(triton_server, "qwen3_asr_decoder_steps_total")
+    time.sleep(0.5)
+    assert _counter(triton_server, "qwen3_asr_decoder_steps_total") == steps, "no decoder step after the stop"
+    assert _counter(triton_server, "qwen3_asr_decoder_completed_total") == completed
+    print(f"4 cancelled requests dropped by the decoder {stopped_after:.2f} s after their deadline")
+    good = transcribe(triton_server.grpc_url, audio=data, max_new_tokens=8)
+    assert good["TOKEN_IDS"].size >= 1
+
+
+class _Streams:
+    """Many sequences on one gRPC stream, answers collected by correlation id."""
+
+    def __init__(self, url: str) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.grpc = grpcclient
+        self.answers: queue.Queue = queue.Queue()
+        self.client = grpcclient.InferenceServerClient(url)
+        self.client.start_stream(callback=lambda result, error: self.answers.put((time.monotonic(), result, error)))
+
+    def send(self, sequence_id: int, samples: np.ndarray, start: bool = False, end: bool = False) -> None:
+        wave = self.grpc.InferInput("WAVEFORM", [1, samples.size], "FP32")
+        wave.set_data_from_numpy(np.ascontiguousarray(samples, np.float32)[None])
+        rate = self.grpc.InferInput("SAMPLE_RATE", [1, 1], "INT32")
+        rate.set_data_from_numpy(np.array([[16000]], np.int32))
+        self.client.async_stream_infer(
+            "qwen3_asr_streaming", [wave, rate], sequence_id=sequence_id, sequence_start=start, sequence_end=end
+        )
+
+    def collect(self, count: int, timeout: float = 60) -> list:
+        return [self.answers.get(timeout=timeout) for _ in range(count)]
+
+    def close(self) -> None:
+        self.client.stop_stream()
+        self.client.close()
+
+
+def test_a_stream_over_the_limit_is_refused_at_once(triton_server, model_repository):
+    """The test repository admits 64 streams: the 65th START gets UNAVAILABLE immediately, not a silent queue."""
+    config = (model_repository / "qwen3_asr_streaming" / "config.pbtxt").read_text()
+    assert 'key: "max_streams" value: { string_value: "64" }' in config
+    streams = _Streams(triton_server.grpc_url)
+    # STARTs without audio: their partials cost nothing, so all 64 are open well within the
+    # repository's 3 s idle timeout (an expired stream would free its slot).
+    silence = np.zeros(0, np.float32)
+    try:
+        for i in range(64):
+            streams.send(5000 + i, silence, start=True)
+        opened = streams.collect(64)
+        assert all(error is None for _, _, error in opened), [str(e) for _, _, e in opened if e][:3]
+        sent = time.monotonic()
+        streams.send(5064, silence, start=True)
+        answered, _, error = streams.collect(1)[0]
+        # (tritonclient's stream callback carries the message only; the model sends it as UNAVAILABLE)
+        assert error is not None and "too many concurrent streams (64)" in str(error), error
+        assert answered - sent < 0.25, f"refused after {answered - sent:.3f} s"
+        for i in range(64):
+            streams.send(5000 + i, silence, end=True)
+        streams.collect(64)
+    finally:
+        streams.close()
+    deadline = time.monotonic() + 10
+    while _counter(triton_server, "qwen3_asr_streaming_active_streams") > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _counter(triton_server, "qwen3_asr_streaming_active_streams") == 0
+
+
+def test_a_failed_start_frees_its_stream(triton_server):
+    """A START whose chunk is refused leaves no state behind: the same id can start again at once."""
+    streams = _Streams(triton_server.grpc_url)
+    before = _counter(triton_server, "qwen3_asr_streaming_active_streams")
+    try:
+        streams.send(7001, np.array([0.1, np.nan] * 800, np.float32), start=True)
+        _, _, error = streams.collect(1)[0]
+        assert error is not None and "NaN" in str(error)
+        assert _counter(triton_server, "qwen3_asr_streaming_active_streams") == before
+        streams.send(7001, np.zeros(8000, np.float32), start=True, end=True)
+        _, result, error = streams.collect(1)[0]
+        assert error is None, str(error)  # not "stream 7001 was started twice"
+        assert bool(result.as_numpy("IS_FINAL").reshape(-1)[0])
+    finally:
+        streams.close()
