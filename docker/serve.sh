@@ -33,14 +33,16 @@ fi
 # ---- stage 2: start Triton ---------------------------------------------------------------------
 case "$TARGET" in
   cpu)
+    # --max-restarts 0: a dead worker ends the container, and its orchestrator restarts it.
     exec "$ROOT/scripts/serve_cpu.sh" --model-repository "$MODEL_REPOSITORY" --address "$ADDRESS" \
-      --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" --log-verbose "$LOG_VERBOSE"
+      --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" --log-verbose "$LOG_VERBOSE" \
+      --max-restarts 0
     ;;
   gpu)
     # The python models import the project from its own site folder: the image's packages (TensorRT-LLM's
     # transformers and tokenizers pins) stay untouched for everything else.
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-    exec tritonserver \
+    tritonserver \
       --model-repository="$MODEL_REPOSITORY" \
       --http-address="$ADDRESS" --http-port="$HTTP_PORT" \
       --grpc-address="$ADDRESS" --grpc-port="$GRPC_PORT" \
@@ -51,7 +53,24 @@ case "$TARGET" in
       --exit-on-error=true \
       --log-verbose="$LOG_VERBOSE" \
       --backend-config=python,shm-default-byte-size="$SHM_BYTES" \
-      --backend-config=python,shm-growth-byte-size="$SHM_BYTES"
+      --backend-config=python,shm-growth-byte-size="$SHM_BYTES" &
+    server=$!
+    trap 'kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; exit 143' TERM INT
+    # Triton never restarts a dead python worker: once the server is ready, the watchdog returns when
+    # the server or one of its workers is gone, and the container exits for its orchestrator to restart.
+    until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+      "http://127.0.0.1:$HTTP_PORT/v2/health/ready" 2>/dev/null; do
+      kill -0 "$server" 2>/dev/null || { wait "$server" || true; exit 1; }
+      sleep 2
+    done
+    python3 -m qwen3_asr_triton.supervision watch --pid "$server" &
+    watcher=$!
+    trap 'kill "$watcher" "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; exit 143' TERM INT
+    status=0
+    wait "$watcher" || status=$?
+    kill -TERM "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    exit "$status"
     ;;
   *)
     echo "serve.sh: QWEN3_ASR_TARGET must be cpu or gpu, got $TARGET" >&2

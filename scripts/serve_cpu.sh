@@ -3,10 +3,15 @@
 #
 #   scripts/serve_cpu.sh --model-repository DIR [--grpc-port P] [--http-port Q] [--metrics-port R]
 #                        [--address 127.0.0.1] [--ready-timeout 300] [--log-verbose 0]
+#                        [--max-restarts 5] [--watch-interval 1]
 #
 # Binds to 127.0.0.1 by default, keeps the model-control API closed (mode "none"),
 # waits until the server is ready, then stays in the foreground; SIGTERM / SIGINT /
 # exit stop the server's whole process group (python backend stubs included).
+# A watchdog checks every --watch-interval seconds that tritonserver and every python
+# worker it started are alive (Triton 2.51 never restarts a dead worker). When one is gone,
+# the server is stopped and started again, up to --max-restarts times; after that (or with
+# --max-restarts 0, as in the containers, whose orchestrator restarts them) the script exits 1.
 # Works from any directory; creates the project environment (.venv) if it is missing.
 set -euo pipefail
 
@@ -19,8 +24,11 @@ METRICS_PORT=8002
 READY_TIMEOUT=300          # seconds; the first ONNX Runtime load in a fresh venv can take ~30 s
 LOG_VERBOSE=0
 SHM_BYTES=$((64 * 1024 * 1024))   # python backend shared memory: initial size and growth step
+MAX_RESTARTS=5             # restarts after a dead worker or server, then exit 1 (0: exit at once)
+WATCH_INTERVAL=1           # seconds between watchdog checks
+RESTART_GRACE=2            # seconds a failed server gets for in-flight requests before it is killed
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case "$1" in
     --model-repository) MODEL_REPOSITORY="$2"; shift 2 ;;
@@ -30,6 +38,8 @@ while (($#)); do
     --address) ADDRESS="$2"; shift 2 ;;
     --ready-timeout) READY_TIMEOUT="$2"; shift 2 ;;
     --log-verbose) LOG_VERBOSE="$2"; shift 2 ;;
+    --max-restarts) MAX_RESTARTS="$2"; shift 2 ;;
+    --watch-interval) WATCH_INTERVAL="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "serve_cpu.sh: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -58,36 +68,47 @@ fi
 export PATH="$ROOT/.venv/bin:$PATH"
 export LD_LIBRARY_PATH="$PY_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-# ---- stage 3: start in its own process group and wait until ready ---------------
-setsid "$TRITON_HOME/bin/tritonserver" \
-  --model-repository="$MODEL_REPOSITORY" \
-  --backend-directory="$TRITON_HOME/backends" \
-  --http-address="$ADDRESS" --http-port="$HTTP_PORT" \
-  --grpc-address="$ADDRESS" --grpc-port="$GRPC_PORT" \
-  --metrics-address="$ADDRESS" --metrics-port="$METRICS_PORT" \
-  --allow-gpu-metrics=false \
-  --model-control-mode=none \
-  --strict-readiness=true \
-  --exit-on-error=true \
-  --log-verbose="$LOG_VERBOSE" \
-  --backend-config=python,shm-default-byte-size="$SHM_BYTES" \
-  --backend-config=python,shm-growth-byte-size="$SHM_BYTES" &
-SERVER_PID=$!
+# ---- stage 3: start in its own process group, wait until ready, watch, restart ---------
+SERVER_PID=""
+WATCH_PID=""
 
-stop_server() {
-  trap - TERM INT EXIT
+start_server() {
+  setsid "$TRITON_HOME/bin/tritonserver" \
+    --model-repository="$MODEL_REPOSITORY" \
+    --backend-directory="$TRITON_HOME/backends" \
+    --http-address="$ADDRESS" --http-port="$HTTP_PORT" \
+    --grpc-address="$ADDRESS" --grpc-port="$GRPC_PORT" \
+    --metrics-address="$ADDRESS" --metrics-port="$METRICS_PORT" \
+    --allow-gpu-metrics=false \
+    --model-control-mode=none \
+    --strict-readiness=true \
+    --exit-on-error=true \
+    --log-verbose="$LOG_VERBOSE" \
+    --backend-config=python,shm-default-byte-size="$SHM_BYTES" \
+    --backend-config=python,shm-growth-byte-size="$SHM_BYTES" &
+  SERVER_PID=$!
+}
+
+stop_server() {  # stop_server [GRACE_SECONDS]: SIGTERM, up to GRACE s for in-flight requests, then SIGKILL
+  local grace="${1:-30}"
+  if [[ -n "$WATCH_PID" ]]; then kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; fi
+  WATCH_PID=""
+  [[ -n "$SERVER_PID" ]] || return 0
   if kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 1; done
-    kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 "$grace"); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 1; done
   fi
+  # The whole group: stubs whose server died are orphans that would hold memory for minutes.
+  kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
 }
-trap 'stop_server; exit 143' TERM
-trap 'stop_server; exit 130' INT
+trap 'trap - TERM INT EXIT; stop_server; exit 143' TERM
+trap 'trap - TERM INT EXIT; stop_server; exit 130' INT
 trap 'stop_server' EXIT
 
-"$PY" - "$ADDRESS" "$HTTP_PORT" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
+wait_ready() {
+  "$PY" - "$ADDRESS" "$HTTP_PORT" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
 import os, sys, time, urllib.request
 
 address, port, timeout, pid = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -108,5 +129,25 @@ while time.monotonic() < deadline:
     time.sleep(0.5)
 sys.exit(f"serve_cpu.sh: server not ready after {timeout:.0f} s")
 EOF
-echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
-wait "$SERVER_PID"
+}
+
+restarts=0
+while true; do
+  start_server
+  wait_ready
+  echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
+  "$PY" -m qwen3_asr_triton.supervision watch --pid "$SERVER_PID" --interval "$WATCH_INTERVAL" &
+  WATCH_PID=$!
+  status=0
+  wait "$WATCH_PID" || status=$?
+  WATCH_PID=""
+  # A server with a dead worker never finishes its graceful shutdown (it waits on the worker until
+  # its 30 s exit timeout): give in-flight requests RESTART_GRACE seconds, then kill it.
+  stop_server "$RESTART_GRACE"
+  if ((restarts >= MAX_RESTARTS)); then
+    echo "serve_cpu.sh: the server failed (watchdog status $status) and --max-restarts $MAX_RESTARTS is used up" >&2
+    exit 1
+  fi
+  restarts=$((restarts + 1))
+  echo "serve_cpu.sh: restarting Triton (watchdog status $status; restart $restarts of $MAX_RESTARTS)" >&2
+done

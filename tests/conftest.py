@@ -214,7 +214,7 @@ class TritonServer:
         return out
 
 
-def start_server(repository: Path, log_path: Path) -> TritonServer:
+def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> TritonServer:
     import subprocess
     import time
     import urllib.request
@@ -232,6 +232,7 @@ def start_server(repository: Path, log_path: Path) -> TritonServer:
             str(http),
             "--metrics-port",
             str(metrics),
+            *extra_args,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,122 @@
+"""Supervision of a Triton server's python workers: a dead worker is found within a second.
+
+Triton 2.51 never restarts a python-backend stub that died (killed, out of memory): the model
+then fails every request with "Stub process ... is not healthy" while the server and the model
+still report ready. This watchdog, started by ``scripts/serve_cpu.sh`` and ``docker/serve.sh``
+once the server is ready, notes the model instances whose stubs are running, and returns as soon
+as one of them, or the server itself, is gone; the script then restarts the server or exits
+non-zero so that its supervisor (Docker, Kubernetes) restarts it.
+
+    python -m qwen3_asr_triton.supervision watch --pid SERVER_PID [--interval 1.0]
+
+Exit status: 3 a python worker died, 4 the server exited. The policy (:class:`WorkerWatch`) is
+pure; :func:`python_workers` reads ``/proc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger("qwen3_asr_triton.supervision")
+
+# Name of the python backend's worker binary, and the index in its argv of the model instance it
+# serves ("decoder_0_0"): the stub is started as `stub model.py shm-region shm-size shm-growth
+# parent-pid backend-dir ipc-handle instance-name runtime` (seen with Triton 2.51).
+STUB_BINARY = "triton_python_backend_stub"
+INSTANCE_ARG = 8
+EXIT_WORKER_DIED = 3
+EXIT_SERVER_EXITED = 4
+
+
+def _parent_pid(stat: str) -> int:
+    """Parent pid from a ``/proc/<pid>/stat`` line (the command name may contain spaces and parentheses)."""
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def python_workers(server_pid: int, proc: Path = Path("/proc")) -> dict[int, str]:
+    """``pid -> model instance name`` of the python stubs that ``server_pid`` started."""
+    workers: dict[int, str] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if _parent_pid((entry / "stat").read_text()) != server_pid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+        if argv and argv[0].decode(errors="replace").endswith(STUB_BINARY) and len(argv) > INSTANCE_ARG:
+            workers[int(entry.name)] = argv[INSTANCE_ARG].decode(errors="replace")
+    return workers
+
+
+def server_running(pid: int, proc: Path = Path("/proc")) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass(frozen=True)
+class WorkerWatch:
+    """The decision, apart from reading processes: which expected worker is missing.
+
+    Attributes
+    ----------
+    expected : frozenset of str
+        Model instances whose workers ran when the server was ready.
+    """
+
+    expected: frozenset[str]
+
+    def check(self, server_alive: bool, workers: Iterable[str]) -> tuple[int, str] | None:
+        """``(exit status, reason)`` when the server or a worker is gone, else ``None``."""
+        if not server_alive:
+            return EXIT_SERVER_EXITED, "tritonserver exited"
+        missing = sorted(self.expected - set(workers))
+        if missing:
+            return EXIT_WORKER_DIED, f"python worker(s) {', '.join(missing)} died"
+        return None
+
+
+def watch(pid: int, interval: float, proc: Path = Path("/proc")) -> tuple[int, str]:
+    """Poll every ``interval`` seconds until :meth:`WorkerWatch.check` finds a failure; returns it."""
+    policy = WorkerWatch(frozenset(python_workers(pid, proc).values()))
+    logger.info("watching %d python workers of tritonserver %d", len(policy.expected), pid)
+    while True:
+        verdict = policy.check(server_running(pid, proc), python_workers(pid, proc).values())
+        if verdict is not None:
+            return verdict
+        time.sleep(interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qwen3_asr_triton.supervision", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("watch", help="return when tritonserver PID or one of its python workers is gone")
+    run.add_argument("--pid", type=int, required=True, help="tritonserver's process id")
+    run.add_argument("--interval", type=float, default=1.0, help="seconds between checks (default 1)")
+    args = parser.parse_args(argv)
+    if args.interval <= 0:
+        parser.error("--interval must be positive")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog: %(message)s", stream=sys.stderr)
+    if not server_running(args.pid):
+        logger.error("no running process %d", args.pid)
+        return EXIT_SERVER_EXITED
+    status, reason = watch(args.pid, args.interval)
+    logger.error("%s", reason)
+    return status
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

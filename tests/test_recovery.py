@@ -1,0 +1,94 @@
+"""Self-healing: SIGKILL of any python worker, or of tritonserver, and the deployment answers again.
+
+Triton 2.51 never restarts a dead python stub (the model then fails every request while the server
+still says ready). serve_cpu.sh's watchdog notices within a second and restarts the server; with
+--max-restarts 0 (the containers) the script exits 1 for its orchestrator to restart it. Each test
+measures the time from the kill to the next correct answer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from qwen3_asr_triton.supervision import python_workers
+from tests.conftest import start_server, stop_server
+from tests.triton_requests import transcribe
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def own_server(model_repository, tmp_path_factory):
+    """A server of our own: these tests kill its processes."""
+    server = start_server(model_repository, tmp_path_factory.mktemp("recovery") / "server.log", ("--max-restarts", "5"))
+    yield server
+    stop_server(server)
+
+
+def _tritonserver_pid(server) -> int:
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True).stdout
+    script = server.process.pid
+    for line in out.splitlines()[1:]:
+        pid, ppid, args = line.split(None, 2)
+        if int(ppid) == script and "tritonserver" in args:
+            return int(pid)
+    raise AssertionError("no tritonserver under serve_cpu.sh")
+
+
+def _answer_after(server, data: bytes, expected: list[int], killed_at: float, timeout: float = 120) -> float:
+    """Seconds from the kill until a request is answered correctly again."""
+    last = None
+    while time.monotonic() - killed_at < timeout:
+        try:
+            out = transcribe(server.grpc_url, audio=data, max_new_tokens=12)
+            if out["TOKEN_IDS"].tolist() == expected:
+                return time.monotonic() - killed_at
+            last = "wrong answer"
+        except Exception as exc:  # refused or UNAVAILABLE while the server restarts
+            last = str(exc)[:200]
+        time.sleep(0.25)
+    raise AssertionError(f"no correct answer {timeout:.0f} s after the kill; last: {last}")
+
+
+@pytest.mark.parametrize("victim", ["decoder", "preprocess", "encoder", "qwen3_asr", "tritonserver"])
+def test_the_deployment_answers_again_after_a_kill(own_server, clips, victim):
+    data = clips[0].path.read_bytes()
+    expected = transcribe(own_server.grpc_url, audio=data, max_new_tokens=12)["TOKEN_IDS"].tolist()
+    server_pid = _tritonserver_pid(own_server)
+    if victim == "tritonserver":
+        pid = server_pid
+    else:
+        pid = next(p for p, name in python_workers(server_pid).items() if name.startswith(f"{victim}_"))
+    restarts = own_server.log_path.read_text().count("serve_cpu.sh: restarting Triton")
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    # The watchdog notices (a second preprocess instance may still answer meanwhile), then the restart.
+    while own_server.log_path.read_text().count("serve_cpu.sh: restarting Triton") == restarts:
+        assert time.monotonic() - killed_at < 10, "the watchdog did not notice the kill"
+        time.sleep(0.1)
+    noticed = time.monotonic() - killed_at
+    seconds = _answer_after(own_server, data, expected, killed_at)
+    assert _tritonserver_pid(own_server) != server_pid
+    print(f"SIGKILL of {victim}: restart began after {noticed:.1f} s, correct answers again after {seconds:.1f} s")
+
+
+def test_without_restarts_the_script_exits_for_its_supervisor(model_repository, tmp_path):
+    server = start_server(model_repository, tmp_path / "server.log", ("--max-restarts", "0"))
+    try:
+        server_pid = _tritonserver_pid(server)
+        pid = next(p for p, name in python_workers(server_pid).items() if name.startswith("decoder_"))
+        os.kill(pid, signal.SIGKILL)
+        assert server.process.wait(60) == 1
+    finally:
+        if server.process.poll() is None:
+            stop_server(server)
+    log = server.log_path.read_text()
+    assert "python worker(s) decoder_0_0 died" in log
+    assert "--max-restarts 0 is used up" in log
+    assert not python_workers(server_pid), "no orphan worker is left behind"

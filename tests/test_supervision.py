@@ -1,0 +1,48 @@
+"""The watchdog's policy and its reading of /proc, without a server (a fake /proc tree)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qwen3_asr_triton.supervision import (
+    EXIT_SERVER_EXITED,
+    EXIT_WORKER_DIED,
+    WorkerWatch,
+    python_workers,
+    server_running,
+)
+
+
+def _process(proc: Path, pid: int, ppid: int, argv: list[str], state: str = "S", comm: str = "x") -> None:
+    folder = proc / str(pid)
+    folder.mkdir(parents=True)
+    (folder / "stat").write_text(f"{pid} ({comm}) {state} {ppid} {pid} {pid} 0 -1 4194560 0 0\n")
+    (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+
+def _stub(instance: str) -> list[str]:
+    head = ["/x/backends/python/triton_python_backend_stub", "/repo/m/1/model.py", "shm", "1", "1", "100", "/x", "7"]
+    return [*head, instance, "DEFAULT"]
+
+
+def test_workers_are_the_stubs_the_server_started(tmp_path):
+    proc = tmp_path / "proc"
+    _process(proc, 100, 1, ["tritonserver", "--model-repository=/repo"], comm="tritonserver")
+    _process(proc, 101, 100, _stub("decoder_0_0"))
+    _process(proc, 102, 100, _stub("preprocess_0_1"), comm="a (weird) name")
+    _process(proc, 103, 999, _stub("other_server_0_0"))  # another server's worker
+    _process(proc, 104, 100, ["/bin/sh", "-c", "true"])  # not a stub
+    (proc / "self").mkdir()
+    assert python_workers(100, proc) == {101: "decoder_0_0", 102: "preprocess_0_1"}
+    assert server_running(100, proc)
+    _process(proc, 105, 1, ["zombie"], state="Z")
+    assert not server_running(105, proc) and not server_running(4242, proc)
+
+
+def test_the_policy_reports_a_missing_worker_or_server():
+    watch = WorkerWatch(frozenset({"decoder_0_0", "preprocess_0_0", "preprocess_0_1"}))
+    assert watch.check(True, ["decoder_0_0", "preprocess_0_0", "preprocess_0_1"]) is None
+    assert watch.check(True, ["decoder_0_0", "preprocess_0_0", "preprocess_0_1", "new_0_0"]) is None
+    status, reason = watch.check(True, ["decoder_0_0", "preprocess_0_0"])
+    assert status == EXIT_WORKER_DIED and "preprocess_0_1" in reason
+    assert watch.check(False, [])[0] == EXIT_SERVER_EXITED
