@@ -7,6 +7,8 @@
 # the ports on 127.0.0.1 only; Kubernetes reaches them through the Service and NetworkPolicy).
 # The model-control API stays closed (mode "none"); the repository must carry build_info.json of the
 # image's target (QWEN3_ASR_TARGET), so a cpu repository never starts on the gpu image or vice versa.
+# Triton's HTTP port binds 127.0.0.1 (TRITON_HTTP_ADDRESS): one crafted JSON body crashes Triton 2.51's HTTP
+# server, so only gRPC (and metrics) face the network; health checks use gRPC health checking.
 # Knobs: MODEL_REPOSITORY (/models), QWEN3_ASR_TARGET (set by the image), TRITON_HTTP_PORT (8000),
 # TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002), TRITON_LOG_VERBOSE (0),
 # TRITON_SHM_BYTES (python backend shared memory, default 64 MiB), QWEN3_ASR_SITE (gpu: python models' packages).
@@ -15,6 +17,8 @@ set -euo pipefail
 MODEL_REPOSITORY="${MODEL_REPOSITORY:-/models}"
 TARGET="${QWEN3_ASR_TARGET:?the image sets QWEN3_ASR_TARGET (cpu or gpu)}"
 ADDRESS="0.0.0.0"
+# Triton's HTTP port stays inside the container: its JSON parser (2.51) can be crashed by one request.
+HTTP_ADDRESS="${TRITON_HTTP_ADDRESS:-127.0.0.1}"
 HTTP_PORT="${TRITON_HTTP_PORT:-8000}"
 GRPC_PORT="${TRITON_GRPC_PORT:-8001}"
 METRICS_PORT="${TRITON_METRICS_PORT:-8002}"
@@ -35,6 +39,7 @@ case "$TARGET" in
   cpu)
     # --max-restarts 0: a dead worker ends the container, and its orchestrator restarts it.
     exec "$ROOT/scripts/serve_cpu.sh" --model-repository "$MODEL_REPOSITORY" --address "$ADDRESS" \
+      --http-address "$HTTP_ADDRESS" \
       --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" --log-verbose "$LOG_VERBOSE" \
       --max-restarts 0
     ;;
@@ -44,7 +49,7 @@ case "$TARGET" in
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
     tritonserver \
       --model-repository="$MODEL_REPOSITORY" \
-      --http-address="$ADDRESS" --http-port="$HTTP_PORT" \
+      --http-address="$HTTP_ADDRESS" --http-port="$HTTP_PORT" \
       --grpc-address="$ADDRESS" --grpc-port="$GRPC_PORT" \
       --metrics-address="$ADDRESS" --metrics-port="$METRICS_PORT" \
       --allow-metrics=true --allow-gpu-metrics=true \

@@ -2,10 +2,12 @@
 # Run the Triton Inference Server (2.51, shipped in the nvidia-pytriton wheel) on this machine's CPU.
 #
 #   scripts/serve_cpu.sh --model-repository DIR [--grpc-port P] [--http-port Q] [--metrics-port R]
-#                        [--address 127.0.0.1] [--ready-timeout 300] [--log-verbose 0]
+#                        [--address 127.0.0.1] [--http-address ADDRESS] [--ready-timeout 300] [--log-verbose 0]
 #                        [--max-restarts 5] [--watch-interval 1]
 #
-# Binds to 127.0.0.1 by default, keeps the model-control API closed (mode "none"),
+# Binds to 127.0.0.1 by default (--http-address defaults to --address; keep Triton's HTTP port
+# away from untrusted clients: one crafted JSON body crashes Triton 2.51's HTTP server),
+# keeps the model-control API closed (mode "none"),
 # waits until the server is ready, then stays in the foreground; SIGTERM / SIGINT /
 # exit stop the server's whole process group (python backend stubs included).
 # A watchdog checks every --watch-interval seconds that tritonserver and every python
@@ -18,6 +20,7 @@ set -euo pipefail
 # ---- knobs -------------------------------------------------------------------
 MODEL_REPOSITORY=""
 ADDRESS="127.0.0.1"
+HTTP_ADDRESS=""           # empty: same as ADDRESS
 GRPC_PORT=8001
 HTTP_PORT=8000
 METRICS_PORT=8002
@@ -36,6 +39,7 @@ while (($#)); do
     --http-port) HTTP_PORT="$2"; shift 2 ;;
     --metrics-port) METRICS_PORT="$2"; shift 2 ;;
     --address) ADDRESS="$2"; shift 2 ;;
+    --http-address) HTTP_ADDRESS="$2"; shift 2 ;;
     --ready-timeout) READY_TIMEOUT="$2"; shift 2 ;;
     --log-verbose) LOG_VERBOSE="$2"; shift 2 ;;
     --max-restarts) MAX_RESTARTS="$2"; shift 2 ;;
@@ -47,6 +51,7 @@ done
 [[ -n "$MODEL_REPOSITORY" ]] || { echo "serve_cpu.sh: --model-repository is required" >&2; usage 2; }
 [[ -d "$MODEL_REPOSITORY" ]] || { echo "serve_cpu.sh: $MODEL_REPOSITORY is not a directory" >&2; exit 2; }
 MODEL_REPOSITORY="$(cd "$MODEL_REPOSITORY" && pwd)"
+HTTP_ADDRESS="${HTTP_ADDRESS:-$ADDRESS}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -76,7 +81,7 @@ start_server() {
   setsid "$TRITON_HOME/bin/tritonserver" \
     --model-repository="$MODEL_REPOSITORY" \
     --backend-directory="$TRITON_HOME/backends" \
-    --http-address="$ADDRESS" --http-port="$HTTP_PORT" \
+    --http-address="$HTTP_ADDRESS" --http-port="$HTTP_PORT" \
     --grpc-address="$ADDRESS" --grpc-port="$GRPC_PORT" \
     --metrics-address="$ADDRESS" --metrics-port="$METRICS_PORT" \
     --allow-gpu-metrics=false \
@@ -108,7 +113,7 @@ trap 'trap - TERM INT EXIT; stop_server; exit 130' INT
 trap 'stop_server' EXIT
 
 wait_ready() {
-  "$PY" - "$ADDRESS" "$HTTP_PORT" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
+  "$PY" - "$HTTP_ADDRESS" "$HTTP_PORT" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
 import os, sys, time, urllib.request
 
 address, port, timeout, pid = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -135,7 +140,7 @@ restarts=0
 while true; do
   start_server
   wait_ready
-  echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
+  echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $HTTP_ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
   "$PY" -m qwen3_asr_triton.supervision watch --pid "$SERVER_PID" --interval "$WATCH_INTERVAL" &
   WATCH_PID=$!
   status=0

@@ -187,10 +187,11 @@ def test_deployment_shape(overlay):
     pod = deployment["spec"]["template"]["spec"]
     (triton,) = pod["containers"]
     (init,) = pod["initContainers"]
-    assert {p["name"]: p["containerPort"] for p in triton["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
-    assert triton["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # Triton's HTTP port (crashable by one JSON body in 2.51) is not served: gRPC and metrics only,
+    # probes through gRPC health checking.
+    assert {p["name"]: p["containerPort"] for p in triton["ports"]} == {"grpc": 8001, "metrics": 8002}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert triton[probe] and triton[probe]["grpc"] == {"port": 8001} and "httpGet" not in triton[probe], probe
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert pod["automountServiceAccountToken"] is False
     for container in (triton, init):
@@ -228,7 +229,8 @@ def test_selectors_and_ports_line_up(overlay):
     assert {p["targetPort"] for p in docs["Service"]["spec"]["ports"]} <= container_ports
     assert {e["port"] for e in docs["PodMonitor"]["spec"]["podMetricsEndpoints"]} == {"metrics"}
     ingress_ports = {p["port"] for rule in docs["NetworkPolicy"]["spec"]["ingress"] for p in rule["ports"]}
-    assert ingress_ports == {"http", "grpc", "metrics"}
+    assert ingress_ports == {"grpc", "metrics"}
+    assert all(p["port"] != 8000 for p in docs["Service"]["spec"]["ports"])
     assert docs["NetworkPolicy"]["spec"]["egress"] == []
     assert docs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
 
@@ -280,9 +282,17 @@ def test_compose_services_are_hardened_and_local():
     for target in ("gpu", "cpu"):
         server = services[f"triton-{target}"]
         assert all(port.startswith("127.0.0.1:") for port in server["ports"])
+        assert not any(port.endswith(":8000") for port in server["ports"]), "Triton's HTTP port stays in the container"
         assert server["depends_on"] == {f"build-{target}": {"condition": "service_completed_successfully"}}
         assert f"{target}-repository:/models:ro" in server["volumes"]
         assert server["build"]["target"] == "server" and services[f"build-{target}"]["build"]["target"] == "builder"
+
+
+def test_containers_bind_tritons_http_port_to_loopback():
+    text = (DOCKER / "serve.sh").read_text()
+    assert 'HTTP_ADDRESS="${TRITON_HTTP_ADDRESS:-127.0.0.1}"' in text
+    assert '--http-address "$HTTP_ADDRESS"' in text and '--http-address="$HTTP_ADDRESS"' in text
+    assert '--http-address="$ADDRESS"' not in text
 
 
 # ----------------------------------------------------------------------------- entry points

@@ -92,3 +92,27 @@ def test_without_restarts_the_script_exits_for_its_supervisor(model_repository, 
     assert "python worker(s) decoder_0_0 died" in log
     assert "--max-restarts 0 is used up" in log
     assert not python_workers(server_pid), "no orphan worker is left behind"
+
+
+def test_the_known_http_crash_is_recovered_too(own_server, clips):
+    """Triton 2.51's HTTP server segfaults on JSON nested 100,000 deep (a known upstream bug). Deployments keep
+    that port on loopback; if it is reached anyway, the watchdog restarts the server."""
+    import socket
+
+    from tests.test_parser_attacks import NESTED, _request
+
+    data = clips[0].path.read_bytes()
+    expected = transcribe(own_server.grpc_url, audio=data, max_new_tokens=12)["TOKEN_IDS"].tolist()
+    restarts = own_server.log_path.read_text().count("serve_cpu.sh: restarting Triton")
+    port = int(own_server.http_url.rsplit(":", 1)[1])
+    sent_at = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(_request(NESTED))
+        conn.settimeout(30)
+        try:
+            conn.recv(4096)
+        except OSError:
+            pass
+    seconds = _answer_after(own_server, data, expected, sent_at)
+    crashed = own_server.log_path.read_text().count("serve_cpu.sh: restarting Triton") > restarts
+    print(f"nested JSON on the HTTP port: {'crashed, ' if crashed else ''}answering again after {seconds:.1f} s")
