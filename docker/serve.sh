@@ -47,6 +47,8 @@ case "$TARGET" in
     # The python models import the project from its own site folder: the image's packages (TensorRT-LLM's
     # transformers and tokenizers pins) stay untouched for everything else.
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    # A container restarted in the same pod keeps /dev/shm: free what the killed server left there.
+    python3 -m qwen3_asr_triton.supervision clean-shm || true
     tritonserver \
       --model-repository="$MODEL_REPOSITORY" \
       --http-address="$HTTP_ADDRESS" --http-port="$HTTP_PORT" \

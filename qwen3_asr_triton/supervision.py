@@ -8,6 +8,9 @@ as one of them, or the server itself, is gone; the script then restarts the serv
 non-zero so that its supervisor (Docker, Kubernetes) restarts it.
 
     python -m qwen3_asr_triton.supervision watch --pid SERVER_PID [--interval 1.0]
+    python -m qwen3_asr_triton.supervision clean-shm
+
+``clean-shm`` deletes the shared-memory regions that a killed server left in /dev/shm.
 
 Exit status: 3 a python worker died, 4 the server exited. The policy (:class:`WorkerWatch`) is
 pure; :func:`python_workers` reads ``/proc``.
@@ -33,6 +36,9 @@ STUB_BINARY = "triton_python_backend_stub"
 INSTANCE_ARG = 8
 EXIT_WORKER_DIED = 3
 EXIT_SERVER_EXITED = 4
+# Shared-memory regions of the python backend (one per model instance, in /dev/shm). A server or stub
+# killed with SIGKILL leaves its regions behind: tmpfs memory that nothing frees until reboot.
+SHM_PREFIX = "triton_python_backend_shm_region_"
 
 
 def _parent_pid(stat: str) -> int:
@@ -64,6 +70,32 @@ def server_running(pid: int, proc: Path = Path("/proc")) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def regions_in_use(proc: Path = Path("/proc")) -> set[str]:
+    """Names of the python-backend shared-memory regions that a live process maps or was started with."""
+    used: set[str] = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "maps").read_text(errors="replace")
+            text += (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        for word in text.split():
+            name = word.rsplit("/", 1)[-1]
+            if name.startswith(SHM_PREFIX):
+                used.add(name)
+    return used
+
+
+def clean_stale_regions(shm: Path = Path("/dev/shm"), proc: Path = Path("/proc")) -> list[str]:
+    """Delete the python-backend regions no live process uses (left by killed servers); returns their names."""
+    stale = sorted(p.name for p in shm.glob(f"{SHM_PREFIX}*") if p.name not in regions_in_use(proc))
+    for name in stale:
+        (shm / name).unlink(missing_ok=True)
+    return stale
 
 
 @dataclass(frozen=True)
@@ -105,10 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("watch", help="return when tritonserver PID or one of its python workers is gone")
     run.add_argument("--pid", type=int, required=True, help="tritonserver's process id")
     run.add_argument("--interval", type=float, default=1.0, help="seconds between checks (default 1)")
+    sub.add_parser("clean-shm", help="delete python-backend shared-memory regions that no live process uses")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog: %(message)s", stream=sys.stderr)
+    if args.command == "clean-shm":
+        stale = clean_stale_regions()
+        if stale:
+            logger.info("removed %d shared-memory region(s) left by a killed server", len(stale))
+        return 0
     if args.interval <= 0:
         parser.error("--interval must be positive")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog: %(message)s", stream=sys.stderr)
     if not server_running(args.pid):
         logger.error("no running process %d", args.pid)
         return EXIT_SERVER_EXITED

@@ -107,6 +107,8 @@ stop_server() {  # stop_server [GRACE_SECONDS]: SIGTERM, up to GRACE s for in-fl
   kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=""
+  # A killed server leaves its python workers' shared memory in /dev/shm: free it.
+  "$PY" -m qwen3_asr_triton.supervision clean-shm || true
 }
 trap 'trap - TERM INT EXIT; stop_server; exit 143' TERM
 trap 'trap - TERM INT EXIT; stop_server; exit 130' INT
@@ -137,6 +139,8 @@ EOF
 }
 
 restarts=0
+# Regions a killed server left behind (a container restarted in the same pod keeps its /dev/shm).
+"$PY" -m qwen3_asr_triton.supervision clean-shm || true
 while true; do
   start_server
   wait_ready

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
-from qwen3_asr_triton.supervision import python_workers
+from qwen3_asr_triton.supervision import SHM_PREFIX, python_workers, regions_in_use
 from tests.conftest import start_server, stop_server
 from tests.triton_requests import transcribe
 
@@ -75,6 +76,9 @@ def test_the_deployment_answers_again_after_a_kill(own_server, clips, victim):
     noticed = time.monotonic() - killed_at
     seconds = _answer_after(own_server, data, expected, killed_at)
     assert _tritonserver_pid(own_server) != server_pid
+    shm = Path("/dev/shm")
+    left = [p.name for p in shm.glob(f"{SHM_PREFIX}*") if p.name not in regions_in_use()]
+    assert not left, f"the killed server's shared memory was not freed: {left[:3]}"
     print(f"SIGKILL of {victim}: restart began after {noticed:.1f} s, correct answers again after {seconds:.1f} s")
 
 

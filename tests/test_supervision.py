@@ -7,7 +7,9 @@ from pathlib import Path
 from qwen3_asr_triton.supervision import (
     EXIT_SERVER_EXITED,
     EXIT_WORKER_DIED,
+    SHM_PREFIX,
     WorkerWatch,
+    clean_stale_regions,
     python_workers,
     server_running,
 )
@@ -46,3 +48,21 @@ def test_the_policy_reports_a_missing_worker_or_server():
     status, reason = watch.check(True, ["decoder_0_0", "preprocess_0_0"])
     assert status == EXIT_WORKER_DIED and "preprocess_0_1" in reason
     assert watch.check(False, [])[0] == EXIT_SERVER_EXITED
+
+
+def test_only_regions_no_live_process_uses_are_deleted(tmp_path):
+    proc, shm = tmp_path / "proc", tmp_path / "shm"
+    shm.mkdir()
+    for name in ("mapped", "argument", "stale1", "stale2"):
+        (shm / f"{SHM_PREFIX}{name}").write_bytes(b"x")
+    (shm / "someone_elses_file").write_bytes(b"x")
+    _process(proc, 100, 1, ["tritonserver"])
+    (proc / "100" / "maps").write_text(f"7f00-7f10 rw-s 00000000 00:1a 5 /dev/shm/{SHM_PREFIX}mapped\n")
+    _process(proc, 101, 100, _stub("decoder_0_0"))
+    stub_argv = _stub("decoder_0_0")
+    stub_argv[2] = f"{SHM_PREFIX}argument"
+    (proc / "101" / "cmdline").write_bytes(b"\0".join(a.encode() for a in stub_argv))
+    (proc / "101" / "maps").write_text("")
+    assert clean_stale_regions(shm, proc) == [f"{SHM_PREFIX}stale1", f"{SHM_PREFIX}stale2"]
+    kept = sorted(p.name for p in shm.iterdir())
+    assert kept == ["someone_elses_file", f"{SHM_PREFIX}argument", f"{SHM_PREFIX}mapped"]

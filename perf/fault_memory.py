@@ -1,0 +1,184 @@
+"""Time to refusal, peak and retained memory of over-limit requests, against a real server.
+
+Two requests an outside probe sent: a FLAC of 3,700 s of silence at 384 kHz (over the 3,600 s limit;
+a small file that decodes to 1.4 billion samples), and 300 MB of random bytes as ``AUDIO`` (over the
+256 MiB limit). For each: seconds until the error arrives, the server tree's peak resident set
+(sampled every 50 ms), and its proportional set size (PSS: shared memory counted once) and the
+python backend's shared-memory regions in /dev/shm (all servers on the machine) before and 3 s after;
+then a good request must still be answered. A last run sends the same 300 MB request to a server whose
+only model declares none of the requested outputs, so Triton itself refuses it before any model code
+runs: the time and memory Triton's gRPC front end spends on such a request whatever the models do.
+
+    python perf/fault_memory.py --model-repository DIR [--out perf/results/fault-memory]
+
+Needs the perf extra (psutil): ``EXTRAS=export,serve,test,perf ./scripts/setup_env.sh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from perf.machine import describe_machine  # noqa: E402
+from perf.procmem import MIB, tree_memory  # noqa: E402
+from qwen3_asr_triton.supervision import SHM_PREFIX  # noqa: E402
+from tests.conftest import start_server, stop_server  # noqa: E402
+from tests.triton_requests import transcribe  # noqa: E402
+
+logger = logging.getLogger("fault_memory")
+
+# Where the generated FLAC is kept: FFmpeg needs ~1 min to encode 3,700 s at 384 kHz.
+CACHE = REPO / ".cache" / "perf"
+# Peak sampling period: a refusal takes a fraction of a second to a few seconds.
+SAMPLE_SECONDS = 0.05
+# After the answer, time for the workers to return memory before "retained" is read.
+SETTLE_SECONDS = 3.0
+
+
+def long_flac() -> bytes:
+    """3,700 s of digital silence at 384 kHz, mono 16-bit FLAC (FFmpeg's encoder: a few MB)."""
+    path = CACHE / "silence-3700s-384k.flac"
+    if not path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.flac")
+        source = ["-f", "lavfi", "-i", "anullsrc=r=384000:cl=mono", "-t", "3700"]
+        encode = ["-c:a", "flac", "-sample_fmt", "s16", str(tmp)]
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *source, *encode], check=True)
+        tmp.rename(path)
+    return path.read_bytes()
+
+
+def shm_mib() -> float:
+    return sum(p.stat().st_size for p in Path("/dev/shm").glob(f"{SHM_PREFIX}*")) / MIB
+
+
+def tritonserver_pid(script_pid: int) -> int:
+    import psutil
+
+    for child in psutil.Process(script_pid).children(recursive=True):
+        if child.name() == "tritonserver":
+            return child.pid
+    raise RuntimeError("no tritonserver under serve_cpu.sh")
+
+
+def measure(url: str, pid: int, name: str, **request) -> dict:
+    _, pss_before, _ = tree_memory(pid)
+    shm_before = shm_mib()
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], tree_memory(pid, pss=False)[0])
+            time.sleep(SAMPLE_SECONDS)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    rss_before = tree_memory(pid, pss=False)[0]
+    sampler.start()
+    started = time.monotonic()
+    try:
+        transcribe(url, **request)
+        answer = "answered"
+    except Exception as exc:  # the expected refusal
+        answer = str(exc)[:160]
+    seconds = time.monotonic() - started
+    time.sleep(SETTLE_SECONDS)
+    stop.set()
+    sampler.join()
+    _, pss_after, _ = tree_memory(pid)
+    result = {
+        "request": name,
+        "answer": answer,
+        "seconds_to_answer": round(seconds, 3),
+        "rss_before_mib": round(rss_before, 1),
+        "rss_peak_mib": round(peak[0], 1),
+        "pss_before_mib": round(pss_before, 1),
+        "pss_after_mib": round(pss_after, 1),
+        "pss_retained_mib": round(pss_after - pss_before, 1),
+        "shm_before_mib": round(shm_before, 1),
+        "shm_after_mib": round(shm_mib(), 1),
+    }
+    logger.info("%s", json.dumps(result))
+    return result
+
+
+FLOOR_MODEL = """import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        error = pb_utils.TritonError("refused without reading the input", pb_utils.TritonError.INVALID_ARG)
+        return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+"""
+FLOOR_CONFIG = """name: "qwen3_asr"
+backend: "python"
+max_batch_size: 0
+input [ { name: "AUDIO" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+
+def floor_repository(folder: Path) -> Path:
+    """A repository whose only model Triton refuses the request for (outputs it lacks): Triton's own cost."""
+    model = folder / "qwen3_asr"
+    (model / "1").mkdir(parents=True, exist_ok=True)
+    (model / "config.pbtxt").write_text(FLOOR_CONFIG)
+    (model / "1" / "model.py").write_text(FLOOR_MODEL)
+    return folder
+
+
+def run_requests(repository: Path, out: Path, requests: list[tuple[str, dict]]) -> list[dict]:
+    server = start_server(repository, out / "server.log")
+    try:
+        pid = tritonserver_pid(server.process.pid)
+        return [measure(server.grpc_url, pid, name, **request) for name, request in requests]
+    finally:
+        stop_server(server)
+        (out / "server.log").unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-repository", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=REPO / "perf" / "results" / "fault-memory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    flac = long_flac()
+    args.out.mkdir(parents=True, exist_ok=True)
+    good = sorted((REPO / "tests" / "data").glob("*.wav"))[0].read_bytes()
+    big = os.urandom(300_000_000)
+    results = run_requests(
+        args.model_repository,
+        args.out,
+        [
+            ("warm-up", {"audio": good, "max_new_tokens": 4}),
+            (f"FLAC, 3700 s at 384 kHz ({len(flac) / 1e6:.1f} MB)", {"audio": flac}),
+            ("300 MB of random bytes as AUDIO", {"audio": big}),
+            ("a good request afterwards", {"audio": good, "max_new_tokens": 4}),
+        ],
+    )[1:]
+    with tempfile.TemporaryDirectory() as tmp:
+        # The floor: the same request, refused by Triton itself before any model code runs.
+        floor = run_requests(
+            floor_repository(Path(tmp)), args.out, [("300 MB refused by Triton before any model runs", {"audio": big})]
+        )
+    results += floor
+    report = {"machine": describe_machine(), "repository": args.model_repository.name, "results": results}
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
