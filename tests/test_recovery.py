@@ -119,3 +119,21 @@ def test_the_known_http_crash_is_recovered_too(own_server, clips):
     seconds = _answer_after(own_server, data, expected, sent_at)
     crashed = own_server.log_path.read_text().count("serve_cpu.sh: restarting Triton") > restarts
     print(f"nested JSON on the HTTP port: {'crashed, ' if crashed else ''}answering again after {seconds:.1f} s")
+
+
+def test_the_client_library_rides_out_a_server_restart(own_server, clips):
+    """The project's client retries UNAVAILABLE (safe: a transcription has no side effects) until the
+    restarted server answers, with the same tokens as before the kill."""
+    from qwen3_asr_triton.client import ClientOptions, Qwen3ASRClient, TranscribeOptions
+    from qwen3_asr_triton.client.options import RetryPolicy
+
+    data = clips[0].path.read_bytes()
+    options = TranscribeOptions(max_new_tokens=12)
+    retry = RetryPolicy(max_attempts=40, initial_backoff=0.25, max_backoff=2.0)
+    with Qwen3ASRClient(ClientOptions(url=own_server.grpc_url, timeout=180, retry=retry)) as client:
+        before = client.transcribe(data, options)
+        os.kill(_tritonserver_pid(own_server), signal.SIGKILL)
+        killed_at = time.monotonic()
+        after = client.transcribe(data, options)
+    assert after.token_ids == before.token_ids
+    print(f"client answered {time.monotonic() - killed_at:.1f} s after the server was killed")
