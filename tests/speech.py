@@ -84,6 +84,34 @@ def require_tools() -> None:
         raise RuntimeError(f"tests need {', '.join(missing)} (apt-get install espeak-ng sox ffmpeg)")
 
 
+# FFmpeg's encoder and container for each lossy format the tests use.
+CODECS = {"mp3": ("libmp3lame", "mp3"), "ogg": ("libvorbis", "ogg"), "opus": ("libopus", "ogg"), "m4a": ("aac", "mp4")}
+
+
+def encode(source: Path, target: Path, fmt: str, rate: int | None = None, channels: int | None = None) -> None:
+    """Encode ``source`` (wav) into ``target`` as ``fmt`` (a key of ``CODECS``) with FFmpeg."""
+    codec, container = CODECS[fmt]
+    resample = ["-ar", str(rate)] if rate else []
+    mix = ["-ac", str(channels)] if channels else []
+    _run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(source),
+            *resample,
+            *mix,
+            "-c:a",
+            codec,
+            "-f",
+            container,
+            str(target),
+        ]
+    )
+
+
 def make_clip(spec: ClipSpec, directory: Path) -> Path:
     """Synthesize ``spec`` into ``directory`` (kept if already there)."""
     key = hashlib.sha256(f"{_RECIPE}{spec!r}".encode()).hexdigest()[:10]
@@ -103,27 +131,7 @@ def make_clip(spec: ClipSpec, directory: Path) -> Path:
         encoding = {"": [], "24": ["-b", "24"], "float": ["-e", "floating-point", "-b", "32"]}[spec.encoding]
         _run(["sox", str(raw), "-r", str(spec.rate), *encoding, "-c", str(spec.channels), str(tmp)])
     else:
-        codec = {"mp3": "libmp3lame", "ogg": "libvorbis", "opus": "libopus", "m4a": "aac"}[spec.fmt]
-        fmt = {"m4a": "mp4", "opus": "ogg"}.get(spec.fmt, spec.fmt)
-        _run(
-            [
-                "ffmpeg",
-                "-loglevel",
-                "error",
-                "-y",
-                "-i",
-                str(raw),
-                "-ar",
-                str(spec.rate),
-                "-ac",
-                str(spec.channels),
-                "-c:a",
-                codec,
-                "-f",
-                fmt,
-                str(tmp),
-            ]
-        )
+        encode(raw, tmp, spec.fmt, rate=spec.rate, channels=spec.channels)
     tmp.rename(out)
     raw.unlink(missing_ok=True)
     return out

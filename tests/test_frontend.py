@@ -27,7 +27,7 @@ from qwen3_asr_triton.audio import (
 from qwen3_asr_triton.errors import InputError
 from tests.conftest import CACHE
 from tests.official_audio import official_waveform
-from tests.speech import require_tools
+from tests.speech import encode, require_tools
 
 RATES = (8000, 11025, 22050, 24000, 32000, 44100, 48000)
 FORMATS = ("wav16", "wav24", "wavfloat", "flac", "ogg", "mp3", "opus")
@@ -66,21 +66,7 @@ def matrix() -> dict[tuple[str, int, int], Path]:
                     )
                     _run("sox", str(speech), *bits, "-r", str(rate), str(tmp), *remix)
                 else:
-                    source = out[("wav16", rate, channels)]
-                    codec = {"ogg": "libvorbis", "mp3": "libmp3lame", "opus": "libopus"}[fmt]
-                    _run(
-                        "ffmpeg",
-                        "-loglevel",
-                        "error",
-                        "-y",
-                        "-i",
-                        str(source),
-                        "-c:a",
-                        codec,
-                        "-f",
-                        "ogg" if fmt == "opus" else fmt,
-                        str(tmp),
-                    )
+                    encode(out[("wav16", rate, channels)], tmp, fmt)
                 tmp.rename(path)
     return out
 
