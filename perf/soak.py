@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import threading
 import time
@@ -75,6 +76,19 @@ class Minute:
 
 
 def build(size: str, concurrency: int, log_dir: Path) -> Path:
+    """The cached fp32 repository of ``size``, built in a child process (the export's memory, 4 GB at 0.6B
+    dimensions, would otherwise stay with the load generator for the whole soak)."""
+    flags = ["--build-only", "--size", size, "--concurrency", str(concurrency), "--log-dir", str(log_dir)]
+    done = subprocess.run(
+        [sys.executable, __file__, *flags],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def build_here(size: str, concurrency: int, log_dir: Path) -> Path:
     from tests.conftest import cached_checkpoint
 
     system = TritonSystem(SystemConfig(cached_checkpoint("asr", size=size), size, "fp32", concurrency, log_dir))
@@ -132,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default perf/results/soak-SIZE)")
+    parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--log-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.build_only:
+        print(build_here(args.size, args.concurrency, args.log_dir))
+        return 0
     if args.minutes <= 0 or args.concurrency < 1:
         parser.error("--minutes must be positive and --concurrency at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
