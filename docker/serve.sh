@@ -48,7 +48,7 @@ case "$TARGET" in
     # transformers and tokenizers pins) stay untouched for everything else.
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
     # A container restarted in the same pod keeps /dev/shm: free what the killed server left there.
-    python3 -m qwen3_asr_triton.supervision clean-shm || true
+    python3 -m qwen3_asr_triton.supervision clean-shm --min-age 120 || true
     tritonserver \
       --model-repository="$MODEL_REPOSITORY" \
       --http-address="$HTTP_ADDRESS" --http-port="$HTTP_PORT" \

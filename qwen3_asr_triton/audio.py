@@ -87,6 +87,11 @@ def _check_duration(num_samples: int, sample_rate: int, limits: AudioLimits) -> 
         )
 
 
+def check_sample_rate(sample_rate: int, what: str = "SAMPLE_RATE") -> None:
+    """Refuse a rate outside [MIN_INPUT_SAMPLE_RATE, MAX_INPUT_SAMPLE_RATE] with :class:`InputError`."""
+    _check_rate(sample_rate, what)
+
+
 def _check_rate(sample_rate: int, what: str) -> None:
     if not MIN_INPUT_SAMPLE_RATE <= sample_rate <= MAX_INPUT_SAMPLE_RATE:
         raise InputError(
@@ -256,6 +261,8 @@ def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[
     if samples.size == 0:
         raise InputError("AUDIO decoded to zero samples")
     _check_duration(samples.size, rate, limits)
+    if not np.all(np.isfinite(samples)):  # a float WAV can hold them
+        raise InputError("AUDIO contains NaN or infinite samples")
     return samples, rate
 
 
@@ -302,6 +309,7 @@ class StreamResampler:
     """
 
     def __init__(self, orig_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> None:
+        check_sample_rate(int(orig_rate))  # the stream's START: refused here, before any audio arrives
         self.orig_rate = int(orig_rate)
         self.target_rate = int(target_rate)
         self.samples_in = 0

@@ -8,9 +8,11 @@ as one of them, or the server itself, is gone; the script then restarts the serv
 non-zero so that its supervisor (Docker, Kubernetes) restarts it.
 
     python -m qwen3_asr_triton.supervision watch --pid SERVER_PID [--interval 1.0]
-    python -m qwen3_asr_triton.supervision clean-shm
+    python -m qwen3_asr_triton.supervision regions --pgid SERVER_PID > FILE
+    python -m qwen3_asr_triton.supervision clean-shm [--names-file FILE] [--min-age SECONDS]
 
-``clean-shm`` deletes the shared-memory regions that a killed server left in /dev/shm.
+``clean-shm`` deletes the shared-memory regions that a killed server left in /dev/shm: those listed
+by ``regions`` while it ran, or (at start-up) every unused one older than ``--min-age``.
 
 Exit status: 3 a python worker died, 4 the server exited. The policy (:class:`WorkerWatch`) is
 pure; :func:`python_workers` reads ``/proc``.
@@ -72,29 +74,69 @@ def server_running(pid: int, proc: Path = Path("/proc")) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _region_names(text: str) -> set[str]:
+    return {word.rsplit("/", 1)[-1] for word in text.split() if word.rsplit("/", 1)[-1].startswith(SHM_PREFIX)}
+
+
+def _process_regions(entry: Path) -> set[str]:
+    """Region names a process maps or was started with (empty when it is gone)."""
+    try:
+        text = (entry / "maps").read_text(errors="replace")
+        text += " " + (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return set()
+    return _region_names(text)
+
+
 def regions_in_use(proc: Path = Path("/proc")) -> set[str]:
     """Names of the python-backend shared-memory regions that a live process maps or was started with."""
     used: set[str] = set()
     for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "maps").read_text(errors="replace")
-            text += (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        for word in text.split():
-            name = word.rsplit("/", 1)[-1]
-            if name.startswith(SHM_PREFIX):
-                used.add(name)
+        if entry.name.isdigit():
+            used |= _process_regions(entry)
     return used
 
 
-def clean_stale_regions(shm: Path = Path("/dev/shm"), proc: Path = Path("/proc")) -> list[str]:
-    """Delete the python-backend regions no live process uses (left by killed servers); returns their names."""
-    stale = sorted(p.name for p in shm.glob(f"{SHM_PREFIX}*") if p.name not in regions_in_use(proc))
-    for name in stale:
-        (shm / name).unlink(missing_ok=True)
+def group_regions(pgid: int, proc: Path = Path("/proc")) -> set[str]:
+    """Regions of the processes in group ``pgid`` (a server started by setsid and its python workers)."""
+    names: set[str] = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) != pgid:
+                continue
+        except (OSError, ValueError, IndexError):
+            continue
+        names |= _process_regions(entry)
+    return names
+
+
+def clean_stale_regions(
+    shm: Path = Path("/dev/shm"),
+    proc: Path = Path("/proc"),
+    names: set[str] | None = None,
+    min_age_s: float = 0.0,
+) -> list[str]:
+    """Delete python-backend regions that no live process uses; returns their names.
+
+    ``names`` limits the candidates (the regions of a server that was just killed); without it every
+    region is a candidate once older than ``min_age_s``, so that a server starting at the same moment,
+    whose new region is not mapped yet, keeps it.
+    """
+    in_use = regions_in_use(proc)
+    now = time.time()
+    stale = []
+    for path in sorted(shm.glob(f"{SHM_PREFIX}*")):
+        if path.name in in_use or (names is not None and path.name not in names):
+            continue
+        try:
+            if now - path.stat().st_mtime < min_age_s:
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        stale.append(path.name)
     return stale
 
 
@@ -137,11 +179,21 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("watch", help="return when tritonserver PID or one of its python workers is gone")
     run.add_argument("--pid", type=int, required=True, help="tritonserver's process id")
     run.add_argument("--interval", type=float, default=1.0, help="seconds between checks (default 1)")
-    sub.add_parser("clean-shm", help="delete python-backend shared-memory regions that no live process uses")
+    regions = sub.add_parser("regions", help="print the shared-memory regions of process group PGID, one a line")
+    regions.add_argument("--pgid", type=int, required=True)
+    clean = sub.add_parser("clean-shm", help="delete python-backend shared-memory regions that no live process uses")
+    clean.add_argument("--names-file", type=Path, help="only these regions (as printed by `regions`)")
+    clean.add_argument("--min-age", type=float, default=0.0, help="only regions older than this many seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog: %(message)s", stream=sys.stderr)
+    if args.command == "regions":
+        print("\n".join(sorted(group_regions(args.pgid))))
+        return 0
     if args.command == "clean-shm":
-        stale = clean_stale_regions()
+        names = None
+        if args.names_file is not None:
+            names = set(args.names_file.read_text().split()) if args.names_file.is_file() else set()
+        stale = clean_stale_regions(names=names, min_age_s=args.min_age)
         if stale:
             logger.info("removed %d shared-memory region(s) left by a killed server", len(stale))
         return 0

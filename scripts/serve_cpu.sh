@@ -76,6 +76,7 @@ export LD_LIBRARY_PATH="$PY_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # ---- stage 3: start in its own process group, wait until ready, watch, restart ---------
 SERVER_PID=""
 WATCH_PID=""
+REGIONS_FILE="$(mktemp -t qwen3-asr-shm-regions.XXXXXX)"
 
 start_server() {
   setsid "$TRITON_HOME/bin/tritonserver" \
@@ -99,6 +100,8 @@ stop_server() {  # stop_server [GRACE_SECONDS]: SIGTERM, up to GRACE s for in-fl
   if [[ -n "$WATCH_PID" ]]; then kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; fi
   WATCH_PID=""
   [[ -n "$SERVER_PID" ]] || return 0
+  # The shared memory of the server's group, to free once it is dead (killed processes leave it behind).
+  "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" > "$REGIONS_FILE" 2>/dev/null || true
   if kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 1 "$grace"); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 1; done
@@ -107,12 +110,12 @@ stop_server() {  # stop_server [GRACE_SECONDS]: SIGTERM, up to GRACE s for in-fl
   kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=""
-  # A killed server leaves its python workers' shared memory in /dev/shm: free it.
-  "$PY" -m qwen3_asr_triton.supervision clean-shm || true
+  "$PY" -m qwen3_asr_triton.supervision clean-shm --names-file "$REGIONS_FILE" || true
+  rm -f "$REGIONS_FILE"
 }
-trap 'trap - TERM INT EXIT; stop_server; exit 143' TERM
-trap 'trap - TERM INT EXIT; stop_server; exit 130' INT
-trap 'stop_server' EXIT
+trap 'trap - TERM INT EXIT; stop_server; rm -f "$REGIONS_FILE"; exit 143' TERM
+trap 'trap - TERM INT EXIT; stop_server; rm -f "$REGIONS_FILE"; exit 130' INT
+trap 'stop_server; rm -f "$REGIONS_FILE"' EXIT
 
 wait_ready() {
   "$PY" - "$HTTP_ADDRESS" "$HTTP_PORT" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
@@ -139,8 +142,9 @@ EOF
 }
 
 restarts=0
-# Regions a killed server left behind (a container restarted in the same pod keeps its /dev/shm).
-"$PY" -m qwen3_asr_triton.supervision clean-shm || true
+# Regions a killed server left behind (a container restarted in the same pod keeps its /dev/shm); the
+# age keeps the new regions of another server starting on the same machine at this moment.
+"$PY" -m qwen3_asr_triton.supervision clean-shm --min-age 120 || true
 while true; do
   start_server
   wait_ready

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3_asr_triton.supervision import SHM_PREFIX, python_workers, regions_in_use
+from qwen3_asr_triton.supervision import group_regions, python_workers
 from tests.conftest import start_server, stop_server
 from tests.triton_requests import transcribe
 
@@ -67,6 +67,8 @@ def test_the_deployment_answers_again_after_a_kill(own_server, clips, victim):
     else:
         pid = next(p for p, name in python_workers(server_pid).items() if name.startswith(f"{victim}_"))
     restarts = own_server.log_path.read_text().count("serve_cpu.sh: restarting Triton")
+    regions = group_regions(server_pid)
+    assert regions, "the server's python workers have shared-memory regions"
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     # The watchdog notices (a second preprocess instance may still answer meanwhile), then the restart.
@@ -76,8 +78,7 @@ def test_the_deployment_answers_again_after_a_kill(own_server, clips, victim):
     noticed = time.monotonic() - killed_at
     seconds = _answer_after(own_server, data, expected, killed_at)
     assert _tritonserver_pid(own_server) != server_pid
-    shm = Path("/dev/shm")
-    left = [p.name for p in shm.glob(f"{SHM_PREFIX}*") if p.name not in regions_in_use()]
+    left = [name for name in regions if (Path("/dev/shm") / name).exists()]
     assert not left, f"the killed server's shared memory was not freed: {left[:3]}"
     print(f"SIGKILL of {victim}: restart began after {noticed:.1f} s, correct answers again after {seconds:.1f} s")
 

@@ -10,15 +10,19 @@ from qwen3_asr_triton.supervision import (
     SHM_PREFIX,
     WorkerWatch,
     clean_stale_regions,
+    group_regions,
     python_workers,
     server_running,
 )
 
 
-def _process(proc: Path, pid: int, ppid: int, argv: list[str], state: str = "S", comm: str = "x") -> None:
+def _process(
+    proc: Path, pid: int, ppid: int, argv: list[str], state: str = "S", comm: str = "x", pgid: int | None = None
+) -> None:
     folder = proc / str(pid)
     folder.mkdir(parents=True)
-    (folder / "stat").write_text(f"{pid} ({comm}) {state} {ppid} {pid} {pid} 0 -1 4194560 0 0\n")
+    group = pid if pgid is None else pgid
+    (folder / "stat").write_text(f"{pid} ({comm}) {state} {ppid} {group} {group} 0 -1 4194560 0 0\n")
     (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
 
 
@@ -58,11 +62,17 @@ def test_only_regions_no_live_process_uses_are_deleted(tmp_path):
     (shm / "someone_elses_file").write_bytes(b"x")
     _process(proc, 100, 1, ["tritonserver"])
     (proc / "100" / "maps").write_text(f"7f00-7f10 rw-s 00000000 00:1a 5 /dev/shm/{SHM_PREFIX}mapped\n")
-    _process(proc, 101, 100, _stub("decoder_0_0"))
+    _process(proc, 101, 100, _stub("decoder_0_0"), pgid=100)
     stub_argv = _stub("decoder_0_0")
     stub_argv[2] = f"{SHM_PREFIX}argument"
     (proc / "101" / "cmdline").write_bytes(b"\0".join(a.encode() for a in stub_argv))
     (proc / "101" / "maps").write_text("")
-    assert clean_stale_regions(shm, proc) == [f"{SHM_PREFIX}stale1", f"{SHM_PREFIX}stale2"]
+    # Only the named ones (a killed server's), then only the old ones (a new server's are young).
+    assert clean_stale_regions(shm, proc, names={f"{SHM_PREFIX}stale1", f"{SHM_PREFIX}mapped"}) == [
+        f"{SHM_PREFIX}stale1"
+    ]
+    assert clean_stale_regions(shm, proc, min_age_s=3600) == []
+    assert clean_stale_regions(shm, proc) == [f"{SHM_PREFIX}stale2"]
     kept = sorted(p.name for p in shm.iterdir())
     assert kept == ["someone_elses_file", f"{SHM_PREFIX}argument", f"{SHM_PREFIX}mapped"]
+    assert group_regions(100, proc) == {f"{SHM_PREFIX}mapped", f"{SHM_PREFIX}argument"}
