@@ -100,8 +100,9 @@ stop_server() {  # stop_server [GRACE_SECONDS]: SIGTERM, up to GRACE s for in-fl
   if [[ -n "$WATCH_PID" ]]; then kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; fi
   WATCH_PID=""
   [[ -n "$SERVER_PID" ]] || return 0
-  # The shared memory of the server's group, to free once it is dead (killed processes leave it behind).
-  "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" > "$REGIONS_FILE" 2>/dev/null || true
+  # The shared memory of the server's group, to free once it is dead (killed processes leave it behind);
+  # added to what was listed at start-up, when a killed server's workers may already have exited.
+  "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" >> "$REGIONS_FILE" 2>/dev/null || true
   if kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 1 "$grace"); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 1; done
@@ -148,6 +149,7 @@ restarts=0
 while true; do
   start_server
   wait_ready
+  "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" > "$REGIONS_FILE" 2>/dev/null || true
   echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $HTTP_ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
   "$PY" -m qwen3_asr_triton.supervision watch --pid "$SERVER_PID" --interval "$WATCH_INTERVAL" &
   WATCH_PID=$!

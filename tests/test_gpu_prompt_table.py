@@ -41,8 +41,9 @@ class FakeBls:
         outer = self
 
         class InferenceRequest:
-            def __init__(self, model_name, inputs, requested_output_names):
+            def __init__(self, model_name, inputs, requested_output_names, request_id=""):
                 self.model = model_name
+                self.request_id = request_id
                 self.inputs = {t.name(): t.as_numpy() for t in inputs}
 
             async def async_exec(self, decoupled=False):

@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def own_server(model_repository, tmp_path_factory):
     """A server of our own: these tests kill its processes."""
-    server = start_server(model_repository, tmp_path_factory.mktemp("recovery") / "server.log", ("--max-restarts", "5"))
+    # Every test here restarts the server at least once: room for all of them.
+    log = tmp_path_factory.mktemp("recovery") / "server.log"
+    server = start_server(model_repository, log, ("--max-restarts", "20"))
     yield server
     stop_server(server)
 
