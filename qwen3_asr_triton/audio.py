@@ -89,10 +89,6 @@ def _check_duration(num_samples: int, sample_rate: int, limits: AudioLimits) -> 
 
 def check_sample_rate(sample_rate: int, what: str = "SAMPLE_RATE") -> None:
     """Refuse a rate outside [MIN_INPUT_SAMPLE_RATE, MAX_INPUT_SAMPLE_RATE] with :class:`InputError`."""
-    _check_rate(sample_rate, what)
-
-
-def _check_rate(sample_rate: int, what: str) -> None:
     if not MIN_INPUT_SAMPLE_RATE <= sample_rate <= MAX_INPUT_SAMPLE_RATE:
         raise InputError(
             f"{what} must be between {MIN_INPUT_SAMPLE_RATE} and {MAX_INPUT_SAMPLE_RATE} Hz, got {sample_rate}"
@@ -153,7 +149,7 @@ def _decode_libsndfile(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, in
         return None
     with sound:
         rate = int(sound.samplerate)
-        _check_rate(rate, "AUDIO's sample rate")
+        check_sample_rate(rate, "AUDIO's sample rate")
         try:
             if sound.frames < _UNKNOWN_FRAMES:
                 _check_duration(int(sound.frames), rate, limits)
@@ -217,7 +213,7 @@ def _decode_ffmpeg(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int]:
             rate = int(stream.rate or stream.codec_context.sample_rate or 0)
             if rate <= 0:
                 raise InputError("AUDIO has no valid sample rate")
-            _check_rate(rate, "AUDIO's sample rate")
+            check_sample_rate(rate, "AUDIO's sample rate")
             if stream.duration is not None and stream.time_base is not None:
                 _check_duration(int(float(stream.duration * stream.time_base) * rate), rate, limits)
             max_samples = limits.max_samples(rate) + 1
@@ -367,7 +363,7 @@ def check_waveform(waveform: np.ndarray, sample_rate: int, limits: AudioLimits |
     limits = limits or AudioLimits()
     if not isinstance(sample_rate, (int, np.integer)):
         raise InputError(f"SAMPLE_RATE must be an integer, got {type(sample_rate).__name__}")
-    _check_rate(int(sample_rate), "SAMPLE_RATE")
+    check_sample_rate(int(sample_rate), "SAMPLE_RATE")
     x = np.asarray(waveform)
     if x.ndim not in (1, 2):
         raise InputError(f"WAVEFORM must be 1-D (or [samples, channels]), got shape {list(np.shape(waveform))[:8]}")

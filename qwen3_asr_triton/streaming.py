@@ -91,7 +91,7 @@ class StreamState:
     key: object
     options: TranscribeOptions
     sample_rate: int
-    resampler: StreamResampler | None = None  # one filter over the whole stream (set in __post_init__)
+    resampler: StreamResampler = field(init=False)  # one filter over the whole stream (made in __post_init__)
     wave16k: list[np.ndarray] = field(default_factory=list)  # the resampler's output so far, in order
     chunks: int = 0
     latest_chunk: int = 0
@@ -103,8 +103,7 @@ class StreamState:
     reused_windows: int = 0
 
     def __post_init__(self) -> None:
-        if self.resampler is None:
-            self.resampler = StreamResampler(self.sample_rate)
+        self.resampler = StreamResampler(self.sample_rate)
 
     @property
     def raw_samples(self) -> int:
