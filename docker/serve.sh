@@ -70,7 +70,7 @@ case "$TARGET" in
       kill -0 "$server" 2>/dev/null || { wait "$server" || true; exit 1; }
       sleep 2
     done
-    python3 -m qwen3_asr_triton.supervision watch --pid "$server" &
+    python3 -m qwen3_asr_triton.supervision watch --pid "$server" --url "http://127.0.0.1:$HTTP_PORT" &
     watcher=$!
     trap 'kill "$watcher" "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; exit 143' TERM INT
     status=0

@@ -3,29 +3,33 @@
 Triton 2.51 never restarts a python-backend stub that died (killed, out of memory): the model
 then fails every request with "Stub process ... is not healthy" while the server and the model
 still report ready. This watchdog, started by ``scripts/serve_cpu.sh`` and ``docker/serve.sh``
-once the server is ready, notes the model instances whose stubs are running, and returns as soon
-as one of them, or the server itself, is gone; the script then restarts the server or exits
-non-zero so that its supervisor (Docker, Kubernetes) restarts it.
+once the server is ready, asks the server which python model instances it runs (the model
+configurations, not the processes it happens to see: a worker killed before the watchdog's first
+look is missed otherwise), and returns as soon as one of their stubs, or the server itself, is
+gone; the script then restarts the server or exits non-zero so that its supervisor (Docker,
+Kubernetes) restarts it.
 
-    python -m qwen3_asr_triton.supervision watch --pid SERVER_PID [--interval 1.0]
+    python -m qwen3_asr_triton.supervision watch --pid SERVER_PID --url http://127.0.0.1:8000 [--interval 1.0]
     python -m qwen3_asr_triton.supervision regions --pgid SERVER_PID > FILE
     python -m qwen3_asr_triton.supervision clean-shm [--names-file FILE] [--min-age SECONDS]
 
 ``clean-shm`` deletes the shared-memory regions that a killed server left in /dev/shm: those listed
 by ``regions`` while it ran, or (at start-up) every unused one older than ``--min-age``.
 
-Exit status: 3 a python worker died, 4 the server exited. The policy (:class:`WorkerWatch`) is
-pure; :func:`python_workers` reads ``/proc``.
+Exit status: 3 a python worker died, 4 the server exited, 5 the server never listed its models. The
+policy (:class:`WorkerWatch`, :func:`expected_workers`) is pure; :func:`python_workers` reads ``/proc``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
+import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +42,10 @@ STUB_BINARY = "triton_python_backend_stub"
 INSTANCE_ARG = 8
 EXIT_WORKER_DIED = 3
 EXIT_SERVER_EXITED = 4
+EXIT_NO_CONFIG = 5
+# How long the watchdog keeps asking a running server for its model configurations before it gives
+# up (the server answered ready just before, so a few seconds is already a fault).
+CONFIG_TIMEOUT_S = 60.0
 # Shared-memory regions of the python backend (one per model instance, in /dev/shm). A server or stub
 # killed with SIGKILL leaves its regions behind: tmpfs memory that nothing frees until reboot.
 SHM_PREFIX = "triton_python_backend_shm_region_"
@@ -48,21 +56,29 @@ def _parent_pid(stat: str) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def python_workers(server_pid: int, proc: Path = Path("/proc")) -> dict[int, str]:
-    """``pid -> model instance name`` of the python stubs that ``server_pid`` started."""
-    workers: dict[int, str] = {}
+def children(parent_pid: int, proc: Path = Path("/proc")) -> dict[int, list[str]]:
+    """``pid -> argv`` of the live processes whose parent is ``parent_pid`` (read from ``/proc``)."""
+    found: dict[int, list[str]] = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if _parent_pid((entry / "stat").read_text()) != server_pid:
+            if _parent_pid((entry / "stat").read_text()) != parent_pid:
                 continue
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             continue  # the process ended while we looked
-        if argv and argv[0].decode(errors="replace").endswith(STUB_BINARY) and len(argv) > INSTANCE_ARG:
-            workers[int(entry.name)] = argv[INSTANCE_ARG].decode(errors="replace")
-    return workers
+        found[int(entry.name)] = [arg.decode(errors="replace") for arg in argv]
+    return found
+
+
+def python_workers(server_pid: int, proc: Path = Path("/proc")) -> dict[int, str]:
+    """``pid -> model instance name`` of the python stubs that ``server_pid`` started."""
+    return {
+        pid: argv[INSTANCE_ARG]
+        for pid, argv in children(server_pid, proc).items()
+        if argv and argv[0].endswith(STUB_BINARY) and len(argv) > INSTANCE_ARG
+    }
 
 
 def server_running(pid: int, proc: Path = Path("/proc")) -> bool:
@@ -162,9 +178,49 @@ class WorkerWatch:
         return None
 
 
-def watch(pid: int, interval: float, proc: Path = Path("/proc")) -> tuple[int, str]:
+def expected_workers(configs: Iterable[Mapping]) -> frozenset[str]:
+    """Instance names (``decoder_0_0``) of the python-backend models in ``configs``.
+
+    ``configs`` are model configurations as Triton's ``GET /v2/models/<name>/config`` returns them:
+    Triton has filled in each instance group's name (``<model>_<group index>``), and a stub serves
+    instance ``<group name>_<k>`` for k below the group's count (times its GPUs for ``KIND_GPU``).
+    """
+    names: set[str] = set()
+    for config in configs:
+        if config.get("backend") != "python":
+            continue
+        for group in config.get("instance_group", []):
+            count = int(group.get("count", 1))
+            if group.get("kind") == "KIND_GPU":
+                count *= max(1, len(group.get("gpus", [])))
+            names.update(f"{group['name']}_{k}" for k in range(count))
+    return frozenset(names)
+
+
+def _get_json(url: str, data: bytes | None = None) -> object:
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=5) as resp:
+        return json.load(resp)
+
+
+def server_configs(url: str) -> list[dict]:
+    """Configurations of the models a server at ``url`` (``http://host:port``) has loaded."""
+    index = _get_json(f"{url}/v2/repository/index", data=b"{}")
+    return [_get_json(f"{url}/v2/models/{entry['name']}/config") for entry in index if entry.get("state") == "READY"]
+
+
+def watch(pid: int, url: str, interval: float, proc: Path = Path("/proc")) -> tuple[int, str]:
     """Poll every ``interval`` seconds until :meth:`WorkerWatch.check` finds a failure; returns it."""
-    policy = WorkerWatch(frozenset(python_workers(pid, proc).values()))
+    deadline = time.monotonic() + CONFIG_TIMEOUT_S
+    while True:
+        if not server_running(pid, proc):
+            return EXIT_SERVER_EXITED, "tritonserver exited"
+        try:
+            policy = WorkerWatch(expected_workers(server_configs(url)))
+            break
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if time.monotonic() > deadline:
+                return EXIT_NO_CONFIG, f"the server did not list its models at {url}: {exc}"
+            time.sleep(interval)
     logger.info("watching %d python workers of tritonserver %d", len(policy.expected), pid)
     while True:
         verdict = policy.check(server_running(pid, proc), python_workers(pid, proc).values())
@@ -178,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("watch", help="return when tritonserver PID or one of its python workers is gone")
     run.add_argument("--pid", type=int, required=True, help="tritonserver's process id")
+    run.add_argument("--url", required=True, help="the server's HTTP endpoint, e.g. http://127.0.0.1:8000")
     run.add_argument("--interval", type=float, default=1.0, help="seconds between checks (default 1)")
     regions = sub.add_parser("regions", help="print the shared-memory regions of process group PGID, one a line")
     regions.add_argument("--pgid", type=int, required=True)
@@ -202,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if not server_running(args.pid):
         logger.error("no running process %d", args.pid)
         return EXIT_SERVER_EXITED
-    status, reason = watch(args.pid, args.interval)
+    status, reason = watch(args.pid, args.url, args.interval)
     logger.error("%s", reason)
     return status
 

@@ -52,6 +52,14 @@ done
 [[ -d "$MODEL_REPOSITORY" ]] || { echo "serve_cpu.sh: $MODEL_REPOSITORY is not a directory" >&2; exit 2; }
 MODEL_REPOSITORY="$(cd "$MODEL_REPOSITORY" && pwd)"
 HTTP_ADDRESS="${HTTP_ADDRESS:-$ADDRESS}"
+# Where this script itself reaches the HTTP endpoint (readiness, the watchdog's model list); a
+# wildcard address is reached on loopback.
+case "$HTTP_ADDRESS" in
+  0.0.0.0) HTTP_URL="http://127.0.0.1:$HTTP_PORT" ;;
+  ::) HTTP_URL="http://[::1]:$HTTP_PORT" ;;
+  *:*) HTTP_URL="http://[$HTTP_ADDRESS]:$HTTP_PORT" ;;
+  *) HTTP_URL="http://$HTTP_ADDRESS:$HTTP_PORT" ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -119,12 +127,10 @@ trap 'trap - TERM INT EXIT; stop_server; rm -f "$REGIONS_FILE"; exit 130' INT
 trap 'stop_server; rm -f "$REGIONS_FILE"' EXIT
 
 wait_ready() {
-  "$PY" - "$HTTP_ADDRESS" "$HTTP_PORT" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
+  "$PY" - "$HTTP_URL" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
 import os, sys, time, urllib.request
 
-address, port, timeout, pid = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-host = f"[{address}]" if ":" in address else address
-url = f"http://{host}:{port}/v2/health/ready"
+url, timeout, pid = f"{sys.argv[1]}/v2/health/ready", float(sys.argv[2]), int(sys.argv[3])
 deadline = time.monotonic() + timeout
 while time.monotonic() < deadline:
     try:
@@ -151,7 +157,7 @@ while true; do
   wait_ready
   "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" > "$REGIONS_FILE" 2>/dev/null || true
   echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $HTTP_ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
-  "$PY" -m qwen3_asr_triton.supervision watch --pid "$SERVER_PID" --interval "$WATCH_INTERVAL" &
+  "$PY" -m qwen3_asr_triton.supervision watch --pid "$SERVER_PID" --url "$HTTP_URL" --interval "$WATCH_INTERVAL" &
   WATCH_PID=$!
   status=0
   wait "$WATCH_PID" || status=$?

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3_asr_triton.supervision import group_regions, python_workers
+from qwen3_asr_triton.supervision import children, group_regions, python_workers
 from tests.conftest import start_server, stop_server
 from tests.triton_requests import transcribe
 
@@ -33,14 +33,10 @@ def own_server(model_repository, tmp_path_factory):
 
 
 def _tritonserver_pid(server) -> int:
-    import subprocess
-
-    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True).stdout
-    script = server.process.pid
-    for line in out.splitlines()[1:]:
-        pid, ppid, args = line.split(None, 2)
-        if int(ppid) == script and "tritonserver" in args:
-            return int(pid)
+    # From /proc, not ps: ps cuts the command line at $COLUMNS where that is set.
+    for pid, argv in children(server.process.pid).items():
+        if argv and Path(argv[0]).name == "tritonserver":
+            return pid
     raise AssertionError("no tritonserver under serve_cpu.sh")
 
 

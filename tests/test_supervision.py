@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 from qwen3_asr_triton.supervision import (
     EXIT_SERVER_EXITED,
@@ -10,9 +15,11 @@ from qwen3_asr_triton.supervision import (
     SHM_PREFIX,
     WorkerWatch,
     clean_stale_regions,
+    expected_workers,
     group_regions,
     python_workers,
     server_running,
+    watch,
 )
 
 
@@ -76,3 +83,69 @@ def test_only_regions_no_live_process_uses_are_deleted(tmp_path):
     kept = sorted(p.name for p in shm.iterdir())
     assert kept == ["someone_elses_file", f"{SHM_PREFIX}argument", f"{SHM_PREFIX}mapped"]
     assert group_regions(100, proc) == {f"{SHM_PREFIX}mapped", f"{SHM_PREFIX}argument"}
+
+
+# Model configurations as Triton 2.51 returns them (instance group names filled in by the server).
+_CONFIGS = {
+    "decoder": {"backend": "python", "instance_group": [{"name": "decoder_0", "kind": "KIND_CPU", "count": 1}]},
+    "preprocess": {
+        "backend": "python",
+        "instance_group": [
+            {"name": "preprocess_0", "kind": "KIND_CPU", "count": 2},
+            {"name": "preprocess_1", "kind": "KIND_GPU", "count": 1, "gpus": [0, 1]},
+        ],
+    },
+    "encoder": {"backend": "tensorrt", "instance_group": [{"name": "encoder_0", "kind": "KIND_GPU", "count": 1}]},
+}
+
+
+def test_expected_workers_come_from_the_python_models_configurations():
+    assert expected_workers(_CONFIGS.values()) == {
+        "decoder_0_0",
+        "preprocess_0_0",
+        "preprocess_0_1",
+        "preprocess_1_0",
+        "preprocess_1_1",
+    }
+
+
+@pytest.fixture
+def fake_triton():
+    """An HTTP server answering Triton's repository index and model-config requests."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            assert self.path == "/v2/repository/index"
+            self._send([{"name": name, "version": "1", "state": "READY"} for name in _CONFIGS])
+
+        def do_GET(self):
+            self._send(_CONFIGS[self.path.split("/")[3]])
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def test_a_worker_killed_before_the_watchdog_looked_is_found(tmp_path, fake_triton):
+    # The expected workers come from the server's configurations, not from the processes the
+    # watchdog happens to see when it starts: preprocess_0_1 is already gone then.
+    proc = tmp_path / "proc"
+    _process(proc, 100, 1, ["tritonserver"], comm="tritonserver")
+    for pid, instance in enumerate(["decoder_0_0", "preprocess_0_0", "preprocess_1_0", "preprocess_1_1"], 101):
+        _process(proc, pid, 100, _stub(instance))
+    status, reason = watch(100, fake_triton, interval=0.01, proc=proc)
+    assert status == EXIT_WORKER_DIED and reason == "python worker(s) preprocess_0_1 died"
