@@ -11,7 +11,7 @@ runs: the time and memory Triton's gRPC front end spends on such a request whate
 
     python perf/fault_memory.py --model-repository DIR [--out perf/results/fault-memory]
 
-Needs the perf extra (psutil): ``EXTRAS=export,serve,test,perf ./scripts/setup_env.sh``.
+Needs the perf extra (psutil): ``EXTRAS=export,serve,gateway,test,perf ./scripts/setup_env.sh``.
 """
 
 from __future__ import annotations

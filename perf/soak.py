@@ -8,7 +8,7 @@ alone: that answer is the expected one, and every answer under load is compared 
 token (the decoder is exact in fp32 whatever the batch). Each minute records the requests, errors,
 wrong answers, p50/p95 latency and the server tree's memory (RSS and PSS); the report says whether
 memory stayed flat after warm-up (the last minute's PSS within ``FLAT_TOLERANCE`` of the second's).
-Needs the perf extra (psutil): ``EXTRAS=export,serve,test,perf ./scripts/setup_env.sh``.
+Needs the perf extra (psutil): ``EXTRAS=export,serve,gateway,test,perf ./scripts/setup_env.sh``.
 """
 
 from __future__ import annotations

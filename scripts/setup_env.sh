@@ -4,13 +4,13 @@
 # Idempotent: does nothing when .venv already matches pyproject.toml.
 # Knobs (environment):
 #   PYTHON        interpreter to build the venv from (default: python3; 3.10-3.12)
-#   EXTRAS        pip extras to install (default: export,serve,test)
+#   EXTRAS        pip extras to install (default: export,serve,gateway,test)
 #   INSTALL_SYSTEM_PACKAGES=1  also apt-get the tools the tests use (espeak-ng, sox, ffmpeg, openssl, ps, ss)
 #                              when one is missing
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${EXTRAS:-export,serve,test}"
+EXTRAS="${EXTRAS:-export,serve,gateway,test}"
 INSTALL_SYSTEM_PACKAGES="${INSTALL_SYSTEM_PACKAGES:-0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -5,7 +5,7 @@
 #   scripts/test.sh [pytest args...]
 #
 # The one command a new machine needs: it creates .venv (scripts/setup_env.sh, extras
-# export,serve,test), installs the deployment linters into it (scripts/install_lint_tools.sh)
+# export,serve,gateway,test), installs the deployment linters into it (scripts/install_lint_tools.sh)
 # and, as root, apt-gets the system tools the tests use (espeak-ng, sox, ffmpeg, openssl, ps, ss).
 # Re-runs skip what is already there. Generated checkpoints, ONNX graphs, audio and model
 # repositories are cached under .cache/ (git-ignored).
