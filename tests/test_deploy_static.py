@@ -231,6 +231,10 @@ def test_selectors_and_ports_line_up(overlay):
     ingress_ports = {p["port"] for rule in docs["NetworkPolicy"]["spec"]["ingress"] for p in rule["ports"]}
     assert ingress_ports == {"grpc", "metrics"}
     assert all(p["port"] != 8000 for p in docs["Service"]["spec"]["ports"])
+    # Clients are pods labelled qwen3-asr/client=true, whatever else they carry (kustomize must not add the
+    # server's own labels to this selector).
+    clients = docs["NetworkPolicy"]["spec"]["ingress"][0]["from"]
+    assert clients == [{"podSelector": {"matchLabels": {"qwen3-asr/client": "true"}}}]
     assert docs["NetworkPolicy"]["spec"]["egress"] == []
     assert docs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
 
