@@ -11,7 +11,15 @@
 # server, so only gRPC (and metrics) face the network; health checks use gRPC health checking.
 # Knobs: MODEL_REPOSITORY (/models), QWEN3_ASR_TARGET (set by the image), TRITON_HTTP_PORT (8000),
 # TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002), TRITON_LOG_VERBOSE (0),
-# TRITON_SHM_BYTES (python backend shared memory, default 64 MiB), QWEN3_ASR_SITE (gpu: python models' packages).
+# TRITON_SHM_BYTES (python backend shared memory, default 64 MiB), QWEN3_ASR_SITE (gpu: python models' packages),
+# QWEN3_ASR_GATEWAY_SITE (gpu: the gateway's packages).
+#
+#   docker/serve.sh COMMAND [ARG...]
+#
+# With arguments, runs COMMAND in the image's Python environment instead of Triton: this is how compose and
+# Kubernetes start the OpenAI-compatible gateway from the server image
+# (`qwen3-asr serve-openai --triton-url HOST:8001 --host 0.0.0.0 --port 8080`). cpu: the project's .venv;
+# gpu: the gateway's packages, then the project's site (the image's own packages stay as they are).
 set -euo pipefail
 
 MODEL_REPOSITORY="${MODEL_REPOSITORY:-/models}"
@@ -25,7 +33,24 @@ METRICS_PORT="${TRITON_METRICS_PORT:-8002}"
 LOG_VERBOSE="${TRITON_LOG_VERBOSE:-0}"
 SHM_BYTES="${TRITON_SHM_BYTES:-$((64 * 1024 * 1024))}"
 SITE="${QWEN3_ASR_SITE:-/opt/qwen3-asr/site}"
+GATEWAY_SITE="${QWEN3_ASR_GATEWAY_SITE:-/opt/qwen3-asr/gateway}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# ---- a command instead of Triton (the gateway container) -----------------------------------------
+if (($#)); then
+  case "$TARGET" in
+    cpu) export PATH="$ROOT/.venv/bin:$PATH" ;;
+    gpu)
+      export PYTHONPATH="$GATEWAY_SITE:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+      export PATH="$SITE/bin:$PATH"
+      ;;
+    *)
+      echo "serve.sh: QWEN3_ASR_TARGET must be cpu or gpu, got $TARGET" >&2
+      exit 2
+      ;;
+  esac
+  exec "$@"
+fi
 
 # ---- stage 1: the repository must be a finished build for this image's target ----------------
 built="$(python3 "$ROOT/docker/build_target.py" "$MODEL_REPOSITORY/build_info.json")"

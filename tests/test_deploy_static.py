@@ -185,7 +185,10 @@ def test_deployment_shape(overlay):
     target, _, docs = overlay
     deployment = docs["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
-    (triton,) = pod["containers"]
+    # Triton and the OpenAI-compatible gateway (checked in tests/test_deploy_gateway_static.py).
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert list(containers) == ["triton", "gateway"]
+    triton = containers["triton"]
     (init,) = pod["initContainers"]
     # Triton's HTTP port (crashable by one JSON body in 2.51) is not served: gRPC and metrics only,
     # probes through gRPC health checking.
@@ -225,11 +228,12 @@ def test_selectors_and_ports_line_up(overlay):
         ("PodMonitor", docs["PodMonitor"]["spec"]["selector"]["matchLabels"]),
     ):
         assert selector and selector.items() <= labels.items(), kind
-    container_ports = {p["name"] for p in docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    containers = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    container_ports = {p["name"] for c in containers for p in c["ports"]}
     assert {p["targetPort"] for p in docs["Service"]["spec"]["ports"]} <= container_ports
-    assert {e["port"] for e in docs["PodMonitor"]["spec"]["podMetricsEndpoints"]} == {"metrics"}
+    assert {e["port"] for e in docs["PodMonitor"]["spec"]["podMetricsEndpoints"]} == {"metrics", "openai"}
     ingress_ports = {p["port"] for rule in docs["NetworkPolicy"]["spec"]["ingress"] for p in rule["ports"]}
-    assert ingress_ports == {"grpc", "metrics"}
+    assert ingress_ports == {"grpc", "metrics", "openai"}
     assert all(p["port"] != 8000 for p in docs["Service"]["spec"]["ports"])
     # Clients are pods labelled qwen3-asr/client=true, whatever else they carry (kustomize must not add the
     # server's own labels to this selector).
@@ -274,7 +278,7 @@ def test_prebuilt_repository_component_renders(tmp_path):
 def test_compose_services_are_hardened_and_local():
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"build-gpu", "triton-gpu", "build-cpu", "triton-cpu"}
+    assert set(services) == {f"{role}-{target}" for role in ("build", "triton", "gateway") for target in ("gpu", "cpu")}
     for name, service in services.items():
         assert service["read_only"] is True and service["user"] == "10001:10001", name
         assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"], name
@@ -282,7 +286,7 @@ def test_compose_services_are_hardened_and_local():
         target = name.split("-")[1]
         assert service["profiles"] == [target] and f"triton-{target}" in service["image"], name
         has_gpu = "deploy" in service
-        assert has_gpu == (target == "gpu"), name
+        assert has_gpu == (target == "gpu" and not name.startswith("gateway-")), name
     for target in ("gpu", "cpu"):
         server = services[f"triton-{target}"]
         assert all(port.startswith("127.0.0.1:") for port in server["ports"])
