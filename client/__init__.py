@@ -39,6 +39,7 @@ from .types import (
     ServerHealth,
     StreamStats,
     TensorSpec,
+    TextDelta,
     Transcription,
     Word,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "StreamStats",
     "SubtitleLimits",
     "TensorSpec",
+    "TextDelta",
     "TlsOptions",
     "TranscribeOptions",
     "Transcription",

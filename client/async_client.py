@@ -15,20 +15,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from .async_stream import AsyncTranscriptionStream
 from .connection import channel_kwargs, describe, infer_call
+from .errors import DeadlineExceededError, MalformedResponseError, from_status, from_stream_error
 from .options import ClientOptions, StreamOptions, TranscribeOptions
 from .retry import CallBudget
 from .stream_source import StreamInput, StreamSource
-from .types import ModelMetadata, ModelState, ServerHealth, Transcription
-from .wire import AudioInput, parse_model_metadata, parse_repository_index, parse_result
+from .types import ModelMetadata, ModelState, ServerHealth, TextDelta, Transcription
+from .wire import (
+    DELTA_OUTPUTS,
+    AudioInput,
+    parse_delta,
+    parse_model_metadata,
+    parse_repository_index,
+    parse_result,
+    requested_outputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +95,76 @@ class AsyncQwen3ASRClient:
         logger.debug("infer %s request %s", self.options.model, request_id)
         result = await self._call(f"infer {self.options.model}", self._client.infer, *args, **kwargs)
         return parse_result(result, request_id)
+
+    async def transcribe_stream(
+        self,
+        audio: AudioInput,
+        options: TranscribeOptions | None = None,
+        *,
+        sample_rate: int | None = None,
+    ) -> AsyncIterator[TextDelta | Transcription]:
+        """Recognise one audio input, receiving the transcript as the decoder generates it.
+
+        Yields :class:`TextDelta` pieces while the server decodes, then one :class:`Transcription`,
+        the same as :meth:`transcribe` gives. The request goes to ``ClientOptions.deltas_model`` over
+        a gRPC stream; leaving the loop early (or cancelling the task) cancels it on the server.
+        ``ClientOptions.timeout`` bounds the whole call; there are no retries (text already
+        yielded cannot be taken back).
+
+        >>> async for event in client.transcribe_stream("call.wav"):  # doctest: +SKIP
+        ...     print(event.text, end="" if isinstance(event, TextDelta) else "\n")
+
+        Raises
+        ------
+        Qwen3ASRError
+            As :meth:`transcribe`: InvalidRequestError, ServerUnavailableError, DeadlineExceededError.
+        """
+        if isinstance(audio, (str, os.PathLike)):
+            audio = await asyncio.to_thread(Path(audio).read_bytes)
+        request_id, (_, inputs), kwargs = infer_call(self.options, audio, options, sample_rate)
+        context = describe(self.options, f"infer {self.options.deltas_model}")
+        finished = asyncio.Event()
+
+        async def requests() -> AsyncIterator[dict]:
+            yield {
+                "model_name": self.options.deltas_model,
+                "inputs": inputs,
+                "outputs": requested_outputs(DELTA_OUTPUTS),
+                "model_version": kwargs["model_version"],
+                "request_id": request_id,
+            }
+            await finished.wait()  # keep the stream open until the last response
+
+        loop = asyncio.get_running_loop()
+        deadline = None if self.options.timeout is None else loop.time() + self.options.timeout
+        try:
+            responses = self._client.stream_infer(requests(), headers=self.options.header_dict or None)
+        except InferenceServerException as exc:
+            raise from_stream_error(exc, context) from exc
+        stream = responses.__aiter__()
+        try:
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    result, error = await asyncio.wait_for(stream.__anext__(), wait)
+                except asyncio.TimeoutError:
+                    raise DeadlineExceededError(f"no answer within {self.options.timeout:g} s ({context})") from None
+                except StopAsyncIteration:
+                    raise MalformedResponseError(f"the stream ended without a final response ({context})") from None
+                except grpc.RpcError as exc:
+                    code = exc.code() if callable(getattr(exc, "code", None)) else None
+                    details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+                    raise from_status(code.name if code else None, details or str(exc), context) from exc
+                if error is not None:
+                    raise from_stream_error(error, context)
+                delta = parse_delta(result, request_id)
+                if delta is None:
+                    yield parse_result(result, request_id)
+                    return
+                yield delta
+        finally:
+            finished.set()
+            responses.cancel()
 
     def stream(
         self,

@@ -19,6 +19,8 @@ from qwen3_asr_triton.languages import normalize_language
 DEFAULT_MODEL = "qwen3_asr"
 # Its streaming sibling (model_repository/qwen3_asr_streaming).
 DEFAULT_STREAM_MODEL = "qwen3_asr_streaming"
+# The entry model that also sends the transcript as it is generated (transcribe_stream of the clients).
+DEFAULT_DELTAS_MODEL = "qwen3_asr_deltas"
 # Triton's default gRPC port.
 DEFAULT_URL = "127.0.0.1:8001"
 # Deadline of one call, retries included. An hour of audio takes well under a
@@ -208,6 +210,8 @@ class ClientOptions:
         stored as sorted, lower-cased ``(key, value)`` pairs.
     stream_model : str
         Model that serves streaming recognition (``stream()`` of the clients).
+    deltas_model : str
+        Model that sends a transcript as it is generated (``transcribe_stream()`` of the asyncio client).
     """
 
     url: str = DEFAULT_URL
@@ -218,11 +222,12 @@ class ClientOptions:
     tls: TlsOptions | None = None
     headers: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
     stream_model: str = DEFAULT_STREAM_MODEL
+    deltas_model: str = DEFAULT_DELTAS_MODEL
 
     def __post_init__(self) -> None:
         parse_url(self.url)
         object.__setattr__(self, "url", self.url.strip())
-        for name in ("model", "stream_model"):
+        for name in ("model", "stream_model", "deltas_model"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _MODEL_RE.match(value):
                 raise ValueError(f"{name} must be a Triton model name, got {value!r}")

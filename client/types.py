@@ -40,14 +40,27 @@ class Segment:
         Transcript of this stretch.
     start, end : float
         Seconds from the start of the audio; segments tile the audio without gaps.
+    token_ids : tuple of int
+        The generated ids of this stretch (end token excluded); a slice of ``Transcription.token_ids``.
+    avg_logprob : float or None
+        Mean natural-log probability of the generated tokens (end token included); None when the
+        server did not report it.
     """
 
     text: str
     start: float
     end: float
+    token_ids: tuple[int, ...] = ()
+    avg_logprob: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "start": self.start, "end": self.end}
+        return {
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
+            "token_ids": list(self.token_ids),
+            "avg_logprob": self.avg_logprob,
+        }
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,23 @@ class Transcription:
             "token_ids": list(self.token_ids),
             "request_id": self.request_id,
         }
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """More transcript text, sent while the decoder generates it (``transcribe_stream``).
+
+    Attributes
+    ----------
+    text : str
+        Text to append to what earlier deltas gave; the deltas join to the final ``Transcription.text``
+        unless the server's repetition fix rewrote text already sent.
+    """
+
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text}
 
 
 @dataclass(frozen=True)

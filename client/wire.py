@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 
 from .errors import MalformedResponseError
 from .options import TranscribeOptions
-from .types import ModelMetadata, ModelState, Segment, TensorSpec, Transcription, Word
+from .types import ModelMetadata, ModelState, Segment, TensorSpec, TextDelta, Transcription, Word
 
 AudioInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray]
 
@@ -33,6 +33,8 @@ OUTPUTS = (
     "SEGMENT_TEXT",
     "SEGMENT_START",
     "SEGMENT_END",
+    "SEGMENT_TOKENS",
+    "SEGMENT_LOGPROB",
 )
 # Times are reported to the millisecond: the aligner's resolution is 80 ms and
 # SRT/VTT cannot express anything finer.
@@ -115,8 +117,25 @@ def option_inputs(options: TranscribeOptions, batched: bool = False) -> list[grp
     return [make_tensor(name, array[None] if batched else array, datatype) for name, array, datatype in arrays]
 
 
-def requested_outputs() -> list[grpcclient.InferRequestedOutput]:
-    return [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
+# The extra outputs of the deltas model: a piece of text, and whether this is the last response.
+DELTA_OUTPUTS = ("TEXT_DELTA", "IS_FINAL")
+
+
+def requested_outputs(extra: tuple[str, ...] = ()) -> list[grpcclient.InferRequestedOutput]:
+    return [grpcclient.InferRequestedOutput(name) for name in (*OUTPUTS, *extra)]
+
+
+def parse_delta(result, request_id: str = "") -> TextDelta | None:
+    """The :class:`TextDelta` of a deltas-model response, or None for its final response."""
+    final = result.as_numpy("IS_FINAL")
+    if final is None or final.size != 1:
+        raise MalformedResponseError(f"a response without IS_FINAL (request {request_id})")
+    if bool(final.reshape(-1)[0]):
+        return None
+    text = _strings(result, "TEXT_DELTA")
+    if len(text) != 1:
+        raise MalformedResponseError(f"expected one TEXT_DELTA, got {len(text)} (request {request_id})")
+    return TextDelta(text[0])
 
 
 def _strings(result, name: str) -> list[str]:
@@ -131,6 +150,31 @@ def _floats(result, name: str) -> list[float]:
     if value is None:
         return []
     return [round(float(v), TIME_DECIMALS) for v in value.reshape(-1)]
+
+
+def _segments(
+    result, texts: list[str], starts: list[float], ends: list[float], token_ids: tuple[int, ...], request_id: str
+) -> tuple[Segment, ...]:
+    """Segments with their share of ``token_ids`` and mean log-probability (when the server sends them)."""
+    counts, logprobs = result.as_numpy("SEGMENT_TOKENS"), result.as_numpy("SEGMENT_LOGPROB")
+    if counts is None or logprobs is None:
+        return tuple(Segment(t, s, e) for t, s, e in zip(texts, starts, ends))
+    counts, logprobs = counts.reshape(-1).tolist(), logprobs.reshape(-1).tolist()
+    if (
+        len(counts) != len(texts)
+        or len(logprobs) != len(texts)
+        or sum(counts) != len(token_ids)
+        or min(counts, default=0) < 0
+    ):
+        raise MalformedResponseError(
+            f"SEGMENT_TOKENS {counts[:8]} do not split {len(token_ids)} TOKEN_IDS over {len(texts)} segments"
+            f" (request {request_id})"
+        )
+    bounds = np.cumsum([0, *counts]).tolist()
+    return tuple(
+        Segment(t, s, e, token_ids[a:b], float(f"{lp:.7g}"))
+        for t, s, e, a, b, lp in zip(texts, starts, ends, bounds, bounds[1:], logprobs)
+    )
 
 
 def parse_result(result, request_id: str = "") -> Transcription:
@@ -159,14 +203,15 @@ def parse_result(result, request_id: str = "") -> Transcription:
         raise MalformedResponseError(
             f"{len(seg_text)} SEGMENT_TEXT but {len(seg_start)} starts and {len(seg_end)} ends (request {request_id})"
         )
+    ids = tuple(int(t) for t in token_ids.reshape(-1)) if token_ids is not None else ()
     return Transcription(
         text=text[0],
         language=(language[0] if language and language[0] else None),
         # float32 carries ~7 significant digits; more would only print noise.
         confidence=float(f"{float(confidence.reshape(-1)[0]):.7g}") if confidence is not None else 0.0,
         words=tuple(Word(w, s, e) for w, s, e in zip(words, word_start, word_end)),
-        segments=tuple(Segment(t, s, e) for t, s, e in zip(seg_text, seg_start, seg_end)),
-        token_ids=tuple(int(t) for t in token_ids.reshape(-1)) if token_ids is not None else (),
+        segments=_segments(result, seg_text, seg_start, seg_end, ids, request_id),
+        token_ids=ids,
         request_id=request_id,
     )
 

@@ -139,7 +139,7 @@ def models_for(has_aligner: bool, target: str = "cpu") -> list[str]:
     """The models of a repository for ``target``."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}")
-    models = ["qwen3_asr", "qwen3_asr_streaming", "preprocess", "encoder", "decoder", "postprocess"]
+    models = ["qwen3_asr", "qwen3_asr_deltas", "qwen3_asr_streaming", "preprocess", "encoder", "decoder", "postprocess"]
     if has_aligner:
         models.append("aligner")
         if target == "gpu":
@@ -259,6 +259,7 @@ def cpu_artifacts(
     spec, tok = (asr_dir / SPEC_FILENAME, SPEC_FILENAME), (asr_dir / TOKENIZER_FILENAME, TOKENIZER_FILENAME)
     files = {
         "qwen3_asr": [spec, tok],
+        "qwen3_asr_deltas": [spec, tok],
         "qwen3_asr_streaming": [spec, tok],
         "preprocess": [spec],
         "encoder": [spec, *_graph_files(asr_dir, "encoder", precision)],

@@ -6,6 +6,7 @@ prints every command with ``dry_run``); its last step calls
 them against the TensorRT-LLM engine's own build config and lays out::
 
     qwen3_asr/1/        model.py, model_spec.json, tokenizer.json     (python, BLS entry)
+    qwen3_asr_deltas/1/ model.py, model_spec.json, tokenizer.json     (python, BLS, decoupled: text as generated)
     qwen3_asr_streaming/1/  model.py, model_spec.json, tokenizer.json (python, BLS, sequence batcher)
     preprocess/1/       model.py, model_spec.json                     (python)
     encoder/1/          model.plan                                    (tensorrt_plan)
@@ -57,6 +58,7 @@ def gpu_artifacts(paths: GpuPaths, has_aligner: bool) -> dict[str, list[tuple[Pa
     engine_files = sorted(p for p in engine.rglob("*") if p.is_file()) if engine.is_dir() else []
     files = {
         "qwen3_asr": [spec, tok],
+        "qwen3_asr_deltas": [spec, tok],
         "qwen3_asr_streaming": [spec, tok],
         "preprocess": [spec],
         "postprocess": [tok],

@@ -23,7 +23,7 @@ import numpy as np
 from .alignment import WordTime
 from .features import EncoderWindows
 from .output import ParsedOutput
-from .pipeline import Generation, Recognizer
+from .pipeline import Generation, Recognizer, TokenCallback
 from .serving import raise_for_bls_error, string_tensor
 
 
@@ -99,7 +99,12 @@ class BlsStages:
         return np.concatenate(parts, axis=0)
 
     async def generate(
-        self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int, min_new_tokens: int = 0
+        self,
+        prompt_ids: np.ndarray,
+        prompt_table: np.ndarray,
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+        on_token: TokenCallback | None = None,
     ) -> Generation:
         pb, cfg = self.pb, self.config
         ids = np.asarray(prompt_ids, dtype=np.int32)[None]
@@ -114,6 +119,7 @@ class BlsStages:
             pb.Tensor("prompt_embedding_table", np.ascontiguousarray(prompt_table[None], dtype=cfg.prompt_table_dtype)),
             pb.Tensor("prompt_vocab_size", np.array([[prompt_table.shape[0]]], np.int32)),
             pb.Tensor("return_log_probs", np.array([[True]])),
+            pb.Tensor("streaming", np.array([[on_token is not None]])),
         ]
         request_id = uuid.uuid4().hex
         request = pb.InferenceRequest(
@@ -122,11 +128,23 @@ class BlsStages:
             requested_output_names=["output_ids", "sequence_length", "output_log_probs"],
             request_id=request_id,
         )
+        loop = asyncio.get_running_loop()
+
+        def drain(responses) -> list:
+            # Streaming: each response holds one step's ids, handed to on_token on the event loop
+            # (in order, and all of them before this drain's result arrives there).
+            collected = []
+            for response in responses:
+                collected.append(response)
+                if on_token is not None and not response.has_error() and response.output_tensors():
+                    loop.call_soon_threadsafe(on_token, self._step_ids(response))
+            return collected
+
         try:
-            # A decoupled async_exec returns once the first response is there (for this non-streaming
-            # decoder: the whole answer); the iterator blocks while waiting: drain it off the event loop.
+            # A decoupled async_exec returns once the first response is there (for a non-streaming
+            # generation: the whole answer); the iterator blocks while waiting: drain it off the event loop.
             responses = await request.async_exec(decoupled=True)
-            collected = await asyncio.get_running_loop().run_in_executor(None, list, responses)
+            collected = await loop.run_in_executor(None, drain, responses)
         except asyncio.CancelledError:
             # Our caller's client went away: have the decoder drop the sequence at its next step
             # (the draining thread ends with the decoder's CANCELLED answer).
@@ -138,10 +156,19 @@ class BlsStages:
             raise_for_bls_error(response, cfg.decoder)
             if not response.output_tensors():
                 continue
-            length = int(self._out(response, "sequence_length").reshape(-1)[0])
-            tokens = self._out(response, "output_ids").reshape(-1)[:length].tolist()
-            logprobs = self._out(response, "output_log_probs").reshape(-1)[:length].tolist()
+            step_ids = self._step_ids(response)
+            step_logprobs = self._out(response, "output_log_probs").reshape(-1)[: len(step_ids)].tolist()
+            if on_token is None:  # one response with the whole sequence
+                tokens, logprobs = step_ids, step_logprobs
+            else:
+                tokens += step_ids
+                logprobs += step_logprobs
         return Generation(tokens, logprobs)
+
+    def _step_ids(self, response) -> list[int]:
+        """The generated ids of a decoder response (``sequence_length`` of ``output_ids``)."""
+        length = int(self._out(response, "sequence_length").reshape(-1)[0])
+        return self._out(response, "output_ids").reshape(-1)[:length].tolist()
 
     async def stop_generation(self, request_id: str) -> None:
         """Ask the decoder to drop the generation ``request_id`` (TensorRT-LLM's ``stop`` request)."""

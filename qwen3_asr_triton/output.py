@@ -129,3 +129,74 @@ def merge_languages(languages: list[str | None]) -> str:
         if lang and (not merged or merged[-1] != lang):
             merged.append(lang)
     return ",".join(merged)
+
+
+# Characters held back at the end of a partial transcript: whitespace (the final text is stripped, and
+# a later token may not continue the word) and U+FFFD, which a byte-level BPE decode gives for a
+# character whose remaining bytes are still to come.
+_HELD_BACK = " \t\n\r\ufffd"
+
+
+def partial_transcript(decoded: str, forced_language: str | None) -> str:
+    """The transcript part of a generation still in progress ("" until it is known to be transcript).
+
+    Without a forced language the model first writes ``language X<asr_text>``: nothing is transcript
+    before the marker. Trailing whitespace and incomplete characters are held back.
+    """
+    text = decoded.lstrip()
+    if "assistant\n" in text:
+        text = text.split("assistant\n", 1)[1]
+    if forced_language is None:
+        if ASR_TEXT_MARKER not in text:
+            return ""
+        text = text.split(ASR_TEXT_MARKER, 1)[1]
+    return text.strip().rstrip(_HELD_BACK)
+
+
+class TranscriptDeltas:
+    """Text deltas of the joined transcript while a request's segments are decoded concurrently.
+
+    Segment ``k``'s text is shown once segments ``0..k-1`` are finished; its partial text comes from
+    :func:`partial_transcript` and, when it finishes, its final (parsed) text replaces it. Deltas are
+    only ever appended: when a later text does not extend what was sent (the repetition fix collapsed
+    a run, a byte-level token changed the decoding), nothing more is sent until it does again. Once
+    every segment has finished, the deltas join to ``join_segment_texts`` of the final texts (the
+    request's ``TEXT``) unless such a rewrite happened.
+
+    Parameters
+    ----------
+    segments : int
+        Number of segments of the request.
+    """
+
+    def __init__(self, segments: int) -> None:
+        self._partial = [""] * segments
+        self._final: list[str | None] = [None] * segments
+        self.sent = ""
+
+    def _visible(self) -> str:
+        shown: list[str] = []
+        for partial, final in zip(self._partial, self._final):
+            if final is None:
+                shown.append(partial)
+                break
+            shown.append(final)
+        return join_segment_texts(shown)
+
+    def _delta(self) -> str:
+        visible = self._visible()
+        if len(visible) <= len(self.sent) or not visible.startswith(self.sent):
+            return ""
+        delta = visible[len(self.sent) :]
+        self.sent = visible
+        return delta
+
+    def update(self, segment: int, partial: str) -> str:
+        """Segment ``segment``'s partial transcript is now ``partial``; returns the text to send ("" if none)."""
+        self._partial[segment] = partial
+        return self._delta()
+
+    def finish(self, segment: int, text: str) -> str:
+        """Segment ``segment`` ended with transcript ``text``; returns the text to send ("" if none)."""
+        self._final[segment] = text
+        return self._delta()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +30,14 @@ from .errors import InputError
 from .features import EncoderWindows, FeatureConfig, LogMel, split_windows
 from .languages import ALIGNER_LANGUAGES, canonical_language_name, normalize_language
 from .model_spec import ModelSpec
-from .output import ParsedOutput, join_segment_texts, merge_languages, parse_asr_output
+from .output import (
+    ParsedOutput,
+    TranscriptDeltas,
+    join_segment_texts,
+    merge_languages,
+    parse_asr_output,
+    partial_transcript,
+)
 from .prompt import PromptBuilder, PromptLimits, to_prompt_table_ids
 from .segmentation import MAX_ALIGN_SEGMENT_SECONDS, MAX_ASR_SEGMENT_SECONDS, split_segments
 from .tokenizer import TextTokenizer
@@ -124,6 +132,11 @@ class SegmentResult:
     token_ids: list[int]
     logprobs: list[float]
 
+    @property
+    def avg_logprob(self) -> float:
+        """Mean log-probability of the generated tokens (end token included); 0.0 when none."""
+        return float(sum(self.logprobs) / len(self.logprobs)) if self.logprobs else 0.0
+
 
 @dataclass(frozen=True)
 class Transcript:
@@ -137,6 +150,35 @@ class Transcript:
     segments: list[SegmentResult]
 
 
+# Called with the ids a decoder step generated (streaming generation).
+TokenCallback = Callable[[list[int]], None]
+
+
+class _DeltaRelay:
+    """Turns the ids each segment generates into text deltas of the whole transcript (see TranscriptDeltas)."""
+
+    def __init__(
+        self, segments: int, tokenizer: TextTokenizer, forced_language: str | None, send: Callable[[str], None]
+    ) -> None:
+        self.deltas = TranscriptDeltas(segments)
+        self.ids: list[list[int]] = [[] for _ in range(segments)]
+        self.tokenizer = tokenizer
+        self.forced_language = forced_language
+        self.send = send
+
+    def _send(self, text: str) -> None:
+        if text:
+            self.send(text)
+
+    def tokens(self, segment: int, ids: list[int]) -> None:
+        self.ids[segment].extend(ids)
+        partial = partial_transcript(self.tokenizer.decode(self.ids[segment]), self.forced_language)
+        self._send(self.deltas.update(segment, partial))
+
+    def finish(self, segment: int, text: str) -> None:
+        self._send(self.deltas.finish(segment, text))
+
+
 class Stages(Protocol):
     """The neural stages, wherever they run."""
 
@@ -144,10 +186,16 @@ class Stages(Protocol):
         """``[total_tokens, D]`` audio embeddings of an utterance's windows, in order."""
 
     async def generate(
-        self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int, min_new_tokens: int = 0
+        self,
+        prompt_ids: np.ndarray,
+        prompt_table: np.ndarray,
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+        on_token: TokenCallback | None = None,
     ) -> Generation:
         """Greedy generation for ``[S]`` prompt-table ids and ``[N, H]`` audio embeddings;
-        end tokens are suppressed until ``min_new_tokens`` tokens were generated."""
+        end tokens are suppressed until ``min_new_tokens`` tokens were generated. ``on_token``, when
+        given, is called on the event loop with each step's new ids while the generation runs."""
 
     async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:
         """Detokenise and parse generated ids."""
@@ -216,14 +264,24 @@ class Recognizer:
         default = DEFAULT_TOKENS_BASE + math.ceil(DEFAULT_TOKENS_PER_SECOND * seconds)
         return min(self.limits.max_new_tokens, default)
 
-    async def transcribe(self, audio: PreparedAudio, options: TranscribeOptions) -> Transcript:
+    async def transcribe(
+        self, audio: PreparedAudio, options: TranscribeOptions, on_delta: Callable[[str], None] | None = None
+    ) -> Transcript:
+        """Recognise prepared audio; its segments are decoded concurrently.
+
+        ``on_delta``, when given, receives the transcript's text as it is generated, token by token
+        (see :class:`~.output.TranscriptDeltas`); the decoder then streams its steps.
+        """
         cfg = self.spec.features
         mels = audio.segment_mels(cfg)
         rate = cfg.sampling_rate
+        relay = None
+        if on_delta is not None:
+            relay = _DeltaRelay(len(mels), self.prompts.tokenizer, options.language, on_delta)
         results = await asyncio.gather(
             *(
-                self._segment(mel, int(start) / rate, int(stop - start) / rate, options)
-                for mel, (start, stop) in zip(mels, audio.segments)
+                self._segment(mel, int(start) / rate, int(stop - start) / rate, options, relay, k)
+                for k, (mel, (start, stop)) in enumerate(zip(mels, audio.segments))
             )
         )
         segments = [r[0] for r in results]
@@ -237,17 +295,30 @@ class Recognizer:
             segments=segments,
         )
 
-    async def _segment(self, mel: np.ndarray, offset: float, seconds: float, options: TranscribeOptions):
+    async def _segment(
+        self,
+        mel: np.ndarray,
+        offset: float,
+        seconds: float,
+        options: TranscribeOptions,
+        relay: _DeltaRelay | None = None,
+        index: int = 0,
+    ):
         windows = split_windows(mel, self.spec.features)
         audio = await self.stages.encode(windows)
         prompt = self.prompts.asr_prompt(windows.total_tokens, options.context, options.language)
         table_ids = to_prompt_table_ids(prompt, self.spec.audio_token_id, self.spec.text.vocab_size)
         budget = self.budget(seconds, options)
-        gen = await self.stages.generate(table_ids, audio, budget, min(options.min_new_tokens, budget))
+        on_token = None if relay is None else (lambda ids: relay.tokens(index, ids))
+        gen = await self.stages.generate(
+            table_ids, audio, budget, min(options.min_new_tokens, budget), on_token=on_token
+        )
         tokens = list(gen.tokens)
         while tokens and tokens[-1] in self.eos_ids:
             tokens.pop()
         parsed = await self.stages.postprocess(tokens, options.language)
+        if relay is not None:
+            relay.finish(index, parsed.text)
         language = canonical_language_name(parsed.language) if parsed.language else None
         result = SegmentResult(offset, offset + seconds, parsed.text, language, tokens, list(gen.logprobs))
         words: list[WordTime] = []
@@ -291,11 +362,18 @@ class OrtStages:
         return self.encoder.encode_windows(windows.features, windows.frames)
 
     async def generate(
-        self, prompt_ids: np.ndarray, prompt_table: np.ndarray, max_new_tokens: int, min_new_tokens: int = 0
+        self,
+        prompt_ids: np.ndarray,
+        prompt_table: np.ndarray,
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+        on_token: TokenCallback | None = None,
     ) -> Generation:
         from .decoding.decoder import greedy_decode
 
         out = greedy_decode(self.decoder, prompt_ids, prompt_table, max_new_tokens, min_new_tokens=min_new_tokens)
+        if on_token is not None:  # offline: the whole generation at once
+            on_token(list(out.tokens))
         return Generation(out.tokens, out.logprobs)
 
     async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:

@@ -163,4 +163,6 @@ def transcript_outputs(pb_utils: ModuleType, transcript: Any) -> list:
         string_tensor(pb_utils, "SEGMENT_TEXT", [s.text for s in transcript.segments]),
         pb_utils.Tensor("SEGMENT_START", np.array([s.start for s in transcript.segments], np.float32)),
         pb_utils.Tensor("SEGMENT_END", np.array([s.end for s in transcript.segments], np.float32)),
+        pb_utils.Tensor("SEGMENT_TOKENS", np.array([len(s.token_ids) for s in transcript.segments], np.int32)),
+        pb_utils.Tensor("SEGMENT_LOGPROB", np.array([s.avg_logprob for s in transcript.segments], np.float32)),
     ]

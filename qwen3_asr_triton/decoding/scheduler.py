@@ -89,7 +89,7 @@ class GenerationRequest:
     prompt_table : np.ndarray
         ``[N, H]`` audio embeddings.
     on_token : callable, optional
-        ``on_token(request, token)`` after every generated token (streaming).
+        ``on_token(request, token, logprob)`` after every generated token (streaming).
     on_done : callable
         ``on_done(request, sequence, error)`` exactly once.
     is_cancelled : callable, optional
@@ -103,7 +103,7 @@ class GenerationRequest:
     prompt_table: np.ndarray
     max_new_tokens: int
     on_done: Callable[[GenerationRequest, Sequence | None, Exception | None], None]
-    on_token: Callable[[GenerationRequest, int], None] | None = None
+    on_token: Callable[[GenerationRequest, int, float], None] | None = None
     is_cancelled: Callable[[], bool] | None = None
     eos_ids: frozenset[int] | None = None
     min_new_tokens: int = 0
@@ -269,7 +269,7 @@ class InflightScheduler:
             if not finished:
                 continue
             seq = job.sequence
-            self._emit(req, seq.tokens[-1])
+            self._emit(req, seq)
             if seq.finished:
                 self._finish(req, seq)
             else:
@@ -285,10 +285,10 @@ class InflightScheduler:
         self.stats.max_running = max(self.stats.max_running, running)
         finished = self.batch.step()
         for seq in self.batch.sequences:
-            self._emit(self._running[id(seq)], seq.tokens[-1])
+            self._emit(self._running[id(seq)], seq)
         for seq in finished:
             req = self._running.pop(id(seq))
-            self._emit(req, seq.tokens[-1])
+            self._emit(req, seq)
             if len(self.batch):
                 self.stats.inflight_leaves += 1
             self._finish(req, seq)
@@ -301,9 +301,9 @@ class InflightScheduler:
         except Exception:
             logger.exception("request callback failed")
 
-    def _emit(self, req: GenerationRequest, token: int) -> None:
+    def _emit(self, req: GenerationRequest, seq: Sequence) -> None:
         if req.on_token is not None:
-            self._notify(req.on_token, req, token)
+            self._notify(req.on_token, req, seq.tokens[-1], seq.logprobs[-1] if seq.logprobs else 0.0)
 
     def _finish(self, req: GenerationRequest, seq: Sequence) -> None:
         self.stats.completed += 1

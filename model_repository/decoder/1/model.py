@@ -163,16 +163,17 @@ class TritonPythonModel:
         streaming = inputs.flag("streaming")
         want_logprobs = inputs.flag("return_log_probs")
 
-        def on_token(_req, token):
+        def on_token(_req, token, logprob):
+            # Streaming, as TensorRT-LLM's backend does: one response per step with that step's id
+            # (and its log-probability when asked), then an empty final response.
             if streaming:
-                sender.send(
-                    pb_utils.InferenceResponse(
-                        output_tensors=[
-                            pb_utils.Tensor("output_ids", np.array([[[token]]], np.int32)),
-                            pb_utils.Tensor("sequence_length", np.array([[1]], np.int32)),
-                        ]
-                    )
-                )
+                outputs = [
+                    pb_utils.Tensor("output_ids", np.array([[[token]]], np.int32)),
+                    pb_utils.Tensor("sequence_length", np.array([[1]], np.int32)),
+                ]
+                if want_logprobs:
+                    outputs.append(pb_utils.Tensor("output_log_probs", np.array([[[logprob]]], np.float32)))
+                sender.send(pb_utils.InferenceResponse(output_tensors=outputs))
 
         key = request.request_id()
 
