@@ -4,6 +4,7 @@
 #   scripts/serve_cpu.sh --model-repository DIR [--grpc-port P] [--http-port Q] [--metrics-port R]
 #                        [--address 127.0.0.1] [--http-address ADDRESS] [--ready-timeout 300] [--log-verbose 0]
 #                        [--max-restarts 5] [--watch-interval 1]
+#                        [--openai-port PORT] [--openai-address ADDRESS] [--openai-args "EXTRA ARGS"]
 #
 # Binds to 127.0.0.1 by default (--http-address defaults to --address; keep Triton's HTTP port
 # away from untrusted clients: one crafted JSON body crashes Triton 2.51's HTTP server),
@@ -14,6 +15,10 @@
 # worker it started are alive (Triton 2.51 never restarts a dead worker). When one is gone,
 # the server is stopped and started again, up to --max-restarts times; after that (or with
 # --max-restarts 0, as in the containers, whose orchestrator restarts them) the script exits 1.
+# --openai-port starts the OpenAI-compatible gateway (`qwen3-asr serve-openai`, bound to
+# --openai-address, default --address) once Triton is ready; it talks to Triton over gRPC, stays up
+# while Triton restarts (its /health answers 503 meanwhile), is restarted if it dies, and stops with
+# the script. Its API key comes from QWEN3_ASR_API_KEY in the environment.
 # Works from any directory; creates the project environment (.venv) if it is missing.
 set -euo pipefail
 
@@ -30,8 +35,11 @@ SHM_BYTES=$((64 * 1024 * 1024))   # python backend shared memory: initial size a
 MAX_RESTARTS=5             # restarts after a dead worker or server, then exit 1 (0: exit at once)
 WATCH_INTERVAL=1           # seconds between watchdog checks
 RESTART_GRACE=2            # seconds a failed server gets for in-flight requests before it is killed
+OPENAI_PORT=""             # empty: no OpenAI-compatible gateway
+OPENAI_ADDRESS=""          # empty: same as ADDRESS
+OPENAI_ARGS=""             # more `qwen3-asr serve-openai` options, e.g. "--max-concurrency 32"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case "$1" in
     --model-repository) MODEL_REPOSITORY="$2"; shift 2 ;;
@@ -44,6 +52,9 @@ while (($#)); do
     --log-verbose) LOG_VERBOSE="$2"; shift 2 ;;
     --max-restarts) MAX_RESTARTS="$2"; shift 2 ;;
     --watch-interval) WATCH_INTERVAL="$2"; shift 2 ;;
+    --openai-port) OPENAI_PORT="$2"; shift 2 ;;
+    --openai-address) OPENAI_ADDRESS="$2"; shift 2 ;;
+    --openai-args) OPENAI_ARGS="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "serve_cpu.sh: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -52,6 +63,14 @@ done
 [[ -d "$MODEL_REPOSITORY" ]] || { echo "serve_cpu.sh: $MODEL_REPOSITORY is not a directory" >&2; exit 2; }
 MODEL_REPOSITORY="$(cd "$MODEL_REPOSITORY" && pwd)"
 HTTP_ADDRESS="${HTTP_ADDRESS:-$ADDRESS}"
+OPENAI_ADDRESS="${OPENAI_ADDRESS:-$ADDRESS}"
+# Where the gateway reaches Triton's gRPC endpoint (a wildcard address is reached on loopback).
+case "$ADDRESS" in
+  0.0.0.0) GRPC_TARGET="127.0.0.1:$GRPC_PORT" ;;
+  ::) GRPC_TARGET="[::1]:$GRPC_PORT" ;;
+  *:*) GRPC_TARGET="[$ADDRESS]:$GRPC_PORT" ;;
+  *) GRPC_TARGET="$ADDRESS:$GRPC_PORT" ;;
+esac
 # Where this script itself reaches the HTTP endpoint (readiness, the watchdog's model list); a
 # wildcard address is reached on loopback.
 case "$HTTP_ADDRESS" in
@@ -122,9 +141,27 @@ stop_server() {  # stop_server [GRACE_SECONDS]: SIGTERM, up to GRACE s for in-fl
   "$PY" -m qwen3_asr_triton.supervision clean-shm --names-file "$REGIONS_FILE" || true
   rm -f "$REGIONS_FILE"
 }
-trap 'trap - TERM INT EXIT; stop_server; rm -f "$REGIONS_FILE"; exit 143' TERM
-trap 'trap - TERM INT EXIT; stop_server; rm -f "$REGIONS_FILE"; exit 130' INT
-trap 'stop_server; rm -f "$REGIONS_FILE"' EXIT
+
+# ---- the OpenAI-compatible gateway (--openai-port) ----------------------------------------------
+GATEWAY_PID=""
+gateway_restarts=0
+start_gateway() {
+  # shellcheck disable=SC2086  # OPENAI_ARGS is a list of options
+  "$ROOT/.venv/bin/qwen3-asr" serve-openai --triton-url "$GRPC_TARGET" \
+    --host "$OPENAI_ADDRESS" --port "$OPENAI_PORT" $OPENAI_ARGS &
+  GATEWAY_PID=$!
+  echo "serve_cpu.sh: OpenAI-compatible gateway starting on $OPENAI_ADDRESS:$OPENAI_PORT (pid $GATEWAY_PID)" >&2
+}
+stop_gateway() {  # SIGTERM: uvicorn finishes the requests in flight, then exits
+  [[ -n "$GATEWAY_PID" ]] || return 0
+  kill -TERM "$GATEWAY_PID" 2>/dev/null || true
+  wait "$GATEWAY_PID" 2>/dev/null || true
+  GATEWAY_PID=""
+}
+
+trap 'trap - TERM INT EXIT; stop_gateway; stop_server; rm -f "$REGIONS_FILE"; exit 143' TERM
+trap 'trap - TERM INT EXIT; stop_gateway; stop_server; rm -f "$REGIONS_FILE"; exit 130' INT
+trap 'stop_gateway; stop_server; rm -f "$REGIONS_FILE"' EXIT
 
 wait_ready() {
   "$PY" - "$HTTP_URL" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
@@ -157,10 +194,27 @@ while true; do
   wait_ready
   "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" > "$REGIONS_FILE" 2>/dev/null || true
   echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $HTTP_ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
+  # The gateway starts once Triton is first ready and keeps running across Triton's restarts.
+  if [[ -n "$OPENAI_PORT" && -z "$GATEWAY_PID" ]]; then start_gateway; fi
   "$PY" -m qwen3_asr_triton.supervision watch --pid "$SERVER_PID" --url "$HTTP_URL" --interval "$WATCH_INTERVAL" &
   WATCH_PID=$!
   status=0
-  wait "$WATCH_PID" || status=$?
+  while true; do
+    ended=""
+    code=0
+    wait -n -p ended "$WATCH_PID" ${GATEWAY_PID:+"$GATEWAY_PID"} || code=$?
+    if [[ "$ended" == "$WATCH_PID" ]]; then status=$code; break; fi
+    # The gateway died (Triton is fine): start it again, within the same restart budget.
+    echo "serve_cpu.sh: the OpenAI-compatible gateway exited with status $code" >&2
+    GATEWAY_PID=""
+    if ((gateway_restarts >= MAX_RESTARTS)); then
+      echo "serve_cpu.sh: --max-restarts $MAX_RESTARTS is used up for the gateway" >&2
+      exit 1
+    fi
+    gateway_restarts=$((gateway_restarts + 1))
+    sleep 1
+    start_gateway
+  done
   WATCH_PID=""
   # A server with a dead worker never finishes its graceful shutdown (it waits on the worker until
   # its 30 s exit timeout): give in-flight requests RESTART_GRACE seconds, then kill it.

@@ -200,6 +200,8 @@ class TritonServer:
     http_url: str
     metrics_url: str
     log_path: Path
+    # The OpenAI-compatible gateway serve_cpu.sh started next to Triton (http://127.0.0.1:PORT).
+    openai_url: str = ""
 
     def metrics(self) -> dict[str, float]:
         """Metric name (with labels) -> value from the Prometheus endpoint."""
@@ -214,12 +216,27 @@ class TritonServer:
         return out
 
 
+def _answers_http(url: str) -> bool:
+    """True once something answers HTTP at ``url`` (any status)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> TritonServer:
+    """serve_cpu.sh on free loopback ports, with its OpenAI-compatible gateway; returns once both answer."""
     import subprocess
     import time
     import urllib.request
 
-    grpc, http, metrics = free_ports(3)
+    grpc, http, metrics, openai = free_ports(4)
     log = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
     proc = subprocess.Popen(
         [
@@ -232,6 +249,8 @@ def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] =
             str(http),
             "--metrics-port",
             str(metrics),
+            "--openai-port",
+            str(openai),
             *extra_args,
         ],
         stdout=log,
@@ -249,7 +268,14 @@ def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] =
         proc.terminate()
         raise RuntimeError("Triton not ready after 300 s")
     assert urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=5).status == 200
-    return TritonServer(proc, f"127.0.0.1:{grpc}", f"127.0.0.1:{http}", f"http://127.0.0.1:{metrics}/metrics", log_path)
+    openai_url = f"http://127.0.0.1:{openai}"
+    while not _answers_http(f"{openai_url}/health"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.3)
+    return TritonServer(
+        proc, f"127.0.0.1:{grpc}", f"127.0.0.1:{http}", f"http://127.0.0.1:{metrics}/metrics", log_path, openai_url
+    )
 
 
 def stop_server(server: TritonServer, timeout: float = 60) -> int:

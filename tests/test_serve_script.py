@@ -1,10 +1,14 @@
-"""scripts/serve_cpu.sh starts on loopback only and stops its whole process group."""
+"""scripts/serve_cpu.sh starts on loopback only, keeps its gateway running and stops everything it started."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -29,11 +33,40 @@ def test_serve_script_binds_loopback_and_stops_cleanly(model_repository, tmp_pat
         lines = [line for line in listening.splitlines() if f":{port} " in line]
         assert lines and all("127.0.0.1:" in line for line in lines), lines
         assert len(_processes_mentioning(str(mini))) >= 2  # server + python stub
+        # The gateway listens on loopback too; without a qwen3_asr model its health is 503.
+        gateway_port = server.openai_url.rsplit(":", 1)[1]
+        lines = [line for line in listening.splitlines() if f":{gateway_port} " in line]
+        assert lines and all("127.0.0.1:" in line for line in lines), lines
+        assert _health(server.openai_url) == 503
+        # A dead gateway is started again (Triton keeps running).
+        gateway = _gateway_pids(gateway_port)
+        assert len(gateway) == 1, gateway
+        os.kill(gateway[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _health(server.openai_url) is None or _gateway_pids(gateway_port) in ([], gateway):
+            assert time.monotonic() < deadline, "the gateway was not restarted"
+            time.sleep(0.3)
+        assert "the OpenAI-compatible gateway exited with status 137" in server.log_path.read_text()
     finally:
         code = stop_server(server)
     assert code in (0, 143)
     deadline = time.monotonic() + 20
-    while _processes_mentioning(str(mini)) and time.monotonic() < deadline:
+    while (_processes_mentioning(str(mini)) or _gateway_pids(gateway_port)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _processes_mentioning(str(mini)) == [], "server or stub survived SIGTERM"
+    assert _gateway_pids(gateway_port) == [], "the gateway survived SIGTERM"
     assert "serve_cpu.sh: Triton ready" in server.log_path.read_text()
+
+
+def _health(base: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def _gateway_pids(port: str) -> list[int]:
+    return [int(line.split()[0]) for line in _processes_mentioning("serve-openai") if f"--port {port}" in line]
