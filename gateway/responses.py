@@ -78,17 +78,18 @@ def render_vtt(result: Transcription) -> str:
 def render_segment(index: int, segment: Segment) -> dict[str, Any]:
     """One entry of verbose_json's ``segments``.
 
-    ``tokens`` and ``avg_logprob`` come from the server when it reports them (empty and
-    null otherwise); ``no_speech_prob`` is always null because the model has no such estimate.
+    ``tokens`` and ``avg_logprob`` are the server's (SEGMENT_TOKENS, SEGMENT_LOGPROB; empty and
+    null when it did not report them); ``no_speech_prob`` is always null because the model has no
+    such estimate, and ``seek`` 0 because segments are not decoded window by window as Whisper's.
     """
-    avg_logprob = getattr(segment, "avg_logprob", None)
+    avg_logprob = segment.avg_logprob
     return {
         "id": index,
         "seek": 0,
         "start": segment.start,
         "end": segment.end,
         "text": segment.text,
-        "tokens": [int(t) for t in getattr(segment, "token_ids", ())],
+        "tokens": [int(t) for t in segment.token_ids],
         "temperature": TEMPERATURE,
         "avg_logprob": None if avg_logprob is None else float(avg_logprob),
         "compression_ratio": compression_ratio(segment.text),
