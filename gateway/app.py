@@ -98,7 +98,6 @@ async def create_transcription(request: Request) -> Response:
                     client,
                     form.file,
                     params.options,
-                    options.timeout,
                     options.triton_url,
                     request.receive,
                     slot.release,

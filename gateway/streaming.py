@@ -12,9 +12,7 @@ the request on the server. OpenAI ends these streams with the done event, not ``
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,19 +32,10 @@ logger = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _deadline_error() -> ApiError:
-    return ApiError(504, "the transcription did not finish within the server's deadline", SERVER_ERROR, code="timeout")
-
-
 def _ended_early() -> ApiError:
     return ApiError(
         502, "the speech recognition server ended the stream without a result", SERVER_ERROR, None, "upstream_error"
     )
-
-
-async def _next(events: AsyncIterator[Any], deadline: float) -> Any:
-    """The next event, within the stream's deadline (TimeoutError past it)."""
-    return await asyncio.wait_for(anext(events), max(0.0, deadline - time.monotonic()))
 
 
 async def _close(events: AsyncIterator[Any]) -> None:
@@ -73,8 +62,12 @@ class EventStreamResponse(StreamingResponse):
                 self._on_close()
 
 
-async def _body(first: Any, events: AsyncIterator[Any], deadline: float, triton_url: str) -> AsyncIterator[bytes]:
-    """SSE bytes from the first event on; ends after the done event or an error event."""
+async def _body(first: Any, events: AsyncIterator[Any], triton_url: str) -> AsyncIterator[bytes]:
+    """SSE bytes from the first event on; ends after the done event or an error event.
+
+    The events are awaited in this task itself (never in a helper task), so that a disconnect's
+    cancellation reaches the gRPC stream directly and closing the iterator never races a pending step.
+    """
     item = first
     try:
         while True:
@@ -85,16 +78,13 @@ async def _body(first: Any, events: AsyncIterator[Any], deadline: float, triton_
             if text:
                 yield delta_event(text)
             try:
-                item = await _next(events, deadline)
+                item = await anext(events)
             except StopAsyncIteration:
                 logger.error("transcribe_stream ended without a Transcription")
                 yield error_event(_ended_early().body())
                 return
             except Qwen3ASRError as exc:
                 yield error_event(from_client_error(exc, triton_url).body())
-                return
-            except asyncio.TimeoutError:
-                yield error_event(_deadline_error().body())
                 return
     finally:
         await _close(events)
@@ -104,7 +94,6 @@ async def start_stream(
     client: Any,
     audio: bytes,
     options: Any,
-    timeout: float,
     triton_url: str,
     receive: Receive,
     on_close: Callable[[], None],
@@ -114,28 +103,20 @@ async def start_stream(
     Raises
     ------
     ApiError
-        501 when the client library has no ``transcribe_stream``; 504 when no event came
-        within ``timeout``; 502 when the stream ended at once.
+        502 when the stream ended at once.
     Qwen3ASRError
-        Triton refused or failed the request before its first event.
+        Triton refused or failed the request before its first event (its deadline, the client's
+        ``ClientOptions.timeout``, bounds the whole stream: DeadlineExceededError).
     ClientGoneError
         The HTTP client went away meanwhile (the stream is closed).
     """
-    if not hasattr(client, "transcribe_stream"):
-        raise ApiError(
-            501, "streaming is not available in this gateway's client library", SERVER_ERROR, "stream", "unsupported"
-        )
-    deadline = time.monotonic() + timeout
     events = client.transcribe_stream(audio, options)
     try:
-        first = await cancel_on_disconnect(_next(events, deadline), receive)
+        first = await cancel_on_disconnect(anext(events), receive)
     except StopAsyncIteration:
         await _close(events)
         raise _ended_early() from None
-    except asyncio.TimeoutError:
-        await _close(events)
-        raise _deadline_error() from None
     except BaseException:
         await _close(events)
         raise
-    return EventStreamResponse(_body(first, events, deadline, triton_url), on_close)
+    return EventStreamResponse(_body(first, events, triton_url), on_close)

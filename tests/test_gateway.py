@@ -29,6 +29,7 @@ import webvtt
 from qwen3_asr_triton.client import ClientOptions, Qwen3ASRClient, TranscribeOptions
 from qwen3_asr_triton.client.subtitles import build_cues, to_srt, to_vtt
 from tests.conftest import free_ports
+from tests.test_faults import _decoder, _wait_until_quiet
 from tests.triton_requests import transcribe
 
 pytestmark = pytest.mark.server
@@ -289,6 +290,29 @@ def test_stream_with_text_format_and_its_errors(sdk, gateway, clips):
     with pytest.raises(openai.BadRequestError) as info:
         list(sdk.audio.transcriptions.create(file=("x.wav", b"not audio" * 50), model=MODEL, stream=True))
     assert info.value.type == "invalid_request_error"
+
+
+def test_leaving_the_stream_cancels_the_request_on_triton(gateway, triton_server, clips):
+    """A client that disconnects after the first delta: the gateway closes its gRPC stream and the decoder stops."""
+    before = _decoder(triton_server)
+    clip = clip_named(clips, "en_long")  # about a second of decoding on the CPU target, forced English
+    with httpx.Client(base_url=gateway.url, timeout=60) as http:
+        request = {"model": MODEL, "stream": "true", "language": "en"}
+        with http.stream(
+            "POST",
+            "/v1/audio/transcriptions",
+            files={"file": upload(clip)},
+            data=request,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        ) as response:
+            assert response.status_code == 200
+            first = next(line for line in response.iter_lines() if line.startswith("data: "))
+            assert json.loads(first[len("data: ") :])["type"] == "transcript.text.delta"
+    # Leaving the with-blocks closed the connection mid-stream.
+    assert _wait_until_quiet(triton_server) < 5
+    after = _decoder(triton_server)
+    assert after["cancelled"] - before["cancelled"] == 1
+    assert after["completed"] == before["completed"], "the abandoned generation ran to its end"
 
 
 # ----------------------------------------------------------------------------- errors
