@@ -80,7 +80,8 @@ async def create_transcription(request: Request) -> Response:
     check_api_key(request.headers, options.api_key)
     slot: Slot | None = state.limit.acquire()
     try:
-        form = await read_form(request.headers, request.stream(), options.max_file_bytes)
+        # The upload counts against --timeout too: a slow drip must not hold a slot forever.
+        form = await read_form(request.headers, request.stream(), options.max_file_bytes, total_timeout=options.timeout)
         if form.file is None:
             raise invalid("you must provide a file", param=FILE_FIELD, code="missing_required_parameter")
         params = parse_transcription_params(form.fields, options.served_model_name)

@@ -4,7 +4,8 @@ The body is parsed chunk by chunk as the client sends it (python-multipart's
 streaming parser), so an upload is refused as soon as it passes a limit, never
 after it was read whole: the ``Content-Length`` header is checked before the
 first byte is read, and every chunk is counted as it arrives (a chunked upload
-has no length to check). The audio is kept in memory, bounded by
+has no length to check). Stalled and endless uploads are cut off by timeouts, since
+uvicorn has none for request bodies. The audio is kept in memory, bounded by
 ``max_file_bytes``, because it goes to Triton in one gRPC message anyway.
 Other fields are kept as text, bounded in number and size; unknown ones are
 kept too (the caller ignores them, as OpenAI does).
@@ -12,7 +13,9 @@ kept too (the caller ignores them, as OpenAI does).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
@@ -35,6 +38,10 @@ MAX_FIELD_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 256 * 1024
 # Headers of one part: Content-Disposition and Content-Type are a few hundred bytes at most.
 MAX_PART_HEADER_BYTES = 8 * 1024
+# An upload that sends nothing at all for this long has stalled (a working link, even a slow one,
+# delivers some bytes every few seconds; TCP's retransmission backoff passes 30 s only when it is
+# broken). Its slot under the concurrency limit is freed with a 408.
+UPLOAD_IDLE_SECONDS = 30.0
 
 
 @dataclass
@@ -200,7 +207,37 @@ def check_content_length(headers: Mapping[str, str], max_file_bytes: int) -> Non
         raise too_large(max_file_bytes)
 
 
-async def read_form(headers: Mapping[str, str], body: AsyncIterator[bytes], max_file_bytes: int) -> UploadForm:
+def upload_timeout(message: str) -> ApiError:
+    """408 for an upload that stalled or took too long."""
+    return ApiError(408, message, code="upload_timeout")
+
+
+async def _arrivals(body: AsyncIterator[bytes], idle: float, total: float) -> AsyncIterator[bytes]:
+    """The chunks of ``body``; 408 when none comes for ``idle`` seconds or the whole takes over ``total``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total
+    chunks = body.__aiter__()
+    while True:
+        left = deadline - loop.time()
+        wait = min(idle, left)
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), max(0.0, wait))
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            if wait < idle:
+                raise upload_timeout(f"the upload took longer than {total:g} s") from None
+            raise upload_timeout(f"the upload stalled: nothing arrived for {idle:g} s") from None
+        yield chunk
+
+
+async def read_form(
+    headers: Mapping[str, str],
+    body: AsyncIterator[bytes],
+    max_file_bytes: int,
+    idle_timeout: float = UPLOAD_IDLE_SECONDS,
+    total_timeout: float = math.inf,
+) -> UploadForm:
     """Parse a multipart upload as it arrives, within the limits.
 
     Parameters
@@ -211,12 +248,17 @@ async def read_form(headers: Mapping[str, str], body: AsyncIterator[bytes], max_
         The body as it arrives (Starlette's ``request.stream()``).
     max_file_bytes : int
         Largest ``file`` part accepted.
+    idle_timeout : float
+        Seconds the body may stall (no bytes at all) before the upload is refused.
+    total_timeout : float
+        Seconds the whole body may take.
 
     Raises
     ------
     ApiError
         400: not multipart, malformed, truncated, a field or the file over its limit
-        (``file_too_large``, checked against Content-Length first), too many fields.
+        (``file_too_large``, checked against Content-Length first), too many fields;
+        408 ``upload_timeout``: the body stalled or took too long.
     """
     boundary = multipart_boundary(headers)
     check_content_length(headers, max_file_bytes)
@@ -225,7 +267,7 @@ async def read_form(headers: Mapping[str, str], body: AsyncIterator[bytes], max_
     limit = max_file_bytes + FORM_OVERHEAD_BYTES
     received = 0
     try:
-        async for chunk in body:
+        async for chunk in _arrivals(body, idle_timeout, total_timeout):
             received += len(chunk)
             if received > limit:
                 raise too_large(max_file_bytes)

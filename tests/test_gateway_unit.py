@@ -45,7 +45,7 @@ from qwen3_asr_triton.gateway.responses import (
     render_json,
     render_verbose_json,
 )
-from qwen3_asr_triton.gateway.upload import FORM_OVERHEAD_BYTES, MAX_FIELD_BYTES, MAX_FIELDS
+from qwen3_asr_triton.gateway.upload import FORM_OVERHEAD_BYTES, MAX_FIELD_BYTES, MAX_FIELDS, read_form
 
 TRITON = "10.1.2.3:8001"
 MODEL = "qwen3-asr"
@@ -720,6 +720,31 @@ def test_oversize_body_of_fields_is_cut_off():
     asyncio.run(call.run(app, MULTIPART))
     assert call.status == 400 and json.loads(call.body)["error"]["code"] == "too_many_fields"
     assert call.pulled == MAX_FIELDS + 1
+
+
+def test_stalled_and_endless_uploads_time_out():
+    headers = dict(MULTIPART)
+
+    async def stalls():
+        yield form_head()
+        await asyncio.sleep(3600)
+        yield b""
+
+    async def drips():
+        yield form_head()
+        while True:
+            await asyncio.sleep(0.01)
+            yield b"\0"
+
+    async def read(body, **timeouts):
+        with pytest.raises(ApiError) as info:
+            await asyncio.wait_for(read_form(headers, body, 10_000, **timeouts), 5)
+        return info.value
+
+    stalled = asyncio.run(read(stalls(), idle_timeout=0.1))
+    assert (stalled.status, stalled.code) == (408, "upload_timeout") and "stalled" in stalled.message
+    endless = asyncio.run(read(drips(), idle_timeout=1.0, total_timeout=0.3))
+    assert (endless.status, endless.code) == (408, "upload_timeout") and "longer than" in endless.message
 
 
 def complete_form(audio: bytes, **extra: str) -> bytes:
