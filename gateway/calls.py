@@ -1,8 +1,8 @@
 """Calls to Triton on behalf of one HTTP request: cancelled when the HTTP client goes away.
 
-Subtitles ask for word timestamps, so cues follow the words; a deployment
-without the forced aligner (or a language it does not cover) is answered
-without them, and a deployment known to have no aligner is not asked again.
+Subtitles ask for word timestamps, so cues follow the words, when the deployment has a forced
+aligner (its repository index lists a ready ``aligner`` model; asked once) and a forced language is
+one the aligner covers; otherwise cues are timed by segments.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 from starlette.types import Receive
 
-from qwen3_asr_triton.client import InvalidRequestError, Transcription
+from qwen3_asr_triton.client import Transcription
+from qwen3_asr_triton.languages import ALIGNER_LANGUAGES
 
 from .params import TranscriptionParams
 
@@ -25,10 +26,8 @@ T = TypeVar("T")
 
 # Formats whose cues are timed by words when the deployment can align them.
 SUBTITLE_FORMATS = ("srt", "vtt")
-# How the server words a refusal of RETURN_TIMESTAMPS (qwen3_asr_triton.pipeline): no aligner in this
-# deployment, or a forced language the aligner does not cover.
-_NO_ALIGNER = "needs a forced aligner"
-_ALIGNER_LANGUAGE = "the forced aligner does not support"
+# The forced aligner's model in a repository built with --aligner.
+ALIGNER_MODEL = "aligner"
 
 
 class ClientGoneError(Exception):
@@ -66,10 +65,18 @@ async def cancel_on_disconnect(awaitable: Awaitable[T], receive: Receive) -> T:
 
 
 class AlignerState:
-    """Whether the deployment showed it has no forced aligner (then subtitles stop asking for one)."""
+    """Whether the deployment has a forced aligner, read from its repository index once."""
 
     def __init__(self) -> None:
-        self.missing = False
+        self.present: bool | None = None
+
+    async def available(self, client: Any) -> bool:
+        if self.present is None:
+            models = await client.models()
+            self.present = any(m.name == ALIGNER_MODEL and m.state == "READY" for m in models)
+            if not self.present:
+                logger.info("the deployment has no forced aligner: subtitles are timed by segments")
+        return self.present
 
 
 async def transcribe(
@@ -85,15 +92,12 @@ async def transcribe(
         The HTTP client disconnected; the call was cancelled.
     """
     options = params.options
-    wants_words = params.response_format in SUBTITLE_FORMATS and not options.timestamps and not aligner.missing
-    if not wants_words:
-        return await cancel_on_disconnect(client.transcribe(audio, options), receive)
-    try:
-        return await cancel_on_disconnect(client.transcribe(audio, replace(options, timestamps=True)), receive)
-    except InvalidRequestError as exc:
-        if _NO_ALIGNER in exc.message:
-            logger.info("the deployment has no forced aligner: subtitles are timed by segments")
-            aligner.missing = True
-        elif _ALIGNER_LANGUAGE not in exc.message:
-            raise
+    wants_words = (
+        params.response_format in SUBTITLE_FORMATS
+        and not options.timestamps
+        and (options.language is None or options.language in ALIGNER_LANGUAGES)
+        and await cancel_on_disconnect(aligner.available(client), receive)
+    )
+    if wants_words:
+        options = replace(options, timestamps=True)
     return await cancel_on_disconnect(client.transcribe(audio, options), receive)

@@ -216,6 +216,13 @@ class TritonServer:
         return out
 
 
+# The gateway serve_cpu.sh starts for the tests (tests/test_gateway.py speaks to it with the openai SDK):
+# an API key, and an upload limit above every test clip (the 30 s wav is ~1 MB) yet quick to pass.
+GATEWAY_API_KEY = "sk-gateway-test"
+GATEWAY_MAX_FILE_BYTES = 2 * 1024 * 1024
+GATEWAY_ARGS = f"--max-file-bytes {GATEWAY_MAX_FILE_BYTES} --max-concurrency 16 --timeout 120 --grpc-channels 2"
+
+
 def _answers_http(url: str) -> bool:
     """True once something answers HTTP at ``url`` (any status)."""
     import urllib.error
@@ -238,6 +245,7 @@ def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] =
 
     grpc, http, metrics, openai = free_ports(4)
     log = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
+    env = {**os.environ, "QWEN3_ASR_API_KEY": GATEWAY_API_KEY}
     proc = subprocess.Popen(
         [
             str(REPO / "scripts" / "serve_cpu.sh"),
@@ -251,8 +259,11 @@ def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] =
             str(metrics),
             "--openai-port",
             str(openai),
+            "--openai-args",
+            GATEWAY_ARGS,
             *extra_args,
         ],
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

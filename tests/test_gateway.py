@@ -28,17 +28,16 @@ import webvtt
 
 from qwen3_asr_triton.client import ClientOptions, Qwen3ASRClient, TranscribeOptions
 from qwen3_asr_triton.client.subtitles import build_cues, to_srt, to_vtt
-from tests.conftest import free_ports
+from tests.conftest import GATEWAY_API_KEY, GATEWAY_MAX_FILE_BYTES, free_ports
 from tests.test_faults import _decoder, _wait_until_quiet
 from tests.triton_requests import transcribe
 
 pytestmark = pytest.mark.server
 
 CLI = str(Path(sys.executable).with_name("qwen3-asr"))
-API_KEY = "sk-gateway-test"
+API_KEY = GATEWAY_API_KEY
 MODEL = "qwen3-asr"
-# Larger than every test clip (the 30 s wav is ~1 MB), small enough to upload past it quickly.
-MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_FILE_BYTES = GATEWAY_MAX_FILE_BYTES
 # Bytes no decoder reads as audio.
 NOISE = b"\x00\x01not audio at all" * 64
 CONTEXT = "Glossary: Triton, Kubernetes, Qwen3-ASR, perf_analyzer."
@@ -62,63 +61,27 @@ class Gateway:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
+def gateway_pid(port: int) -> int:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    pids = [int(line.split()[0]) for line in out.splitlines() if "serve-openai" in line and f"--port {port} " in line]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
 @pytest.fixture(scope="module")
-def gateway(triton_server, tmp_path_factory):
-    """``qwen3-asr serve-openai`` on a free port in front of the session's Triton, stopped at the end."""
-    (port,) = free_ports(1)
-    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the gateway's lifetime
-    process = subprocess.Popen(
-        [
-            CLI,
-            "serve-openai",
-            "--triton-url",
-            triton_server.grpc_url,
-            "--port",
-            str(port),
-            "--api-key",
-            API_KEY,
-            "--max-file-bytes",
-            str(MAX_FILE_BYTES),
-            "--max-concurrency",
-            "16",
-            "--timeout",
-            "120",
-            "--grpc-channels",
-            "2",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    server = Gateway(process, port, log_path)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the gateway exited with {process.returncode}:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the gateway was not healthy within 60 s:\n{server.log()}")
-        time.sleep(0.2)
-    yield server
-    process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-        raise
-    finally:
-        log.close()
-    # uvicorn shuts down gracefully, then re-raises the signal so the exit status says what stopped it.
-    assert code in (0, -signal.SIGTERM), server.log()
-    assert "Application shutdown complete" in server.log()
-    assert "Traceback" not in server.log(), server.log()
+def gateway(triton_server):
+    """The gateway ``serve_cpu.sh --openai-port`` started next to the session's Triton.
+
+    The tests' server script runs it with ``QWEN3_ASR_API_KEY`` set and the options in
+    ``tests.conftest.GATEWAY_ARGS``; its log is the server's log.
+    """
+    port = int(triton_server.openai_url.rsplit(":", 1)[1])
+    with urllib.request.urlopen(f"{triton_server.openai_url}/health", timeout=10) as response:
+        assert response.status == 200
+    pid = gateway_pid(port)
+    yield Gateway(triton_server.process, port, triton_server.log_path)
+    assert gateway_pid(port) == pid, "the gateway was restarted during the tests"
+    assert "qwen3_asr_triton.gateway" in triton_server.log_path.read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")

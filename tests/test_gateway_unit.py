@@ -30,7 +30,7 @@ from qwen3_asr_triton.client import (
     TranscribeOptions,
 )
 from qwen3_asr_triton.client.subtitles import build_cues, to_srt, to_vtt
-from qwen3_asr_triton.client.types import Segment, ServerHealth, Transcription, Word
+from qwen3_asr_triton.client.types import ModelState, Segment, ServerHealth, Transcription, Word
 from qwen3_asr_triton.gateway import GatewayOptions, create_app
 from qwen3_asr_triton.gateway import cli as gateway_cli
 from qwen3_asr_triton.gateway.calls import ClientGoneError, cancel_on_disconnect
@@ -87,6 +87,7 @@ class FakeClient:
         self.closed = False
         self.healthy = True
         self.no_aligner = False
+        self.index_calls = 0
         self.gate: asyncio.Event | None = None
         self.cancelled = 0
         self.stream_closed = 0
@@ -136,6 +137,11 @@ class FakeClient:
 
     async def health(self, timeout=None, model=None):
         return ServerHealth(True, self.healthy, self.healthy, "qwen3_asr", "2.51")
+
+    async def models(self):
+        self.index_calls += 1
+        names = ["qwen3_asr", "decoder"] + ([] if self.no_aligner else ["aligner"])
+        return [ModelState(name, "1", "READY") for name in names]
 
     async def close(self) -> None:
         self.closed = True
@@ -379,14 +385,23 @@ def test_every_format_over_http(client, fmt):
 def test_subtitles_fall_back_without_an_aligner():
     with TestClient(make_app(grpc_channels=1)) as test_client:
         fake = FakeClient.instances[0]
-        fake.no_aligner = True
+        fake.no_aligner = True  # the repository index lists no aligner
         first = post(test_client, response_format="srt")
         assert first.status_code == 200 and first.text == render(result(False), "srt")
-        assert [o.timestamps for _, o in fake.calls] == [True, False]
+        assert [o.timestamps for _, o in fake.calls] == [False]
         assert post(test_client, response_format="vtt").status_code == 200
-        assert [o.timestamps for _, o in fake.calls] == [True, False, False]  # not asked again
+        assert [o.timestamps for _, o in fake.calls] == [False, False]
+        assert fake.index_calls == 1  # asked once
         words = post(test_client, response_format="verbose_json", **{"timestamp_granularities[]": "word"})
         assert words.status_code == 400 and "forced aligner" in error_of(words)["message"]
+
+
+def test_subtitles_in_a_language_the_aligner_lacks_are_timed_by_segments():
+    with TestClient(make_app(grpc_channels=1)) as test_client:
+        fake = FakeClient.instances[0]
+        assert post(test_client, response_format="srt", language="th").status_code == 200
+        assert post(test_client, response_format="srt", language="en").status_code == 200
+        assert [(o.language, o.timestamps) for _, o in fake.calls] == [("Thai", False), ("English", True)]
 
 
 def test_round_robin_over_the_channels():
