@@ -52,7 +52,14 @@ def test_the_final_answer_equals_qwen3_asr_and_the_deltas_join_to_it(triton_serv
             unary = client.transcribe(data, options)
             deltas, final = asyncio.run(_collect(triton_server.grpc_url, data, options))
             assert final.text == unary.text and final.token_ids == unary.token_ids, clip.spec.name
-            assert final.words == unary.words and final.segments == unary.segments
+            assert final.words == unary.words
+            # Log-probabilities carry float32 noise from which other sequences shared the decoder's batch.
+            assert [(s.text, s.start, s.end, s.token_ids) for s in final.segments] == [
+                (s.text, s.start, s.end, s.token_ids) for s in unary.segments
+            ]
+            assert [s.avg_logprob for s in final.segments] == pytest.approx(
+                [s.avg_logprob for s in unary.segments], rel=1e-5
+            )
             assert final.language == unary.language
             assert "".join(d.text for _, d in deltas) == final.text, clip.spec.name
 

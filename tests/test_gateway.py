@@ -188,7 +188,10 @@ def test_verbose_json_segments_carry_the_generated_tokens(sdk, grpc_client, clip
     assert result.words is None  # only asked for with the word granularity
     assert [s.text for s in result.segments] == [s.text for s in expected.segments]
     assert [s.tokens for s in result.segments] == [list(s.token_ids) for s in expected.segments]
-    assert [s.avg_logprob for s in result.segments] == [s.avg_logprob for s in expected.segments]
+    # Log-probabilities carry float32 noise from which other sequences shared the decoder's batch.
+    assert [s.avg_logprob for s in result.segments] == pytest.approx(
+        [s.avg_logprob for s in expected.segments], rel=1e-5
+    )
     assert [t for s in result.segments for t in s.tokens] == list(expected.token_ids)
     assert all(s.avg_logprob is not None and s.avg_logprob <= 0.0 for s in result.segments)
 
