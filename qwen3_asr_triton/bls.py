@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -25,6 +26,15 @@ from .features import EncoderWindows
 from .output import ParsedOutput
 from .pipeline import Generation, Recognizer, TokenCallback
 from .serving import raise_for_bls_error, string_tensor
+
+# Triton 2.51's iterator over a decoupled BLS call blocks its thread until the next response, so every
+# generation in flight holds one draining thread for as long as it decodes (and a stop request one
+# more, briefly). asyncio's default pool has min(32, cores + 4) threads, 6 on a 2-core machine: a
+# seventh concurrent generation would get its tokens (and a cancellation its answer) only once another
+# ended. The drains get their own pool, sized far above the decoder's running sequences; idle threads
+# cost nothing and are created only when needed.
+DRAIN_THREADS = 512
+_DRAIN_POOL = ThreadPoolExecutor(max_workers=DRAIN_THREADS, thread_name_prefix="bls-drain")
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,7 @@ class BlsStages:
             # A decoupled async_exec returns once the first response is there (for a non-streaming
             # generation: the whole answer); the iterator blocks while waiting: drain it off the event loop.
             responses = await request.async_exec(decoupled=True)
-            collected = await loop.run_in_executor(None, drain, responses)
+            collected = await loop.run_in_executor(_DRAIN_POOL, drain, responses)
         except asyncio.CancelledError:
             # Our caller's client went away: have the decoder drop the sequence at its next step
             # (the draining thread ends with the decoder's CANCELLED answer).
@@ -185,7 +195,7 @@ class BlsStages:
             request_id=request_id,
         )
         responses = await stop.async_exec(decoupled=True)
-        await asyncio.get_running_loop().run_in_executor(None, list, responses)
+        await asyncio.get_running_loop().run_in_executor(_DRAIN_POOL, list, responses)
 
     async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:
         pb = self.pb

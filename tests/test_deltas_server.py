@@ -128,3 +128,31 @@ def test_bad_audio_is_an_invalid_request_on_the_stream(triton_server):
 
     with pytest.raises(InvalidRequestError):
         asyncio.run(run())
+
+
+def test_many_concurrent_streams_all_receive_text_while_they_decode(triton_server, clips):
+    """Ten streams at once, more than the test repository's 6 entry instances: none waits for another."""
+    streams, tokens = 10, 150
+    options = TranscribeOptions(language="en", max_new_tokens=tokens, min_new_tokens=tokens)
+    data = clips[0].path.read_bytes()
+
+    async def run():
+        async with AsyncQwen3ASRClient(ClientOptions(url=triton_server.grpc_url, timeout=300)) as client:
+            started = time.monotonic()
+
+            async def one():
+                first = None
+                async for event in client.transcribe_stream(data, options):
+                    if first is None and isinstance(event, TextDelta):
+                        first = time.monotonic() - started
+                return first, time.monotonic() - started, event
+
+            return await asyncio.gather(*(one() for _ in range(streams)))
+
+    results = asyncio.run(run())
+    firsts = [first for first, _, _ in results]
+    ends = [end for _, end, _ in results]
+    assert all(f is not None for f in firsts)
+    assert len({final.token_ids for _, _, final in results}) == 1, "the same audio gives the same tokens"
+    print(f"first deltas {min(firsts):.2f}-{max(firsts):.2f} s, finals {min(ends):.2f}-{max(ends):.2f} s")
+    assert max(firsts) < min(ends), "a stream got no text until another one had finished"
