@@ -203,6 +203,12 @@ class TritonServer:
     # The OpenAI-compatible gateway serve_cpu.sh started next to Triton (http://127.0.0.1:PORT).
     openai_url: str = ""
 
+    def gateway_pids(self) -> list[int]:
+        """Pids of the OpenAI-compatible gateways serve_cpu.sh runs (one while all is well)."""
+        from qwen3_asr_triton.supervision import children
+
+        return sorted(pid for pid, argv in children(self.process.pid).items() if "serve-openai" in argv)
+
     def metrics(self) -> dict[str, float]:
         """Metric name (with labels) -> value from the Prometheus endpoint."""
         import urllib.request

@@ -61,13 +61,6 @@ class Gateway:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def gateway_pid(port: int) -> int:
-    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    pids = [int(line.split()[0]) for line in out.splitlines() if "serve-openai" in line and f"--port {port} " in line]
-    assert len(pids) == 1, pids
-    return pids[0]
-
-
 @pytest.fixture(scope="module")
 def gateway(triton_server):
     """The gateway ``serve_cpu.sh --openai-port`` started next to the session's Triton.
@@ -78,9 +71,10 @@ def gateway(triton_server):
     port = int(triton_server.openai_url.rsplit(":", 1)[1])
     with urllib.request.urlopen(f"{triton_server.openai_url}/health", timeout=10) as response:
         assert response.status == 200
-    pid = gateway_pid(port)
+    pids = triton_server.gateway_pids()
+    assert len(pids) == 1, pids
     yield Gateway(triton_server.process, port, triton_server.log_path)
-    assert gateway_pid(port) == pid, "the gateway was restarted during the tests"
+    assert triton_server.gateway_pids() == pids, "the gateway was restarted during the tests"
     assert "qwen3_asr_triton.gateway" in triton_server.log_path.read_text(errors="replace")
 
 
