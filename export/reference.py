@@ -1,6 +1,6 @@
 """The transformers implementation of Qwen3-ASR, used as the correctness reference.
 
-DESIGN.md fixes the reference: ``transformers.models.qwen3_asr`` in fp32, one
+The reference is ``transformers.models.qwen3_asr`` (transformers >= 5.24) in fp32, one
 clip at a time (its feature extractor pads a batch to the longest clip, which
 changes the features of the shorter ones), greedy decoding. This module wraps
 it for tests and benchmarks: prompt ids, generated ids, the top-2 logit gap at

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-# Qwen3 end-of-sequence ids (<|endoftext|>, <|im_end|>; FACTS.md). Some systems return the
+# Qwen3 end-of-sequence ids (<|endoftext|>, <|im_end|>). Some systems return the
 # final end token, others drop it: it is stripped from both sides before comparing.
 EOS_IDS = frozenset({151643, 151645})
 

@@ -40,31 +40,20 @@ from perf.machine import describe_machine  # noqa: E402
 from perf.procmem import TreeSampler, tree_memory  # noqa: E402
 from perf.report import render  # noqa: E402
 from perf.systems import SYSTEMS, BenchSystem, SystemConfig, SystemUnavailableError, make_system  # noqa: E402
-from perf.systems.base import BENCH_CACHE, PRECISIONS  # noqa: E402
+from perf.systems.base import BENCH_CACHE, PRECISIONS, parse_knobs  # noqa: E402
 from perf.triton_stats import breakdown  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
 SIZES = ("tiny", "0.6b", "1.7b")
 DEFAULT_OUTPUT = REPO / "perf" / "results"
-# Natural-stopping budget for the agreement pass: random checkpoints stop after 1-80 tokens or never
-# (FACTS.md), and a greedy divergence makes everything after it differ anyway.
+# Natural-stopping budget for the agreement pass: random checkpoints stop after 1-80 tokens or never,
+# and a greedy divergence makes everything after it differ anyway.
 NATURAL_MAX_TOKENS = 64
 # Smoke settings: the tiny test checkpoint, one level of 2 concurrent requests, 4 requests.
 SMOKE = {"sizes": ["tiny"], "concurrency": [2], "requests": 4, "pool": 4}
 # vLLM's start-up alone (model inspection, torch.compile) takes 3-4 minutes here: opt in with --systems.
 SMOKE_SYSTEMS = ("triton", "transformers")
-
-
-def parse_knobs(items: list[str]) -> dict[str, str]:
-    """``["a=1", "b-c=x"]`` -> ``{"a": "1", "b-c": "x"}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
-        out[key.strip().lstrip("-")] = value.strip()
-    return out
 
 
 def warm_up(system: BenchSystem, clips: list[BenchClip], tokens: int, level: int, streamed: bool) -> None:

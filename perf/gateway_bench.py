@@ -53,12 +53,11 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from perf.aio import LoopThread  # noqa: E402
-from perf.benchmark import parse_knobs  # noqa: E402
 from perf.clips import BenchClip, clip_pool  # noqa: E402
 from perf.load import LoadResult, Reply, run_load  # noqa: E402
 from perf.machine import describe_machine  # noqa: E402
 from perf.openai_audio import TranscriptionsClient  # noqa: E402
-from perf.systems.base import BENCH_CACHE, SystemConfig, SystemUnavailableError  # noqa: E402
+from perf.systems.base import BENCH_CACHE, SystemConfig, SystemUnavailableError, parse_knobs  # noqa: E402
 
 logger = logging.getLogger("gateway_bench")
 

@@ -344,10 +344,13 @@ def plot(results: dict, out_dir: Path) -> Path | None:
 
 
 def render(results: dict, out_dir: Path) -> Path:
-    """Write README.md and the plot into ``out_dir``; return the README's path."""
+    """Write README.md and the plot into ``out_dir``; return the README's path.
+
+    A smoke run (a check, not a result) gets no plot, so it needs no matplotlib (the perf extra).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = results["settings"]
-    png = plot(results, out_dir)
+    png = None if settings.get("smoke") else plot(results, out_dir)
     levels = settings["levels"]
     load_line = (
         f"then {settings['requests_load']} requests at concurrency {max(levels)} (throughput), "

@@ -7,7 +7,7 @@
 #
 # Installs perf_analyzer 2.51 on first use (re-runnable): the PyPI perf-analyzer wheels need glibc 2.38,
 # so it comes from the tritonclient==2.51.0 manylinux1 wheel (tritonclient-2.51.0.data/data/bin/), with
-# libb64.so.0d and libcudart.so.12 taken from the nvidia-pytriton wheel's bundled libraries (TRITON_CPU.md).
+# libb64.so.0d and libcudart.so.12 taken from the nvidia-pytriton wheel's bundled libraries.
 # Inputs: espeak-ng clips of exactly --clip-seconds (perf/pa_inputs.py), MAX_NEW_TOKENS = MIN_NEW_TOKENS =
 # --tokens. --model qwen3_asr_streaming sends each clip as a sequence of 1 s WAVEFORM chunks over gRPC
 # streaming (perf_analyzer sets START/END/CORRID; one request = one chunk, its latency runs to the chunk's

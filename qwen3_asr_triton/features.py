@@ -5,7 +5,7 @@ alone (the reference path): Whisper-style 128-bin log-mel, no 30 s cap, clips
 shorter than ``min_samples`` zero-padded, and the mel time axis right-padded
 with zeros to a whole number of encoder chunks.
 
-Encoder layout (see FACTS.md): the mel is cut into chunks of ``chunk_frames``
+Encoder layout: the mel is cut into chunks of ``chunk_frames``
 (100 frames = 1 s); every chunk goes through three stride-2 convolutions on its
 own, giving ``tokens_per_chunk`` (13) audio tokens. Attention is limited to
 windows of ``window_frames`` (800 frames = 8 s = 104 tokens), so each window

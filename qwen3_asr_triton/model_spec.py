@@ -150,7 +150,7 @@ class ModelSpec:
         rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         # The original configs carry M-RoPE sections; audio and text share one
-        # position stream, which makes it plain 1-D RoPE (FACTS.md).
+        # position stream, which makes it plain 1-D RoPE.
         if rope_type not in ("default", "mrope", None):
             raise ValueError(f"unsupported rope type {rope_type!r} in {root}")
         rope_theta = float(rope.get("rope_theta", text.get("rope_theta", 1_000_000.0)))

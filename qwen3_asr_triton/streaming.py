@@ -1,6 +1,6 @@
 """Streaming recognition: per-stream state and the re-decoding policy.
 
-The model has no streaming mode of its own; the official recipe (FACTS.md)
+The model has no streaming mode of its own; the official recipe
 re-encodes all audio received so far for every chunk and, after the first
 chunks, feeds the previous output minus its last few tokens as the start of
 the assistant's answer, so each partial only extends a stable prefix. This

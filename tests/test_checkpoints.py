@@ -61,7 +61,7 @@ def test_real_sizes_have_the_published_dimensions(size, audio, text):
         model = Qwen3ASRForConditionalGeneration(cfg)
     encoder = sum(p.numel() for p in model.model.audio_tower.parameters())
     total = sum(p.numel() for n, p in model.named_parameters() if n != "lm_head.weight")
-    # FACTS.md: the 1.7B encoder is ~300M parameters; totals are 0.78B and 2.04B with tied embeddings.
+    # The 1.7B encoder is ~300M parameters; totals are 0.78B and 2.04B with tied embeddings.
     expected = {"0.6b": (184.7e6, 0.782e9), "1.7b": (314.3e6, 2.038e9)}[size]
     assert abs(encoder - expected[0]) < 0.1e6 and abs(total - expected[1]) < 1e6
 

@@ -150,3 +150,14 @@ def cpu_list() -> str:
         prev = cpu
     ranges.append(f"{start}-{prev}" if start != prev else str(start))
     return ",".join(ranges)
+
+
+def parse_knobs(items: list[str]) -> dict[str, str]:
+    """``["a=1", "b-c=x"]`` -> ``{"a": "1", "b-c": "x"}`` (a system's extra options from the command line)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip().lstrip("-")] = value.strip()
+    return out

