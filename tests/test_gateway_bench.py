@@ -91,7 +91,7 @@ def test_report_has_the_overhead(smoke) -> None:
     assert entry["p50_s_ratio"] > 0 and entry["tokens_mean_ratio"] == pytest.approx(1.0)
     readme = (out / "README.md").read_text()
     assert "**Gateway overhead**" in readme and "Triton via gateway (HTTP)" in readme
-    assert (out / "gateway-bench.png").stat().st_size > 0
+    assert not (out / "gateway-bench.png").exists() and "gateway-bench.png" not in readme  # a smoke has no plot
     assert results["machine"]["cpu_model"] and "flags" in results["machine"]
     assert "vllm" not in results["runs"]
 
