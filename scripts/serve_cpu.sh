@@ -189,9 +189,23 @@ restarts=0
 # Regions a killed server left behind (a container restarted in the same pod keeps its /dev/shm); the
 # age keeps the new regions of another server starting on the same machine at this moment.
 "$PY" -m qwen3_asr_triton.supervision clean-shm --min-age 120 || true
+started_once=0
 while true; do
   start_server
-  wait_ready
+  if ! wait_ready; then
+    # The first start failing is a configuration error: report it at once. A restart failing (the
+    # server killed before it was ready) counts as one more restart.
+    ((started_once)) || exit 1
+    stop_server "$RESTART_GRACE"
+    if ((restarts >= MAX_RESTARTS)); then
+      echo "serve_cpu.sh: the server failed during a restart and --max-restarts $MAX_RESTARTS is used up" >&2
+      exit 1
+    fi
+    restarts=$((restarts + 1))
+    echo "serve_cpu.sh: restarting Triton (it failed during start-up; restart $restarts of $MAX_RESTARTS)" >&2
+    continue
+  fi
+  started_once=1
   "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" > "$REGIONS_FILE" 2>/dev/null || true
   echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $HTTP_ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
   # The gateway starts once Triton is first ready and keeps running across Triton's restarts.
