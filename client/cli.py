@@ -71,7 +71,7 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -81,7 +81,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def positive_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -114,7 +114,9 @@ def _add_connection_arguments(
         help=f"gRPC endpoint host:port (default: ${URL_ENV} or {DEFAULT_URL})",
     )
     group.add_argument("--model", default=model, help="entry model name (default: %(default)s)")
-    group.add_argument("--timeout", type=_seconds, default=timeout, help=f"{timeout_help} (default: %(default)g)")
+    group.add_argument(
+        "--timeout", type=positive_seconds, default=timeout, help=f"{timeout_help} (default: %(default)g)"
+    )
     group.add_argument(
         "--retries",
         type=int,
@@ -139,7 +141,7 @@ def _add_recognition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", help="force a language by name or code (English, en); default: detect")
     parser.add_argument("--context", help="hotwords / domain text, or @FILE to read it from a file")
     parser.add_argument("--timestamps", action="store_true", help="request word timestamps (needs the aligner)")
-    parser.add_argument("--max-new-tokens", type=_positive_int, help="cap on generated tokens per segment")
+    parser.add_argument("--max-new-tokens", type=positive_int, help="cap on generated tokens per segment")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CONCURRENCY,
         help="requests in flight (default: %(default)s)",
     )
@@ -180,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("input", type=Path, metavar="FILE", help="audio file (decoded locally)")
     st.add_argument(
         "--chunk-seconds",
-        type=_seconds,
+        type=positive_seconds,
         default=DEFAULT_CHUNK_SECONDS,
         help="audio per request; each may get a partial (default: %(default)g)",
     )

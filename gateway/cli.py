@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from qwen3_asr_triton.client.cli import URL_ENV
+from qwen3_asr_triton.client.cli import URL_ENV, positive_int, positive_seconds
 from qwen3_asr_triton.client.cli import build_parser as build_client_parser
 from qwen3_asr_triton.client.cli import main as client_main
 
@@ -47,26 +47,6 @@ KEEP_ALIVE_SECONDS = 5
 GRACEFUL_SHUTDOWN_SECONDS = 25
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
 def build_serve_parser() -> argparse.ArgumentParser:
     """Arguments of ``qwen3-asr serve-openai``."""
     parser = argparse.ArgumentParser(
@@ -98,25 +78,25 @@ def build_serve_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-file-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_FILE_BYTES,
         help="largest audio upload in bytes (default: %(default)s, OpenAI's 25 MiB)",
     )
     parser.add_argument(
         "--max-concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_CONCURRENCY,
         help="transcriptions in flight; one more is refused with 503 at once (default: %(default)s)",
     )
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=DEFAULT_TIMEOUT_SECONDS,
         help="deadline of one transcription in seconds; 504 past it (default: %(default)g)",
     )
     parser.add_argument(
         "--grpc-channels",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_GRPC_CHANNELS,
         help="gRPC channels to Triton, used round-robin (default: %(default)s)",
     )
