@@ -7,8 +7,6 @@ Ratios are plain ``A / B`` of the named systems' numbers; what each means is sai
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from perf.report import _fmt, _save, machine_section  # noqa: E402
+from perf.report import _fmt, _save, machine_section, rerender_main  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -413,14 +411,7 @@ def render(results: dict, out_dir: Path) -> Path:
 
 def main() -> None:
     """Re-render README.md and the plot from a results.json."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path, help="results.json written by perf/gateway_bench.py")
-    parser.add_argument("--output-dir", type=Path, help="default: the results file's folder")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    results = json.loads(args.results.read_text())
-    path = render(results, args.output_dir or args.results.parent)
-    logger.info("wrote %s", path)
+    rerender_main(render, __doc__.split("\n\n")[0], "perf/gateway_bench.py")
 
 
 if __name__ == "__main__":

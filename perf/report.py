@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -358,15 +358,20 @@ def render(results: dict, out_dir: Path) -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path, help="results.json written by perf/benchmark.py")
+def rerender_main(render_fn: Callable[[dict, Path], Path], description: str, producer: str) -> None:
+    """Command line of a report module: re-render a results.json written by ``producer``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("results", type=Path, help=f"results.json written by {producer}")
     parser.add_argument("--output-dir", type=Path, help="default: the results file's folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     results = json.loads(args.results.read_text())
-    path = render(results, args.output_dir or args.results.parent)
+    path = render_fn(results, args.output_dir or args.results.parent)
     logger.info("wrote %s", path)
+
+
+def main() -> None:
+    rerender_main(render, __doc__.split("\n\n")[0], "perf/benchmark.py")
 
 
 if __name__ == "__main__":
