@@ -196,47 +196,42 @@ while true; do
     # The first start failing is a configuration error: report it at once. A restart failing (the
     # server killed before it was ready) counts as one more restart.
     ((started_once)) || exit 1
-    stop_server "$RESTART_GRACE"
-    if ((restarts >= MAX_RESTARTS)); then
-      echo "serve_cpu.sh: the server failed during a restart and --max-restarts $MAX_RESTARTS is used up" >&2
-      exit 1
-    fi
-    restarts=$((restarts + 1))
-    echo "serve_cpu.sh: restarting Triton (it failed during start-up; restart $restarts of $MAX_RESTARTS)" >&2
-    continue
+    why="it failed during start-up"
+  else
+    started_once=1
+    "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" > "$REGIONS_FILE" 2>/dev/null || true
+    echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $HTTP_ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
+    # The gateway starts once Triton is first ready and keeps running across Triton's restarts.
+    if [[ -n "$OPENAI_PORT" && -z "$GATEWAY_PID" ]]; then start_gateway; fi
+    "$PY" -m qwen3_asr_triton.supervision watch --pid "$SERVER_PID" --url "$HTTP_URL" --interval "$WATCH_INTERVAL" &
+    WATCH_PID=$!
+    status=0
+    while true; do
+      ended=""
+      code=0
+      wait -n -p ended "$WATCH_PID" ${GATEWAY_PID:+"$GATEWAY_PID"} || code=$?
+      if [[ "$ended" == "$WATCH_PID" ]]; then status=$code; break; fi
+      # The gateway died (Triton is fine): start it again, within the same restart budget.
+      echo "serve_cpu.sh: the OpenAI-compatible gateway exited with status $code" >&2
+      GATEWAY_PID=""
+      if ((gateway_restarts >= MAX_RESTARTS)); then
+        echo "serve_cpu.sh: --max-restarts $MAX_RESTARTS is used up for the gateway" >&2
+        exit 1
+      fi
+      gateway_restarts=$((gateway_restarts + 1))
+      sleep 1
+      start_gateway
+    done
+    WATCH_PID=""
+    why="watchdog status $status"
   fi
-  started_once=1
-  "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" > "$REGIONS_FILE" 2>/dev/null || true
-  echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $HTTP_ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
-  # The gateway starts once Triton is first ready and keeps running across Triton's restarts.
-  if [[ -n "$OPENAI_PORT" && -z "$GATEWAY_PID" ]]; then start_gateway; fi
-  "$PY" -m qwen3_asr_triton.supervision watch --pid "$SERVER_PID" --url "$HTTP_URL" --interval "$WATCH_INTERVAL" &
-  WATCH_PID=$!
-  status=0
-  while true; do
-    ended=""
-    code=0
-    wait -n -p ended "$WATCH_PID" ${GATEWAY_PID:+"$GATEWAY_PID"} || code=$?
-    if [[ "$ended" == "$WATCH_PID" ]]; then status=$code; break; fi
-    # The gateway died (Triton is fine): start it again, within the same restart budget.
-    echo "serve_cpu.sh: the OpenAI-compatible gateway exited with status $code" >&2
-    GATEWAY_PID=""
-    if ((gateway_restarts >= MAX_RESTARTS)); then
-      echo "serve_cpu.sh: --max-restarts $MAX_RESTARTS is used up for the gateway" >&2
-      exit 1
-    fi
-    gateway_restarts=$((gateway_restarts + 1))
-    sleep 1
-    start_gateway
-  done
-  WATCH_PID=""
   # A server with a dead worker never finishes its graceful shutdown (it waits on the worker until
   # its 30 s exit timeout): give in-flight requests RESTART_GRACE seconds, then kill it.
   stop_server "$RESTART_GRACE"
   if ((restarts >= MAX_RESTARTS)); then
-    echo "serve_cpu.sh: the server failed (watchdog status $status) and --max-restarts $MAX_RESTARTS is used up" >&2
+    echo "serve_cpu.sh: the server failed ($why) and --max-restarts $MAX_RESTARTS is used up" >&2
     exit 1
   fi
   restarts=$((restarts + 1))
-  echo "serve_cpu.sh: restarting Triton (watchdog status $status; restart $restarts of $MAX_RESTARTS)" >&2
+  echo "serve_cpu.sh: restarting Triton ($why; restart $restarts of $MAX_RESTARTS)" >&2
 done
