@@ -9,8 +9,12 @@
 # image's target (QWEN3_ASR_TARGET), so a cpu repository never starts on the gpu image or vice versa.
 # Triton's HTTP port binds 127.0.0.1 (TRITON_HTTP_ADDRESS): one crafted JSON body crashes Triton 2.51's HTTP
 # server, so only gRPC (and metrics) face the network; health checks use gRPC health checking.
+# The gRPC port that faces the network is the project's gRPC guard (`qwen3-asr serve-grpc`): it checks
+# every inference message (one whose declared tensor size overflows Triton's arithmetic kills a python
+# worker) and forwards it to Triton's own gRPC endpoint on 127.0.0.1:TRITON_INTERNAL_GRPC_PORT.
 # Knobs: MODEL_REPOSITORY (/models), QWEN3_ASR_TARGET (set by the image), TRITON_HTTP_PORT (8000),
-# TRITON_GRPC_PORT (8001), TRITON_METRICS_PORT (8002), TRITON_LOG_VERBOSE (0),
+# TRITON_GRPC_PORT (8001, the guard), TRITON_INTERNAL_GRPC_PORT (8011, Triton's own, loopback),
+# TRITON_METRICS_PORT (8002), TRITON_LOG_VERBOSE (0),
 # TRITON_SHM_BYTES (python backend shared memory, default 64 MiB), QWEN3_ASR_SITE (gpu: python models' packages),
 # QWEN3_ASR_GATEWAY_SITE (gpu: the gateway's packages).
 #
@@ -18,7 +22,7 @@
 #
 # With arguments, runs COMMAND in the image's Python environment instead of Triton: this is how compose and
 # Kubernetes start the OpenAI-compatible gateway from the server image
-# (`qwen3-asr serve-openai --triton-url HOST:8001 --host 0.0.0.0 --port 8080`). cpu: the project's .venv;
+# (`qwen3-asr serve-openai --triton-url 127.0.0.1:8011 --host 0.0.0.0 --port 8080` in the server's pod). cpu: the project's .venv;
 # gpu: the gateway's packages, then the project's site (the image's own packages stay as they are).
 set -euo pipefail
 
@@ -29,6 +33,7 @@ ADDRESS="0.0.0.0"
 HTTP_ADDRESS="${TRITON_HTTP_ADDRESS:-127.0.0.1}"
 HTTP_PORT="${TRITON_HTTP_PORT:-8000}"
 GRPC_PORT="${TRITON_GRPC_PORT:-8001}"
+INTERNAL_GRPC_PORT="${TRITON_INTERNAL_GRPC_PORT:-8011}"
 METRICS_PORT="${TRITON_METRICS_PORT:-8002}"
 LOG_VERBOSE="${TRITON_LOG_VERBOSE:-0}"
 SHM_BYTES="${TRITON_SHM_BYTES:-$((64 * 1024 * 1024))}"
@@ -65,8 +70,8 @@ case "$TARGET" in
     # --max-restarts 0: a dead worker ends the container, and its orchestrator restarts it.
     exec "$ROOT/scripts/serve_cpu.sh" --model-repository "$MODEL_REPOSITORY" --address "$ADDRESS" \
       --http-address "$HTTP_ADDRESS" \
-      --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" --log-verbose "$LOG_VERBOSE" \
-      --max-restarts 0
+      --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --triton-grpc-port "$INTERNAL_GRPC_PORT" \
+      --metrics-port "$METRICS_PORT" --log-verbose "$LOG_VERBOSE" --max-restarts 0
     ;;
   gpu)
     # The python models import the project from its own site folder: the image's packages (TensorRT-LLM's
@@ -77,7 +82,7 @@ case "$TARGET" in
     tritonserver \
       --model-repository="$MODEL_REPOSITORY" \
       --http-address="$HTTP_ADDRESS" --http-port="$HTTP_PORT" \
-      --grpc-address="$ADDRESS" --grpc-port="$GRPC_PORT" \
+      --grpc-address=127.0.0.1 --grpc-port="$INTERNAL_GRPC_PORT" \
       --metrics-address="$ADDRESS" --metrics-port="$METRICS_PORT" \
       --allow-metrics=true --allow-gpu-metrics=true \
       --model-control-mode=none \
@@ -95,14 +100,20 @@ case "$TARGET" in
       kill -0 "$server" 2>/dev/null || { wait "$server" || true; exit 1; }
       sleep 2
     done
+    # The gRPC guard takes clients' port once Triton is ready; it runs with the gateway's packages.
+    PYTHONPATH="$GATEWAY_SITE:$PYTHONPATH" python3 -m qwen3_asr_triton.gateway.cli serve-grpc \
+      --triton-url "127.0.0.1:$INTERNAL_GRPC_PORT" --model-repository "$MODEL_REPOSITORY" \
+      --host "$ADDRESS" --port "$GRPC_PORT" &
+    guard=$!
     python3 -m qwen3_asr_triton.supervision watch --pid "$server" --url "http://127.0.0.1:$HTTP_PORT" &
     watcher=$!
-    trap 'kill "$watcher" "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; exit 143' TERM INT
+    trap 'kill "$watcher" "$guard" "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; exit 143' TERM INT
+    # Whichever ends first (a dead worker or server, or a dead guard) ends the container.
     status=0
-    wait "$watcher" || status=$?
-    kill -TERM "$server" 2>/dev/null || true
+    wait -n "$watcher" "$guard" || status=$?
+    kill -TERM "$guard" "$watcher" "$server" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
-    exit "$status"
+    exit "$((status ? status : 1))"
     ;;
   *)
     echo "serve.sh: QWEN3_ASR_TARGET must be cpu or gpu, got $TARGET" >&2

@@ -1,4 +1,5 @@
-"""The ``qwen3-asr`` console script: ``serve-openai`` starts the gateway, every other command is the client CLI.
+"""The ``qwen3-asr`` console script: ``serve-openai`` starts the gateway, ``serve-grpc`` the gRPC guard,
+every other command is the client CLI.
 
 The client CLI (:func:`qwen3_asr_triton.client.cli.main`) is called unchanged
 with the same arguments, so the gateway depends on the client and never the reverse.
@@ -15,6 +16,7 @@ from qwen3_asr_triton.client.cli import URL_ENV, positive_int, positive_seconds
 from qwen3_asr_triton.client.cli import build_parser as build_client_parser
 from qwen3_asr_triton.client.cli import main as client_main
 
+from . import guard_cli
 from .options import (
     API_KEY_ENV,
     DEFAULT_GRPC_CHANNELS,
@@ -24,6 +26,7 @@ from .options import (
     DEFAULT_PORT,
     DEFAULT_SERVED_MODEL_NAME,
     DEFAULT_TIMEOUT_SECONDS,
+    GRACEFUL_SHUTDOWN_SECONDS,
     GatewayOptions,
 )
 
@@ -42,9 +45,6 @@ MIN_CONNECTIONS = 64
 MAX_HEADER_BYTES = 16 * 1024
 # Seconds an idle keep-alive connection is kept (uvicorn's default; clients reconnect cheaply).
 KEEP_ALIVE_SECONDS = 5
-# On SIGTERM, requests in flight get this long to finish before they are cut (Kubernetes waits
-# 30 s by default between SIGTERM and SIGKILL).
-GRACEFUL_SHUTDOWN_SECONDS = 25
 
 
 def build_serve_parser() -> argparse.ArgumentParser:
@@ -168,10 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     if index is not None and args[index] == SERVE_COMMAND:
         # Options before the command (``qwen3-asr -v serve-openai``) are the gateway's too.
         return serve(args[:index] + args[index + 1 :])
+    if index is not None and args[index] == guard_cli.COMMAND:
+        return guard_cli.main(args[:index] + args[index + 1 :], PROG)
     if index is None and any(arg in ("-h", "--help") for arg in args):
         help_text = build_client_parser().format_help()
         print(help_text.rstrip("\n"))
-        print(f"\nalso:\n  {SERVE_COMMAND:<13}{SERVE_HELP} ('{PROG} {SERVE_COMMAND} --help')")
+        print("\nalso:")
+        for command, text in ((SERVE_COMMAND, SERVE_HELP), (guard_cli.COMMAND, guard_cli.HELP)):
+            print(f"  {command:<13}{text} ('{PROG} {command} --help')")
         return EXIT_OK
     return client_main(args)
 

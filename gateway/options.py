@@ -34,6 +34,9 @@ MAX_CONCURRENCY_LIMIT = 4096
 # Deadline of one transcription, retries included: an hour of audio takes well under a minute on a
 # GPU and a few minutes on the CPU target; OpenAI's own client waits 600 s before giving up.
 DEFAULT_TIMEOUT_SECONDS = 300.0
+# On SIGTERM, requests in flight get this long to finish before they are cut (Kubernetes waits
+# 30 s by default between SIGTERM and SIGKILL). The gateway and the gRPC guard both use it.
+GRACEFUL_SHUTDOWN_SECONDS = 25
 # gRPC channels (one AsyncQwen3ASRClient each), used round-robin. One HTTP/2 channel multiplexes
 # many calls, but a second one keeps a slow, large upload from delaying small requests behind it.
 DEFAULT_GRPC_CHANNELS = 2

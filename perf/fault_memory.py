@@ -2,12 +2,13 @@
 
 Two requests an outside probe sent: a FLAC of 3,700 s of silence at 384 kHz (over the 3,600 s limit;
 a small file that decodes to 1.4 billion samples), and 300 MB of random bytes as ``AUDIO`` (over the
-256 MiB limit). For each: seconds until the error arrives, the server tree's peak resident set
-(sampled every 50 ms), and its proportional set size (PSS: shared memory counted once) and the
-python backend's shared-memory regions in /dev/shm (all servers on the machine) before and 3 s after;
-then a good request must still be answered. A last run sends the same 300 MB request to a server whose
-only model declares none of the requested outputs, so Triton itself refuses it before any model code
-runs: the time and memory Triton's gRPC front end spends on such a request whatever the models do.
+256 MiB limit). Each goes to the clients' gRPC port (the gRPC guard, which refuses an over-size message
+from its length); the 300 MB request is then sent once more to Triton's own gRPC port (loopback only,
+what clients reached before the guard), in the same run. For each: seconds until the error arrives,
+the peak resident set of everything serve_cpu.sh runs (sampled every 50 ms; guard, gateway, Triton and
+its workers), its proportional set size (PSS: shared memory counted once) and the python backend's
+shared-memory regions in /dev/shm (all servers on the machine) before and 3 s after; then a good
+request must still be answered.
 
     python perf/fault_memory.py --model-repository DIR [--out perf/results/fault-memory]
 
@@ -22,7 +23,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -61,15 +61,6 @@ def long_flac() -> bytes:
 
 def shm_mib() -> float:
     return sum(p.stat().st_size for p in Path("/dev/shm").glob(f"{SHM_PREFIX}*")) / MIB
-
-
-def tritonserver_pid(script_pid: int) -> int:
-    import psutil
-
-    for child in psutil.Process(script_pid).children(recursive=True):
-        if child.name() == "tritonserver":
-            return child.pid
-    raise RuntimeError("no tritonserver under serve_cpu.sh")
 
 
 def measure(url: str, pid: int, name: str, **request) -> dict:
@@ -113,37 +104,15 @@ def measure(url: str, pid: int, name: str, **request) -> dict:
     return result
 
 
-FLOOR_MODEL = """import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        error = pb_utils.TritonError("refused without reading the input", pb_utils.TritonError.INVALID_ARG)
-        return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
-"""
-FLOOR_CONFIG = """name: "qwen3_asr"
-backend: "python"
-max_batch_size: 0
-input [ { name: "AUDIO" data_type: TYPE_STRING dims: [ 1 ] } ]
-output [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-"""
-
-
-def floor_repository(folder: Path) -> Path:
-    """A repository whose only model Triton refuses the request for (outputs it lacks): Triton's own cost."""
-    model = folder / "qwen3_asr"
-    (model / "1").mkdir(parents=True, exist_ok=True)
-    (model / "config.pbtxt").write_text(FLOOR_CONFIG)
-    (model / "1" / "model.py").write_text(FLOOR_MODEL)
-    return folder
-
-
-def run_requests(repository: Path, out: Path, requests: list[tuple[str, dict]]) -> list[dict]:
+def run_requests(repository: Path, out: Path, requests: list[tuple[str, str, dict]]) -> list[dict]:
+    """``(name, port, request)`` in order; port "guard" is the clients' gRPC port, "triton" Triton's own."""
     server = start_server(repository, out / "server.log")
     try:
-        pid = tritonserver_pid(server.process.pid)
-        return [measure(server.grpc_url, pid, name, **request) for name, request in requests]
+        urls = {"guard": server.grpc_url, "triton": server.triton_grpc_url}
+        return [
+            {"port": port, **measure(urls[port], server.process.pid, name, **request)}
+            for name, port, request in requests
+        ]
     finally:
         stop_server(server)
         (out / "server.log").unlink(missing_ok=True)
@@ -163,18 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         args.model_repository,
         args.out,
         [
-            ("warm-up", {"audio": good, "max_new_tokens": 4}),
-            (f"FLAC, 3700 s at 384 kHz ({len(flac) / 1e6:.1f} MB)", {"audio": flac}),
-            ("300 MB of random bytes as AUDIO", {"audio": big}),
-            ("a good request afterwards", {"audio": good, "max_new_tokens": 4}),
+            ("warm-up", "guard", {"audio": good, "max_new_tokens": 4}),
+            (f"FLAC, 3700 s at 384 kHz ({len(flac) / 1e6:.1f} MB)", "guard", {"audio": flac}),
+            ("300 MB of random bytes as AUDIO", "guard", {"audio": big}),
+            ("a good request afterwards", "guard", {"audio": good, "max_new_tokens": 4}),
+            ("300 MB of random bytes as AUDIO, to Triton's own port", "triton", {"audio": big}),
+            ("a good request afterwards", "guard", {"audio": good, "max_new_tokens": 4}),
         ],
     )[1:]
-    with tempfile.TemporaryDirectory() as tmp:
-        # The floor: the same request, refused by Triton itself before any model code runs.
-        floor = run_requests(
-            floor_repository(Path(tmp)), args.out, [("300 MB refused by Triton before any model runs", {"audio": big})]
-        )
-    results += floor
     report = {"machine": describe_machine(), "repository": args.model_repository.name, "results": results}
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -4,6 +4,7 @@
 #   scripts/serve_cpu.sh --model-repository DIR [--grpc-port P] [--http-port Q] [--metrics-port R]
 #                        [--address 127.0.0.1] [--http-address ADDRESS] [--ready-timeout 300] [--log-verbose 0]
 #                        [--max-restarts 5] [--watch-interval 1]
+#                        [--triton-grpc-port PORT] [--guard-args "EXTRA ARGS"] [--no-grpc-guard]
 #                        [--openai-port PORT] [--openai-address ADDRESS] [--openai-args "EXTRA ARGS"]
 #
 # Binds to 127.0.0.1 by default (--http-address defaults to --address; keep Triton's HTTP port
@@ -11,14 +12,21 @@
 # keeps the model-control API closed (mode "none"),
 # waits until the server is ready, then stays in the foreground; SIGTERM / SIGINT /
 # exit stop the server's whole process group (python backend stubs included).
+# Clients' gRPC port (--grpc-port, on --address) is served by the gRPC guard (`qwen3-asr serve-grpc`):
+# it checks every inference message (declared shapes against the data carried, sizes from the
+# repository's max_audio_bytes) and forwards it to Triton's own gRPC endpoint, which listens on
+# 127.0.0.1:--triton-grpc-port (default: --grpc-port + 10). One message declaring a tensor of 2^62
+# elements kills a python worker of Triton 2.51 when it reaches Triton directly. --no-grpc-guard puts
+# Triton itself on --grpc-port (trusted clients only).
 # A watchdog checks every --watch-interval seconds that tritonserver and every python
 # worker it started are alive (Triton 2.51 never restarts a dead worker). When one is gone,
 # the server is stopped and started again, up to --max-restarts times; after that (or with
 # --max-restarts 0, as in the containers, whose orchestrator restarts them) the script exits 1.
 # --openai-port starts the OpenAI-compatible gateway (`qwen3-asr serve-openai`, bound to
-# --openai-address, default --address) once Triton is ready; it talks to Triton over gRPC, stays up
-# while Triton restarts (its /health answers 503 meanwhile), is restarted if it dies, and stops with
-# the script. Its API key comes from QWEN3_ASR_API_KEY in the environment.
+# --openai-address, default --address) once Triton is ready; it talks to Triton's own gRPC endpoint,
+# stays up while Triton restarts (its /health answers 503 meanwhile), and stops with the script.
+# Its API key comes from QWEN3_ASR_API_KEY in the environment. The guard and the gateway are
+# restarted when they die (together at most --max-restarts times).
 # Works from any directory; creates the project environment (.venv) if it is missing.
 set -euo pipefail
 
@@ -38,8 +46,11 @@ RESTART_GRACE=2            # seconds a failed server gets for in-flight requests
 OPENAI_PORT=""             # empty: no OpenAI-compatible gateway
 OPENAI_ADDRESS=""          # empty: same as ADDRESS
 OPENAI_ARGS=""             # more `qwen3-asr serve-openai` options, e.g. "--max-concurrency 32"
+GRPC_GUARD=1               # 0: Triton itself listens on GRPC_PORT (trusted clients only)
+TRITON_GRPC_PORT=""        # empty: GRPC_PORT + 10 (Triton's own gRPC endpoint, loopback, behind the guard)
+GUARD_ARGS=""              # more `qwen3-asr serve-grpc` options, e.g. "--max-concurrent-rpcs 1024"
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case "$1" in
     --model-repository) MODEL_REPOSITORY="$2"; shift 2 ;;
@@ -55,6 +66,9 @@ while (($#)); do
     --openai-port) OPENAI_PORT="$2"; shift 2 ;;
     --openai-address) OPENAI_ADDRESS="$2"; shift 2 ;;
     --openai-args) OPENAI_ARGS="$2"; shift 2 ;;
+    --triton-grpc-port) TRITON_GRPC_PORT="$2"; shift 2 ;;
+    --guard-args) GUARD_ARGS="$2"; shift 2 ;;
+    --no-grpc-guard) GRPC_GUARD=0; shift ;;
     -h|--help) usage 0 ;;
     *) echo "serve_cpu.sh: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -64,12 +78,30 @@ done
 MODEL_REPOSITORY="$(cd "$MODEL_REPOSITORY" && pwd)"
 HTTP_ADDRESS="${HTTP_ADDRESS:-$ADDRESS}"
 OPENAI_ADDRESS="${OPENAI_ADDRESS:-$ADDRESS}"
-# Where the gateway reaches Triton's gRPC endpoint (a wildcard address is reached on loopback).
+if ((GRPC_GUARD)); then
+  # Triton's own gRPC endpoint stays on loopback; the guard serves clients on ADDRESS:GRPC_PORT.
+  TRITON_GRPC_PORT="${TRITON_GRPC_PORT:-$((GRPC_PORT + 10))}"
+  TRITON_GRPC_ADDRESS="127.0.0.1"
+  if ((TRITON_GRPC_PORT == GRPC_PORT)); then
+    echo "serve_cpu.sh: --triton-grpc-port must differ from --grpc-port" >&2
+    exit 2
+  fi
+else
+  TRITON_GRPC_PORT="$GRPC_PORT"
+  TRITON_GRPC_ADDRESS="$ADDRESS"
+fi
+# Where the gateway reaches Triton's own gRPC endpoint (a wildcard address is reached on loopback).
+case "$TRITON_GRPC_ADDRESS" in
+  0.0.0.0) GRPC_TARGET="127.0.0.1:$TRITON_GRPC_PORT" ;;
+  ::) GRPC_TARGET="[::1]:$TRITON_GRPC_PORT" ;;
+  *:*) GRPC_TARGET="[$TRITON_GRPC_ADDRESS]:$TRITON_GRPC_PORT" ;;
+  *) GRPC_TARGET="$TRITON_GRPC_ADDRESS:$TRITON_GRPC_PORT" ;;
+esac
+# Where this script checks that the guard listens (a wildcard address is reached on loopback).
 case "$ADDRESS" in
-  0.0.0.0) GRPC_TARGET="127.0.0.1:$GRPC_PORT" ;;
-  ::) GRPC_TARGET="[::1]:$GRPC_PORT" ;;
-  *:*) GRPC_TARGET="[$ADDRESS]:$GRPC_PORT" ;;
-  *) GRPC_TARGET="$ADDRESS:$GRPC_PORT" ;;
+  0.0.0.0) GUARD_HOST="127.0.0.1" ;;
+  ::) GUARD_HOST="::1" ;;
+  *) GUARD_HOST="$ADDRESS" ;;
 esac
 # Where this script itself reaches the HTTP endpoint (readiness, the watchdog's model list); a
 # wildcard address is reached on loopback.
@@ -110,7 +142,7 @@ start_server() {
     --model-repository="$MODEL_REPOSITORY" \
     --backend-directory="$TRITON_HOME/backends" \
     --http-address="$HTTP_ADDRESS" --http-port="$HTTP_PORT" \
-    --grpc-address="$ADDRESS" --grpc-port="$GRPC_PORT" \
+    --grpc-address="$TRITON_GRPC_ADDRESS" --grpc-port="$TRITON_GRPC_PORT" \
     --metrics-address="$ADDRESS" --metrics-port="$METRICS_PORT" \
     --allow-gpu-metrics=false \
     --model-control-mode=none \
@@ -142,9 +174,38 @@ stop_server() {  # stop_server [GRACE_SECONDS]: SIGTERM, up to GRACE s for in-fl
   rm -f "$REGIONS_FILE"
 }
 
-# ---- the OpenAI-compatible gateway (--openai-port) ----------------------------------------------
+# ---- the fronts: the gRPC guard and the OpenAI-compatible gateway (--openai-port) ---------------
+GUARD_PID=""
 GATEWAY_PID=""
-gateway_restarts=0
+front_restarts=0
+start_guard() {
+  # shellcheck disable=SC2086  # GUARD_ARGS is a list of options
+  "$ROOT/.venv/bin/qwen3-asr" serve-grpc --triton-url "$GRPC_TARGET" --model-repository "$MODEL_REPOSITORY" \
+    --host "$ADDRESS" --port "$GRPC_PORT" $GUARD_ARGS &
+  GUARD_PID=$!
+}
+wait_guard() {  # until the guard accepts connections; fails when it exited (a taken port, a bad option)
+  "$PY" - "$GUARD_HOST" "$GRPC_PORT" "$GUARD_PID" <<'EOF'
+import socket, sys, time
+
+host, port, pid = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            gone = stat.read().rsplit(")", 1)[1].split()[0] in "ZX"  # exited, not yet reaped
+    except FileNotFoundError:
+        gone = True
+    if gone:
+        sys.exit("serve_cpu.sh: the gRPC guard exited during start-up (see its log above)")
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.2)
+sys.exit("serve_cpu.sh: the gRPC guard is not listening after 60 s")
+EOF
+}
 start_gateway() {
   # shellcheck disable=SC2086  # OPENAI_ARGS is a list of options
   "$ROOT/.venv/bin/qwen3-asr" serve-openai --triton-url "$GRPC_TARGET" \
@@ -152,16 +213,17 @@ start_gateway() {
   GATEWAY_PID=$!
   echo "serve_cpu.sh: OpenAI-compatible gateway starting on $OPENAI_ADDRESS:$OPENAI_PORT (pid $GATEWAY_PID)" >&2
 }
-stop_gateway() {  # SIGTERM: uvicorn finishes the requests in flight, then exits
-  [[ -n "$GATEWAY_PID" ]] || return 0
-  kill -TERM "$GATEWAY_PID" 2>/dev/null || true
-  wait "$GATEWAY_PID" 2>/dev/null || true
+stop_fronts() {  # SIGTERM: both finish the requests in flight, then exit
+  local pid
+  for pid in "$GATEWAY_PID" "$GUARD_PID"; do if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi; done
+  for pid in "$GATEWAY_PID" "$GUARD_PID"; do if [[ -n "$pid" ]]; then wait "$pid" 2>/dev/null || true; fi; done
   GATEWAY_PID=""
+  GUARD_PID=""
 }
 
-trap 'trap - TERM INT EXIT; stop_gateway; stop_server; rm -f "$REGIONS_FILE"; exit 143' TERM
-trap 'trap - TERM INT EXIT; stop_gateway; stop_server; rm -f "$REGIONS_FILE"; exit 130' INT
-trap 'stop_gateway; stop_server; rm -f "$REGIONS_FILE"' EXIT
+trap 'trap - TERM INT EXIT; stop_fronts; stop_server; rm -f "$REGIONS_FILE"; exit 143' TERM
+trap 'trap - TERM INT EXIT; stop_fronts; stop_server; rm -f "$REGIONS_FILE"; exit 130' INT
+trap 'stop_fronts; stop_server; rm -f "$REGIONS_FILE"' EXIT
 
 wait_ready() {
   "$PY" - "$HTTP_URL" "$READY_TIMEOUT" "$SERVER_PID" <<'EOF'
@@ -200,8 +262,13 @@ while true; do
   else
     started_once=1
     "$PY" -m qwen3_asr_triton.supervision regions --pgid "$SERVER_PID" > "$REGIONS_FILE" 2>/dev/null || true
+    # The fronts start once Triton is first ready and keep running across Triton's restarts; the
+    # guard's first start failing is a configuration error (a taken port, a bad --guard-args).
+    if ((GRPC_GUARD)) && [[ -z "$GUARD_PID" ]]; then
+      start_guard
+      wait_guard || exit 1
+    fi
     echo "serve_cpu.sh: Triton ready (grpc $ADDRESS:$GRPC_PORT, http $HTTP_ADDRESS:$HTTP_PORT, metrics $ADDRESS:$METRICS_PORT)" >&2
-    # The gateway starts once Triton is first ready and keeps running across Triton's restarts.
     if [[ -n "$OPENAI_PORT" && -z "$GATEWAY_PID" ]]; then start_gateway; fi
     "$PY" -m qwen3_asr_triton.supervision watch --pid "$SERVER_PID" --url "$HTTP_URL" --interval "$WATCH_INTERVAL" &
     WATCH_PID=$!
@@ -209,18 +276,22 @@ while true; do
     while true; do
       ended=""
       code=0
-      wait -n -p ended "$WATCH_PID" ${GATEWAY_PID:+"$GATEWAY_PID"} || code=$?
+      wait -n -p ended "$WATCH_PID" ${GUARD_PID:+"$GUARD_PID"} ${GATEWAY_PID:+"$GATEWAY_PID"} || code=$?
       if [[ "$ended" == "$WATCH_PID" ]]; then status=$code; break; fi
-      # The gateway died (Triton is fine): start it again, within the same restart budget.
-      echo "serve_cpu.sh: the OpenAI-compatible gateway exited with status $code" >&2
-      GATEWAY_PID=""
-      if ((gateway_restarts >= MAX_RESTARTS)); then
-        echo "serve_cpu.sh: --max-restarts $MAX_RESTARTS is used up for the gateway" >&2
+      # A front died (Triton is fine): start it again, within the fronts' restart budget.
+      if [[ "$ended" == "$GUARD_PID" ]]; then front="gRPC guard"; else front="OpenAI-compatible gateway"; fi
+      echo "serve_cpu.sh: the $front exited with status $code" >&2
+      if ((front_restarts >= MAX_RESTARTS)); then
+        echo "serve_cpu.sh: --max-restarts $MAX_RESTARTS is used up for the $front" >&2
         exit 1
       fi
-      gateway_restarts=$((gateway_restarts + 1))
+      front_restarts=$((front_restarts + 1))
       sleep 1
-      start_gateway
+      if [[ "$ended" == "$GUARD_PID" ]]; then
+        start_guard
+      else
+        start_gateway
+      fi
     done
     WATCH_PID=""
     why="watchdog status $status"

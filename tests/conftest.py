@@ -202,12 +202,21 @@ class TritonServer:
     log_path: Path
     # The OpenAI-compatible gateway serve_cpu.sh started next to Triton (http://127.0.0.1:PORT).
     openai_url: str = ""
+    # Triton's own gRPC endpoint behind the guard (grpc_url is the guard's port, where clients connect).
+    triton_grpc_url: str = ""
+
+    def _front_pids(self, command: str) -> list[int]:
+        from qwen3_asr_triton.supervision import children
+
+        return sorted(pid for pid, argv in children(self.process.pid).items() if command in argv)
 
     def gateway_pids(self) -> list[int]:
         """Pids of the OpenAI-compatible gateways serve_cpu.sh runs (one while all is well)."""
-        from qwen3_asr_triton.supervision import children
+        return self._front_pids("serve-openai")
 
-        return sorted(pid for pid, argv in children(self.process.pid).items() if "serve-openai" in argv)
+    def guard_pids(self) -> list[int]:
+        """Pids of the gRPC guards serve_cpu.sh runs (one while all is well)."""
+        return self._front_pids("serve-grpc")
 
     def metrics(self) -> dict[str, float]:
         """Metric name (with labels) -> value from the Prometheus endpoint."""
@@ -244,12 +253,15 @@ def _answers_http(url: str) -> bool:
 
 
 def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> TritonServer:
-    """serve_cpu.sh on free loopback ports, with its OpenAI-compatible gateway; returns once both answer."""
+    """serve_cpu.sh on free loopback ports, with its gRPC guard and OpenAI-compatible gateway; returns once all answer.
+
+    ``grpc_url`` is the guard's port, where clients connect; ``triton_grpc_url`` is Triton's own.
+    """
     import subprocess
     import time
     import urllib.request
 
-    grpc, http, metrics, openai = free_ports(4)
+    grpc, http, metrics, openai, triton_grpc = free_ports(5)
     log = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
     env = {**os.environ, "QWEN3_ASR_API_KEY": GATEWAY_API_KEY}
     proc = subprocess.Popen(
@@ -263,6 +275,8 @@ def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] =
             str(http),
             "--metrics-port",
             str(metrics),
+            "--triton-grpc-port",
+            str(triton_grpc),
             "--openai-port",
             str(openai),
             "--openai-args",
@@ -291,7 +305,13 @@ def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] =
             raise RuntimeError(f"the gateway did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
         time.sleep(0.3)
     return TritonServer(
-        proc, f"127.0.0.1:{grpc}", f"127.0.0.1:{http}", f"http://127.0.0.1:{metrics}/metrics", log_path, openai_url
+        proc,
+        f"127.0.0.1:{grpc}",
+        f"127.0.0.1:{http}",
+        f"http://127.0.0.1:{metrics}/metrics",
+        log_path,
+        openai_url,
+        f"127.0.0.1:{triton_grpc}",
     )
 
 

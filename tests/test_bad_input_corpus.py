@@ -2,7 +2,9 @@
 
 Each kind records exactly what the server answers: the gRPC status or HTTP status code, a regex of the
 message and who answers it. ``MODEL`` kinds are answered by our python models and must be client errors
-(INVALID_ARGUMENT / 400) with a clear, short message; ``TRITON`` kinds are refused by Triton 2.51 itself
+(INVALID_ARGUMENT / 400) with a clear, short message; ``GUARD`` kinds are refused by the gRPC guard that
+serves the clients' gRPC port (tensors that do not carry what they declare, over-long names) before
+Triton sees them, also with INVALID_ARGUMENT; ``TRITON`` kinds are refused by Triton 2.51 itself
 before any model code runs (shape, dtype, JSON parsing, routing), and record what Triton does, warts
 included (it answers malformed JSON with 500, wraps JSON integers to INT32, echoes long names). A few
 malformed inputs are tolerated on purpose (``OK``: a WAV header that over-states its data, a file cut
@@ -17,8 +19,10 @@ after a refused chunk: the next good chunk and END still work. Errors on a gRPC 
 Known bugs of our models are cases marked ``xfail(strict=True)``: each states the right answer, so it turns
 into a failure (to unmark) once the bug is fixed.
 
-Not sent (``test_inputs_that_take_the_server_down_are_not_sent``): requests that crash Triton 2.51 or one
-of its python workers. Sending them would restart the session's server under the other tests.
+Requests that crash Triton 2.51 or one of its python workers when they reach it (``CRASHERS``) go to a server
+of their own (``test_inputs_that_take_triton_down_are_recovered_from``), sent to Triton's own loopback ports;
+sending them would restart the session's server under the other tests. Through the gRPC guard, the gRPC one
+is an ordinary GUARD case.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ MODEL_NAME = "qwen3_asr"
 STREAM_MODEL = "qwen3_asr_streaming"
 INFER_PATH = f"/v2/models/{MODEL_NAME}/infer"
 JSON_HEADERS = {"Content-Type": "application/json"}
-MODEL, TRITON = "model", "triton"  # who answers a kind
+MODEL, TRITON, GUARD = "model", "triton", "guard"  # who answers a kind
 INVALID = "INVALID_ARGUMENT"
 OK = "OK"
 # Every error message stays short, whatever the input (our models quote at most 100 characters of a value).
@@ -231,6 +235,11 @@ def _wave(waveform, **kw):
 
 def _wire(*inputs, **kw):
     return lambda a: Wire(tuple(inputs), **kw)
+
+
+def _overflowing_wire(a: Assets) -> Wire:
+    # 4 bytes x 2**62 samples wraps to 0 bytes in Triton's size check, so an empty payload passes it.
+    return Wire((("WAVEFORM", "FP32", [2**62], b""), ("SAMPLE_RATE", "INT32", [1], R16K)))
 
 
 GRPC_CASES: dict[str, Case] = {
@@ -534,33 +543,33 @@ GRPC_CASES: dict[str, Case] = {
     "wire: more bytes than the shape": _g(
         _wire(("WAVEFORM", "FP32", [1600], F32 + b"\0"), ("SAMPLE_RATE", "INT32", [1], R16K)),
         INVALID,
-        r"input byte size mismatch for input 'WAVEFORM' for model 'qwen3_asr'\. Expected 6400, got 6401",
-        TRITON,
+        r"^input 'WAVEFORM' \[1600\] 'FP32' needs 6400 bytes of raw contents, got 6401$",
+        GUARD,
     ),
     "wire: fewer bytes than the shape": _g(
         _wire(("WAVEFORM", "FP32", [1601], F32), ("SAMPLE_RATE", "INT32", [1], R16K)),
         INVALID,
-        r"input byte size mismatch for input 'WAVEFORM' for model 'qwen3_asr'\. Expected 6404, got 6400",
-        TRITON,
+        r"^input 'WAVEFORM' \[1601\] 'FP32' needs 6404 bytes of raw contents, got 6400$",
+        GUARD,
     ),
     "wire: 2**40 samples declared": _g(
         _wire(("WAVEFORM", "FP32", [2**40], F32), ("SAMPLE_RATE", "INT32", [1], R16K)),
         INVALID,
-        r"input byte size mismatch for input 'WAVEFORM' for model 'qwen3_asr'\. Expected 4398046511104, got 6400",
-        TRITON,
+        r"^input 'WAVEFORM' \[1099511627776\] 'FP32' declares 1099511627776 elements; this endpoint takes at most \d+$",
+        GUARD,
     ),
     "wire: an input without raw content": _g(
         _wire(("WAVEFORM", "FP32", [1600], F32), ("SAMPLE_RATE", "INT32", [1], None)),
         INVALID,
-        r"^unable to find data for input tensor 'SAMPLE_RATE' for model 'qwen3_asr' in request\.$",
-        TRITON,
+        r"^1 raw input contents for 2 inputs$",
+        GUARD,
     ),
-    # Tolerated by Triton: a raw content beyond the inputs is ignored.
+    # Triton ignores a raw content beyond the inputs; the guard refuses the ambiguity.
     "wire: one raw content too many": _g(
         _wire(("WAVEFORM", "FP32", [1600], F32), ("SAMPLE_RATE", "INT32", [1], R16K), extra_raw=(R16K,)),
-        OK,
-        "",
-        TRITON,
+        INVALID,
+        r"^3 raw input contents for 2 inputs$",
+        GUARD,
     ),
     "wire: the same input twice": _g(
         _wire(
@@ -573,26 +582,26 @@ GRPC_CASES: dict[str, Case] = {
     "wire: unknown datatype name": _g(
         _wire(("WAVEFORM", "FP128", [1600], F32), ("SAMPLE_RATE", "INT32", [1], R16K)),
         INVALID,
-        _triton_dtype("WAVEFORM", "<invalid>", "FP32"),
-        TRITON,
+        r"^input 'WAVEFORM' \[1600\] 'FP128': unknown datatype$",
+        GUARD,
     ),
     "wire: negative dimension": _g(
         _wire(("WAVEFORM", "FP32", [-1], F32), ("SAMPLE_RATE", "INT32", [1], R16K)),
         INVALID,
-        r"All input dimensions should be specified for input 'WAVEFORM' for model 'qwen3_asr', got \[-1\]",
-        TRITON,
+        r"^input 'WAVEFORM' \[-1\] 'FP32': dimensions must not be negative$",
+        GUARD,
     ),
     "wire: BYTES length prefix beyond the data": _g(
         _wire(("AUDIO", "BYTES", [1], b"\xff\xff\xff\x7fabc")),
         INVALID,
-        r"^incomplete string data for inference input 'AUDIO', expecting string of length 2147483647 but only 3",
-        TRITON,
+        r"^input 'AUDIO' \[1\] 'BYTES': element 0 declares 2147483647 bytes past the end of the contents$",
+        GUARD,
     ),
     "wire: two strings in a [1] BYTES input": _g(
         _wire(("AUDIO", "BYTES", [1], b"\x01\x00\x00\x00a\x01\x00\x00\x00b")),
         INVALID,
-        r"unexpected number of string elements 2 for inference input 'AUDIO' for model 'qwen3_asr', expecting 1",
-        TRITON,
+        r"^input 'AUDIO' \[1\] 'BYTES': 5 bytes after its 1 elements$",
+        GUARD,
     ),
     "wire: unknown model version": _g(
         _wire(("WAVEFORM", "FP32", [1600], F32), ("SAMPLE_RATE", "INT32", [1], R16K), version="7"),
@@ -606,18 +615,25 @@ GRPC_CASES: dict[str, Case] = {
         r"^Request for unknown model: '' is not found$",
         TRITON,
     ),
-    # Triton echoes the whole name into the error's metadata; gRPC refuses metadata over 16 KiB.
+    # Sent to Triton itself, this one kills the qwen3_asr python worker (see CRASHERS).
+    "wire: 2**62 samples and no bytes": _g(
+        _overflowing_wire,
+        INVALID,
+        r"^input 'WAVEFORM' \[4611686018427387904\] 'FP32' declares 4611686018427387904 elements; this endpoint",
+        GUARD,
+    ),
+    # Triton echoes a whole name into its error (over 16 KiB, gRPC refuses the metadata): the guard bounds names.
     "wire: 20,000-character model name": _g(
         _wire(("WAVEFORM", "FP32", [1600], F32), ("SAMPLE_RATE", "INT32", [1], R16K), model="m" * 20_000),
-        "RESOURCE_EXHAUSTED",
-        r"received metadata size exceeds hard limit",
-        TRITON,
+        INVALID,
+        r"^model name 'mmmmmmmm.*\(20000 characters\) is longer than 256 characters$",
+        GUARD,
     ),
     "wire: 20,000-character input name": _g(
         _wire(("W" * 20_000, "FP32", [1600], F32), ("SAMPLE_RATE", "INT32", [1], R16K)),
-        "RESOURCE_EXHAUSTED",
-        r"received metadata size exceeds hard limit",
-        TRITON,
+        INVALID,
+        r"^input 'WWWWWW.*\(20000 characters\) is longer than 256 characters$",
+        GUARD,
     ),
 }
 
@@ -1176,12 +1192,10 @@ STREAM_CASES: dict[str, Case] = {
 }
 
 
-# ----------------------------------------------------------------------------- inputs not sent (crashers)
-def _overflowing_wire(a: Assets) -> Wire:
-    # 4 bytes x 2**62 samples wraps to 0 bytes in Triton's size check, so an empty payload passes it.
-    return Wire((("WAVEFORM", "FP32", [2**62], b""), ("SAMPLE_RATE", "INT32", [1], R16K)))
-
-
+# ----------------------------------------------------------------------------- inputs that crash Triton itself
+# Sent to the server's own endpoints (loopback only in every deployment): the gRPC one is what the guard
+# protects (the same message through the guard is the GUARD case "wire: 2**62 samples and no bytes"), the
+# HTTP one is why Triton's HTTP port never faces clients.
 CRASHERS = {
     "gRPC: WAVEFORM of 2**62 samples and no bytes": (
         _overflowing_wire,
@@ -1444,8 +1458,8 @@ def crash_server(model_repository, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CRASHERS))
 def test_inputs_that_take_triton_down_are_recovered_from(crash_server, assets, clips, name):
-    """Triton 2.51 defects (recorded in CRASHERS): the request takes a worker or the server down, and the
-    watchdog restarts the server, after which it answers exactly as before."""
+    """Triton 2.51 defects (recorded in CRASHERS), sent to Triton's own ports: the request takes a worker or the
+    server down, and the watchdog restarts the server, after which it answers exactly as before."""
     build, _effect = CRASHERS[name]
     data = clips[0].path.read_bytes()
     expected = transcribe(crash_server.grpc_url, audio=data, max_new_tokens=4)["TOKEN_IDS"].tolist()
@@ -1453,7 +1467,7 @@ def test_inputs_that_take_triton_down_are_recovered_from(crash_server, assets, c
     payload = build(assets)
     sent = time.monotonic()
     if isinstance(payload, Wire):
-        _send_wire(crash_server.grpc_url, payload)
+        _send_wire(crash_server.triton_grpc_url, payload)
     else:
         with contextlib.suppress(OSError):
             _send_raw(crash_server.http_url, payload)

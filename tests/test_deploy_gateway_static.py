@@ -20,6 +20,8 @@ from tests.test_deploy_static import DOCKER, DOCKERFILES, K8S, OVERLAYS, REPO, k
 
 GATEWAY_PORT = 8080
 TRITON_HTTP_PORT = 8000
+# Triton's own gRPC endpoint inside a container (loopback); 8001, the clients' port, is the gRPC guard.
+TRITON_INTERNAL_GRPC_PORT = 8011
 GATEWAY_SITE = "/opt/qwen3-asr/gateway"
 # What the gateway's RUN installs in the gpu image besides the "gateway" extra: the project's own runtime
 # dependencies that the gRPC client under it imports (its audio stack comes from the models' site).
@@ -220,12 +222,12 @@ def test_gateway_container_runs_beside_triton(rendered):
     target, docs = rendered
     containers = _containers(docs)
     gateway, triton = containers["gateway"], containers["triton"]
-    grpc = next(p["containerPort"] for p in triton["ports"] if p["name"] == "grpc")
     assert gateway["image"] == triton["image"] and gateway["image"].startswith(f"qwen3-asr-triton-{target}:")
     # args, not command: the image's entry point (docker/serve.sh) runs them in the gateway's environment.
     assert "command" not in gateway
+    # The gateway is trusted: it reaches Triton's own gRPC endpoint on the pod's loopback, not the guard.
     assert gateway["args"] == [
-        "qwen3-asr", "serve-openai", "--triton-url", f"127.0.0.1:{grpc}",
+        "qwen3-asr", "serve-openai", "--triton-url", f"127.0.0.1:{TRITON_INTERNAL_GRPC_PORT}",
         "--host", "0.0.0.0", "--port", str(GATEWAY_PORT),
     ]  # fmt: skip
     assert gateway["ports"] == [{"name": "openai", "containerPort": GATEWAY_PORT, "protocol": "TCP"}]
@@ -290,9 +292,34 @@ def test_service_networkpolicy_and_podmonitor_serve_the_gateway(rendered):
 def test_no_manifest_opens_tritons_http_port(rendered):
     _, docs = rendered
     names = {p["name"]: p["containerPort"] for c in _containers(docs).values() for p in c["ports"]}
-    assert TRITON_HTTP_PORT not in names.values()
+    for hidden in (TRITON_HTTP_PORT, TRITON_INTERNAL_GRPC_PORT):
+        assert hidden not in names.values()
     for kind, doc in docs.items():
         for path, key, value in _walk(doc):
             if key in {"port", "containerPort", "targetPort", "hostPort"}:
                 resolved = names.get(value, value)
-                assert resolved != TRITON_HTTP_PORT and value != "http", f"{kind} {'.'.join(map(str, path))}"
+                where = f"{kind} {'.'.join(map(str, path))}"
+                assert resolved not in (TRITON_HTTP_PORT, TRITON_INTERNAL_GRPC_PORT) and value != "http", where
+
+
+def test_both_targets_put_the_grpc_guard_on_the_clients_port():
+    """docker/serve.sh: Triton's own gRPC endpoint on loopback, the guard on the port that faces the network."""
+    text = (DOCKER / "serve.sh").read_text()
+    assert f'INTERNAL_GRPC_PORT="${{TRITON_INTERNAL_GRPC_PORT:-{TRITON_INTERNAL_GRPC_PORT}}}"' in text
+    # cpu: serve_cpu.sh runs the guard by default; it must not be turned off, and gets the internal port.
+    assert "--no-grpc-guard" not in text
+    assert '--triton-grpc-port "$INTERNAL_GRPC_PORT"' in text
+    # gpu: tritonserver's gRPC binds loopback; the guard listens on ADDRESS:GRPC_PORT and forwards to it.
+    gpu = text.split("  gpu)\n", 1)[1]
+    assert '--grpc-address=127.0.0.1 --grpc-port="$INTERNAL_GRPC_PORT"' in gpu
+    assert '--grpc-address="$ADDRESS"' not in gpu
+    guard = re.search(r"serve-grpc \\\n(.*?)&\n", gpu, re.S)
+    assert guard, "the gpu branch starts no gRPC guard"
+    args = shlex.split(guard.group(1).replace("\\\n", " "))
+    assert args == [
+        "--triton-url", "127.0.0.1:$INTERNAL_GRPC_PORT", "--model-repository", "$MODEL_REPOSITORY",
+        "--host", "$ADDRESS", "--port", "$GRPC_PORT",
+    ]  # fmt: skip
+    assert 'wait -n "$watcher" "$guard"' in gpu, "a dead guard must end the container"
+    cpu_script = (REPO / "scripts" / "serve_cpu.sh").read_text()
+    assert 'TRITON_GRPC_ADDRESS="127.0.0.1"' in cpu_script and "GRPC_GUARD=1 " in cpu_script

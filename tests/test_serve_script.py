@@ -1,8 +1,9 @@
-"""scripts/serve_cpu.sh starts on loopback only, keeps its gateway running and stops everything it started."""
+"""scripts/serve_cpu.sh starts on loopback only, keeps its gateway and gRPC guard running and stops all it started."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,6 +48,22 @@ def test_serve_script_binds_loopback_and_stops_cleanly(model_repository, tmp_pat
             assert time.monotonic() < deadline, "the gateway was not restarted"
             time.sleep(0.3)
         assert "the OpenAI-compatible gateway exited with status 137" in server.log_path.read_text()
+        # The gRPC guard serves the clients' port on loopback; Triton's own gRPC port is loopback only
+        # (gRPC listens on a dual-stack socket: ss shows the address as [::ffff:127.0.0.1]).
+        for url in (server.grpc_url, server.triton_grpc_url):
+            grpc_port = url.rsplit(":", 1)[1]
+            lines = [line for line in listening.splitlines() if f":{grpc_port} " in line]
+            assert lines and all(re.search(r"\s(\[::ffff:)?127\.0\.0\.1\]?:\d", line) for line in lines), lines
+        # A dead guard is started again, and clients' calls reach Triton through it once more.
+        guard = server.guard_pids()
+        assert len(guard) == 1, guard
+        assert _server_live(server.grpc_url)
+        os.kill(guard[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not _server_live(server.grpc_url) or server.guard_pids() in ([], guard):
+            assert time.monotonic() < deadline, "the gRPC guard was not restarted"
+            time.sleep(0.3)
+        assert "the gRPC guard exited with status 137" in server.log_path.read_text()
     finally:
         code = stop_server(server)
     assert code in (0, 143)
@@ -66,6 +83,16 @@ def _health(base: str) -> int | None:
         return exc.code
     except OSError:
         return None
+
+
+def _server_live(url: str) -> bool:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return grpcclient.InferenceServerClient(url).is_server_live(client_timeout=5)
+    except InferenceServerException:
+        return False
 
 
 def _gateway_pids(port: str) -> list[int]:
