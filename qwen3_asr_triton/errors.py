@@ -28,6 +28,10 @@ class RequestCancelledError(RuntimeError):
     """The client cancelled the request (or its deadline passed) before it finished."""
 
 
+class DownstreamError(RuntimeError):
+    """An internal error of a model called through BLS: its message names the model and what failed."""
+
+
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     """``repr`` of a client's value, cut to ``limit`` characters with the full length said.
 

@@ -7,8 +7,10 @@ and the model.py files stay thin.
 Error policy (per request, never per batch): :class:`~.errors.InputError` ->
 ``INVALID_ARG``; :class:`~.errors.CapacityError` -> ``UNAVAILABLE``;
 :class:`~.errors.RequestCancelledError` -> ``CANCELLED``; anything else -> ``INTERNAL``
-with the exception text, logged with its traceback. Every message is cut to
-``MAX_MESSAGE_CHARS``, and client values are quoted through :func:`~.errors.excerpt`.
+with the exception text, logged with its traceback (a :class:`~.errors.DownstreamError`, the
+internal error of a model called through BLS, keeps that model's text and is said to be internal
+once). Every message is cut to ``MAX_MESSAGE_CHARS``, and client values are quoted through
+:func:`~.errors.excerpt`.
 
 Triton 2.51's python backend reports every BLS error as ``INTERNAL``, so the
 internal models also mark the message with the error class (``[invalid-input]``,
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CapacityError, InputError, RequestCancelledError, bounded_message
+from .errors import CapacityError, DownstreamError, InputError, RequestCancelledError, bounded_message
 
 logger = logging.getLogger("qwen3_asr_triton.serving")
 
@@ -58,6 +60,13 @@ class RequestInputs:
     def array(self, name: str) -> np.ndarray | None:
         tensor = self._pb.get_input_tensor_by_name(self._request, name)
         return None if tensor is None else tensor.as_numpy()
+
+    def required(self, name: str) -> np.ndarray:
+        """The input ``name``; :class:`InputError` when the request lacks it."""
+        value = self.array(name)
+        if value is None:
+            raise InputError(f"missing input {name}")
+        return value
 
     def item(self, name: str) -> np.ndarray | None:
         """The one item of a batching model's input: ``[1, ...]`` -> ``[...]``.
@@ -108,6 +117,8 @@ INPUT_MARK = "[invalid-input] "
 CAPACITY_MARK = "[unavailable] "
 CANCELLED_MARK = "[cancelled] "
 _MARKS = ((INPUT_MARK, InputError), (CAPACITY_MARK, CapacityError), (CANCELLED_MARK, RequestCancelledError))
+# How an internal error's message starts (once, however many models it passed through).
+INTERNAL_PREFIX = "internal error: "
 # What Triton 2.51 answers for a model whose python stub process died.
 DEAD_WORKER_TEXT = "is not healthy"
 
@@ -120,9 +131,13 @@ def triton_error(pb_utils: ModuleType, exc: BaseException, marked: bool = True):
         message, code, mark = str(exc), pb_utils.TritonError.UNAVAILABLE, CAPACITY_MARK
     elif isinstance(exc, RequestCancelledError):
         message, code, mark = str(exc), pb_utils.TritonError.CANCELLED, CANCELLED_MARK
+    elif isinstance(exc, DownstreamError):
+        # The called model logged its traceback and wrote the message; say once that it is internal.
+        logger.error("%s", exc)
+        message, code, mark = f"{INTERNAL_PREFIX}{exc}", pb_utils.TritonError.INTERNAL, ""
     else:
         logger.error("internal error: %s", exc, exc_info=exc)
-        message, code, mark = f"internal error: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL, ""
+        message, code, mark = f"{INTERNAL_PREFIX}{type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL, ""
     return pb_utils.TritonError(bounded_message((mark if marked else "") + message), code)
 
 
@@ -147,7 +162,7 @@ def raise_for_bls_error(response: Any, model: str) -> None:
     if DEAD_WORKER_TEXT in message:
         # Triton 2.51 does not restart a python stub that died (the watchdog restarts the server): fail fast.
         raise CapacityError(f"the {model} worker is not running; the server is restarting it, retry shortly")
-    raise RuntimeError(f"{model}: {message}")
+    raise DownstreamError(f"{model}: {message.removeprefix(INTERNAL_PREFIX)}")
 
 
 def transcript_outputs(pb_utils: ModuleType, transcript: Any) -> list:

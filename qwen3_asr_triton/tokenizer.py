@@ -57,7 +57,13 @@ class TextTokenizer:
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        """Text of ``ids``; :class:`InputError` for an id outside the vocabulary."""
+        ids = list(ids)
+        size = self._tok.get_vocab_size(with_added_tokens=True)
+        bad = next((i for i in ids if not 0 <= i < size), None)
+        if bad is not None:
+            raise InputError(f"token id {bad} is outside the vocabulary (0..{size - 1})")
+        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def check_plain_text(self, text: str, what: str) -> None:
         """Reject text that contains a control token (it would rewrite the prompt's structure)."""

@@ -12,7 +12,7 @@ from qwen3_asr_triton.decoding.session import EncoderRunner, OrtOptions
 from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.features import stack_windows
 from qwen3_asr_triton.model_spec import ModelSpec
-from qwen3_asr_triton.serving import error_response, model_parameters, setup_logging, version_dir
+from qwen3_asr_triton.serving import RequestInputs, error_response, model_parameters, setup_logging, version_dir
 
 
 class TritonPythonModel:
@@ -43,8 +43,9 @@ class TritonPythonModel:
         good = []
         for i, request in enumerate(requests):
             try:
-                feats = pb_utils.get_input_tensor_by_name(request, "input_features").as_numpy()
-                lens = pb_utils.get_input_tensor_by_name(request, "feature_lens").as_numpy().reshape(-1)
+                inputs = RequestInputs(pb_utils, request)
+                feats = inputs.required("input_features")
+                lens = inputs.required("feature_lens").reshape(-1)
                 self._validate(feats, lens)
                 good.append((i, feats, lens.astype(np.int64)))
             except Exception as exc:  # per-request isolation

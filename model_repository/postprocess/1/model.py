@@ -25,7 +25,7 @@ class TritonPythonModel:
     def _one(self, request):
         try:
             inputs = RequestInputs(pb_utils, request)
-            ids = inputs.array("TOKEN_IDS")
+            ids = inputs.required("TOKEN_IDS")
             forced = inputs.text("FORCED_LANGUAGE") or None
             parsed = parse_asr_output(self.tokenizer.decode(ids.reshape(-1).tolist()), forced)
             return pb_utils.InferenceResponse(

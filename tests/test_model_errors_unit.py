@@ -1,0 +1,47 @@
+"""Error mapping of the model.py glue and the BLS hop, without a server.
+
+Missing inputs of internal models are client errors (INVALID_ARG), never internal ones; an internal
+error reported by a model called through BLS reaches the client said to be internal once, with the
+called model's own text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qwen3_asr_triton.errors import DownstreamError
+from qwen3_asr_triton.serving import INTERNAL_PREFIX, error_response, raise_for_bls_error, triton_error
+from tests import fake_pb_utils as pb
+from tests.fake_pb_utils import InferenceRequest
+from tests.test_models_unit import error_text, load
+
+
+def test_encoder_names_a_missing_input_as_a_client_error(model_repository):
+    model = load(model_repository, "encoder")
+    (response,) = model.execute([InferenceRequest({"input_features": np.zeros((1, 128, 100), np.float32)})])
+    assert error_text(response).endswith("missing input feature_lens")
+    assert response.error().code() == pb.TritonError.INVALID_ARG
+
+
+def test_postprocess_refuses_missing_and_unknown_ids(model_repository):
+    model = load(model_repository, "postprocess")
+    missing, outside = model.execute(
+        [InferenceRequest({}), InferenceRequest({"TOKEN_IDS": np.array([5, 10**7], np.int32)})]
+    )
+    assert error_text(missing).endswith("missing input TOKEN_IDS")
+    assert "token id 10000000 is outside the vocabulary" in error_text(outside)
+    assert missing.error().code() == outside.error().code() == pb.TritonError.INVALID_ARG
+
+
+def test_an_internal_error_downstream_is_said_to_be_internal_once():
+    downstream = error_response(pb, RuntimeError("ONNX Runtime failed"))  # what the decoder sends back
+    assert downstream.error().message() == "internal error: RuntimeError: ONNX Runtime failed"
+    try:
+        raise_for_bls_error(downstream, "decoder")
+    except DownstreamError as exc:
+        error = triton_error(pb, exc, marked=False)
+    else:
+        raise AssertionError("the BLS error was not raised")
+    assert error.message() == "internal error: decoder: RuntimeError: ONNX Runtime failed"
+    assert error.message().count(INTERNAL_PREFIX) == 1
+    assert error.code() == pb.TritonError.INTERNAL
