@@ -81,6 +81,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def concurrency(text: str) -> int:
+    """``--concurrency``: a positive integer up to :data:`MAX_CONCURRENCY`."""
+    value = positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CONCURRENCY} requests in flight, got {value}")
+    return value
+
+
 def positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -160,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=concurrency,
         default=DEFAULT_CONCURRENCY,
-        help="requests in flight (default: %(default)s)",
+        help=f"requests in flight, at most {MAX_CONCURRENCY} (default: %(default)s)",
     )
     tr.add_argument(
         "--progress",

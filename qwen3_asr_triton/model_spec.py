@@ -16,15 +16,22 @@ dimensions and limits therefore come from the checkpoint, never from literals.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .features import FeatureConfig
+from .tokenizer import TOKENIZER_FILENAME
 
 SPEC_FILENAME = "model_spec.json"
 # Milliseconds per aligner timestamp class when the checkpoint does not say (official default).
 DEFAULT_TIMESTAMP_SEGMENT_MS = 80.0
+# Tokens whose ids a checkpoint's config names (audio_token_id, timestamp_token_id, eos_token_id); when
+# a config leaves one out, its id is read from the checkpoint's own tokenizer by the token's text,
+# never assumed (a wrong audio id silently breaks recognition).
+AUDIO_TOKEN = "<|audio_pad|>"
+TIMESTAMP_TOKEN = "<timestamp>"
+EOS_TOKENS = ("<|endoftext|>", "<|im_end|>")
 
 _AUDIO_RENAMES = {
     "num_attention_heads": "encoder_attention_heads",
@@ -125,7 +132,6 @@ class ModelSpec:
     pad_token_id: int
     num_labels: int = 0
     timestamp_segment_ms: float = DEFAULT_TIMESTAMP_SEGMENT_MS
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ("asr", "aligner"):
@@ -155,7 +161,10 @@ class ModelSpec:
             raise ValueError(f"unsupported rope type {rope_type!r} in {root}")
         rope_theta = float(rope.get("rope_theta", text.get("rope_theta", 1_000_000.0)))
         gen = _read_json(root / "generation_config.json")
-        eos = gen.get("eos_token_id", cfg.get("eos_token_id", [151643, 151645]))
+        tokens = _TokenIds(root)
+        eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
+        if eos is None:
+            eos = [tokens.get(token, "eos_token_id") for token in EOS_TOKENS]
         eos_ids = tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
         proc = _read_json(root / "processor_config.json")
         # transformers 5 nests the feature extractor in processor_config.json; older
@@ -200,8 +209,8 @@ class ModelSpec:
                 max_position_embeddings=int(text.get("max_position_embeddings", 65536)),
             ),
             features=features,
-            audio_token_id=int(cfg.get("audio_token_id", 151676)),
-            timestamp_token_id=int(cfg.get("timestamp_token_id", 151705)),
+            audio_token_id=int(cfg.get("audio_token_id") or tokens.get(AUDIO_TOKEN, "audio_token_id")),
+            timestamp_token_id=int(cfg.get("timestamp_token_id") or tokens.get(TIMESTAMP_TOKEN, "timestamp_token_id")),
             eos_token_ids=eos_ids,
             pad_token_id=int(gen.get("pad_token_id", cfg.get("pad_token_id", eos_ids[-1]))),
             # save_pretrained stores the class count only as id2label.
@@ -218,6 +227,8 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         data = dict(data)
+        if data.pop("extra", None):  # an empty field of older builds' spec files
+            raise ValueError("model spec: unknown field 'extra'")
         return cls(
             kind=data.pop("kind"),
             encoder=EncoderSpec(**data.pop("encoder")),
@@ -235,6 +246,24 @@ class ModelSpec:
     @classmethod
     def load(cls, directory: str | Path) -> ModelSpec:
         return cls.from_dict(json.loads((Path(directory) / SPEC_FILENAME).read_text()))
+
+
+class _TokenIds:
+    """Ids of named tokens from a checkpoint's tokenizer.json, read on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._vocab: dict[str, int] | None = None
+
+    def get(self, token: str, key: str) -> int:
+        if self._vocab is None:
+            path = self._root / TOKENIZER_FILENAME
+            data = _read_json(path)
+            self._vocab = {t["content"]: int(t["id"]) for t in data.get("added_tokens", [])}
+            self._vocab.update((data.get("model") or {}).get("vocab") or {})
+        if token not in self._vocab:
+            raise ValueError(f"{self._root}: the config has no {key} and the tokenizer no {token!r}")
+        return self._vocab[token]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -94,7 +94,6 @@ class StreamState:
     resampler: StreamResampler = field(init=False)  # one filter over the whole stream (made in __post_init__)
     wave16k: list[np.ndarray] = field(default_factory=list)  # the resampler's output so far, in order
     chunks: int = 0
-    latest_chunk: int = 0
     previous_tokens: list[int] = field(default_factory=list)
     windows: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # index -> (input, embeds)
     last_activity: float = field(default_factory=time.monotonic)

@@ -57,12 +57,15 @@ class TextTokenizer:
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-        """Text of ``ids``; :class:`InputError` for an id outside the vocabulary."""
+        """Text of ``ids``; :class:`InputError` for a negative id.
+
+        Ids past the tokenizer's vocabulary (the model's output layer is padded beyond it) decode to
+        nothing, as the official decoding does.
+        """
         ids = list(ids)
-        size = self._tok.get_vocab_size(with_added_tokens=True)
-        bad = next((i for i in ids if not 0 <= i < size), None)
+        bad = next((i for i in ids if i < 0), None)
         if bad is not None:
-            raise InputError(f"token id {bad} is outside the vocabulary (0..{size - 1})")
+            raise InputError(f"token id {bad} is negative")
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def check_plain_text(self, text: str, what: str) -> None:

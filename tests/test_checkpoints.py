@@ -11,6 +11,7 @@ import torch
 from qwen3_asr_triton.export.checkpoint import CheckpointError, load_state_dict
 from qwen3_asr_triton.export.random_checkpoint import make_config
 from qwen3_asr_triton.model_spec import ModelSpec
+from qwen3_asr_triton.tokenizer import TextTokenizer
 from tests.conftest import cached_checkpoint
 
 
@@ -102,3 +103,26 @@ def test_bad_checkpoints_get_clear_errors(tmp_path, asr_checkpoint):
     shutil.copytree(asr_checkpoint, broken, ignore=shutil.ignore_patterns("*.safetensors"))
     with pytest.raises(CheckpointError, match=r"no \*\.safetensors"):
         load_state_dict(broken)
+
+
+def test_token_ids_missing_from_the_config_come_from_the_tokenizer_or_fail(tmp_path, asr_checkpoint):
+    """No silent default ids: a config without them is read from the tokenizer by the tokens' text."""
+    full = ModelSpec.from_checkpoint(asr_checkpoint)
+    bare = tmp_path / "bare"
+    shutil.copytree(asr_checkpoint, bare, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((bare / "config.json").read_text())
+    for key in ("audio_token_id", "timestamp_token_id", "eos_token_id"):
+        config.pop(key, None)
+    (bare / "config.json").write_text(json.dumps(config))
+    (bare / "generation_config.json").unlink()
+    spec = ModelSpec.from_checkpoint(bare)
+    tok = TextTokenizer.from_file(asr_checkpoint)
+    assert spec.audio_token_id == tok.token_id("<|audio_pad|>") == full.audio_token_id
+    assert spec.timestamp_token_id == tok.token_id("<timestamp>") == full.timestamp_token_id
+    assert set(spec.eos_token_ids) == {tok.token_id("<|endoftext|>"), tok.token_id("<|im_end|>")}
+    # A tokenizer without the audio token: a clear error, not a guess.
+    tokenizer = json.loads((bare / "tokenizer.json").read_text())
+    tokenizer["added_tokens"] = [t for t in tokenizer["added_tokens"] if t["content"] != "<|audio_pad|>"]
+    (bare / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(ValueError, match=r"no audio_token_id and the tokenizer no '<\|audio_pad\|>'"):
+        ModelSpec.from_checkpoint(bare)

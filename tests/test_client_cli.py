@@ -257,6 +257,7 @@ def test_health_and_models(triton_server):
         (["--language", "Klingon"], "unknown LANGUAGE"),
         (["--url", "http://127.0.0.1:8001"], "without a scheme"),
         (["--concurrency", "0"], "positive integer"),
+        (["--concurrency", "257"], "at most 256 requests in flight"),
         (["--timeout", "-1"], "positive number"),
         (["--header", "no-colon"], "name: value"),
         (["--header", "x-a: line\x01break"], "printable ASCII"),
