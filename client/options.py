@@ -34,7 +34,7 @@ DEFAULT_INITIAL_BACKOFF_SECONDS = 0.25
 # Cap on a single wait, so a long deadline never turns into minutes of sleeping.
 DEFAULT_MAX_BACKOFF_SECONDS = 4.0
 DEFAULT_BACKOFF_MULTIPLIER = 2.0
-# Streaming chunks: the "0.5-2 s" middle. Each chunk costs the server one
+# Streaming chunks: the middle of the 0.5-2 s live captioning clients send. Each chunk costs the server one
 # partial decode, so shorter chunks give fresher partials at a higher load.
 DEFAULT_CHUNK_SECONDS = 1.0
 # 20 ms is one audio frame of a typical capture device (and of Opus); anything

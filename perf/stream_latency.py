@@ -56,7 +56,7 @@ from qwen3_asr_triton.client import (
 
 logger = logging.getLogger("stream_latency")
 
-# The stream counts of the issue ("1, 8 and 32 concurrent streams").
+# One stream, a busy meeting room (8) and a call-centre floor (32): the counts live-captioning users ask about.
 DEFAULT_STREAMS = (1, 8, 32)
 # 30 s of audio per stream: ~29 partials each, enough for a p95 even at N = 1.
 DEFAULT_SECONDS = 30.0
