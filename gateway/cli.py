@@ -27,13 +27,13 @@ from .options import (
     DEFAULT_SERVED_MODEL_NAME,
     DEFAULT_TIMEOUT_SECONDS,
     GRACEFUL_SHUTDOWN_SECONDS,
+    LOG_LEVELS,
     GatewayOptions,
 )
 
 PROG = "qwen3-asr"
 SERVE_COMMAND = "serve-openai"
 SERVE_HELP = "serve OpenAI's audio transcription API over HTTP, in front of Triton (gRPC)"
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 EXIT_OK, EXIT_USAGE = 0, 2
 # Connections and tasks uvicorn accepts before answering a plain 503 itself: the gateway's own
 # limit (OpenAI-shaped 503s) covers transcriptions; room beyond it is for idle keep-alive

@@ -35,7 +35,7 @@ from qwen3_asr_triton.client.options import parse_url
 from qwen3_asr_triton.errors import bounded_message
 
 from .infer_check import RejectedRequestError, check_infer_request, parse_infer_request
-from .options import GRACEFUL_SHUTDOWN_SECONDS
+from .options import GRACEFUL_SHUTDOWN_SECONDS, MAX_GRPC_CHANNELS, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,14 @@ MAX_MESSAGE_BYTES_LIMIT = 2**31 - 1
 # Calls in flight (unary requests plus open streams); one more is refused at once. Well above the
 # server's own stream limit (256) plus a busy queue of unary requests.
 DEFAULT_MAX_CONCURRENT_RPCS = 4096
+# Upper bound for --max-concurrent-rpcs: each call in flight may hold a message of up to
+# max_message_bytes, so beyond this memory runs out first.
+MAX_CONCURRENT_RPCS_LIMIT = 1_000_000
 # Connections to Triton, used round-robin: HTTP/2 multiplexes every call over one, a second keeps
 # a large upload from delaying small calls behind it (the gateway makes the same choice).
 DEFAULT_UPSTREAM_CHANNELS = 2
+# More connections than the gateway's limit only adds connections for Triton to serve.
+MAX_UPSTREAM_CHANNELS = MAX_GRPC_CHANNELS
 # Responses of one stream buffered while its client reads slowly; past it the relay waits, and so
 # does Triton's side of the stream (HTTP/2 flow control).
 STREAM_BUFFER = 64
@@ -138,14 +143,10 @@ class GuardOptions:
 
     def __post_init__(self) -> None:
         parse_url(self.triton_url)
-        for name, value, maximum in (
-            ("port", self.port, 65535),
-            ("max_message_bytes", self.max_message_bytes, MAX_MESSAGE_BYTES_LIMIT),
-            ("max_concurrent_rpcs", self.max_concurrent_rpcs, 1_000_000),
-            ("upstream_channels", self.upstream_channels, 64),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-                raise ValueError(f"{name} must be an integer between 1 and {maximum}, got {value!r}")
+        check_int("port", self.port, 1, 65535)
+        check_int("max_message_bytes", self.max_message_bytes, 1, MAX_MESSAGE_BYTES_LIMIT)
+        check_int("max_concurrent_rpcs", self.max_concurrent_rpcs, 1, MAX_CONCURRENT_RPCS_LIMIT)
+        check_int("upstream_channels", self.upstream_channels, 1, MAX_UPSTREAM_CHANNELS)
         if not self.host:
             raise ValueError("host must not be empty")
 

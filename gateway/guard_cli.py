@@ -21,10 +21,10 @@ from .grpc_guard import (
     message_limit,
     serve,
 )
+from .options import LOG_LEVELS
 
 COMMAND = "serve-grpc"
 HELP = "serve Triton's gRPC API to clients, every message checked before it reaches Triton"
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:

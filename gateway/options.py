@@ -42,13 +42,15 @@ GRACEFUL_SHUTDOWN_SECONDS = 25
 DEFAULT_GRPC_CHANNELS = 2
 # More channels than this only adds connections for Triton to serve.
 MAX_GRPC_CHANNELS = 64
+# Log levels of the gateway's and the gRPC guard's --log-level.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # A model id: what OpenAI's ids look like (letters, digits, and . _ - : /), bounded in length.
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}$")
 # API keys are sent in an HTTP header: printable ASCII without spaces.
 _API_KEY_RE = re.compile(r"^[\x21-\x7e]{1,512}$")
 
 
-def _check_int(name: str, value: object, minimum: int, maximum: int) -> int:
+def check_int(name: str, value: object, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if not minimum <= value <= maximum:
@@ -99,7 +101,7 @@ class GatewayOptions:
         if not isinstance(self.host, str) or not self.host.strip():
             raise ValueError(f"host must be an address to listen on, got {self.host!r}")
         object.__setattr__(self, "host", self.host.strip())
-        _check_int("port", self.port, 1, 65535)
+        check_int("port", self.port, 1, 65535)
         if self.api_key is not None:
             if not isinstance(self.api_key, str):
                 raise ValueError("api_key must be a string")
@@ -113,14 +115,14 @@ class GatewayOptions:
                 "served_model_name must be 1-128 letters, digits or . _ - : / (starting with a letter or digit),"
                 f" got {self.served_model_name!r}"
             )
-        _check_int("max_file_bytes", self.max_file_bytes, 1, MAX_FILE_BYTES_LIMIT)
-        _check_int("max_concurrency", self.max_concurrency, 1, MAX_CONCURRENCY_LIMIT)
+        check_int("max_file_bytes", self.max_file_bytes, 1, MAX_FILE_BYTES_LIMIT)
+        check_int("max_concurrency", self.max_concurrency, 1, MAX_CONCURRENCY_LIMIT)
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)):
             raise ValueError(f"timeout must be a number of seconds, got {self.timeout!r}")
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError(f"timeout must be a positive, finite number of seconds, got {self.timeout}")
         object.__setattr__(self, "timeout", float(self.timeout))
-        _check_int("grpc_channels", self.grpc_channels, 1, MAX_GRPC_CHANNELS)
+        check_int("grpc_channels", self.grpc_channels, 1, MAX_GRPC_CHANNELS)
 
     def client_options(self) -> ClientOptions:
         """Options of each gRPC client: Triton's URL and the transcription deadline."""
