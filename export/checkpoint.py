@@ -32,6 +32,10 @@ class CheckpointError(ValueError):
     """The directory is not a usable Qwen3-ASR / ForcedAligner checkpoint."""
 
 
+# Left in a checkpoint by export/random_checkpoint.py: its weights are random.
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
+
+
 def _safetensor_files(root: Path) -> list[Path]:
     index = root / "model.safetensors.index.json"
     if index.is_file():
@@ -86,3 +90,27 @@ def load_state_dict(
 def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries under ``prefix`` with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def check_checkpoints(model: Path, aligner: Path | None) -> tuple[ModelSpec, ModelSpec | None]:
+    """Specs of the checkpoints, with clear errors for unusable directories."""
+    try:
+        spec = ModelSpec.from_checkpoint(model)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"--model {model}: {exc}") from exc
+    if spec.kind != "asr":
+        raise CheckpointError(f"--model {model} is a forced-aligner checkpoint; pass it with --aligner")
+    aligner_spec = None
+    if aligner is not None:
+        try:
+            aligner_spec = ModelSpec.from_checkpoint(aligner)
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"--aligner {aligner}: {exc}") from exc
+        if aligner_spec.kind != "aligner":
+            raise CheckpointError(f"--aligner {aligner} is not a forced-aligner checkpoint")
+        if aligner_spec.features != spec.features:
+            raise CheckpointError("the aligner's audio front end differs from the recogniser's; they must share it")
+    for path in (model, aligner):
+        if path is not None and (path / RANDOM_WEIGHTS_MARKER).is_file():
+            logger.warning("*** %s has RANDOM weights: transcripts will be meaningless words ***", path)
+    return spec, aligner_spec

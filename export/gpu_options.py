@@ -4,7 +4,7 @@
 optimisation-profile sizes, TensorRT-LLM runtime settings, where Triton sees
 the repository). :func:`decoder_limits` and :func:`encoder_profile` turn them,
 the checkpoint's :class:`~qwen3_asr_triton.model_spec.ModelSpec` and the shared
-:class:`~.build_repository.BuildOptions` into the exact numbers the engine
+:class:`~.build_options.BuildOptions` into the exact numbers the engine
 builds use, so the engines and the filled configs can never disagree.
 """
 
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
+from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.segmentation import SEARCH_EXPAND_SECONDS
 
-if TYPE_CHECKING:
-    from qwen3_asr_triton.model_spec import ModelSpec
-
-    from .build_repository import BuildOptions
+from .build_options import BuildOptions
+from .layout import ENGINE_DIRNAME, VERSION
 
 TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 SCHEDULER_POLICIES = ("guaranteed_no_evict", "max_utilization")
@@ -27,6 +25,8 @@ SCHEDULER_POLICIES = ("guaranteed_no_evict", "max_utilization")
 # (system/user/assistant turns, audio start/end, "language X<asr_text>");
 # tests/test_gpu_limits.py measures the real overhead against it.
 PROMPT_OVERHEAD_TOKENS = 64
+# numpy dtype of the TensorRT-LLM decoder engine (its weights, plugins and prompt embedding table).
+DECODER_DTYPE = "float16"
 # Bytes per element of the fp16 prompt embedding table.
 PROMPT_TABLE_BYTES = 2
 
@@ -103,6 +103,10 @@ class GpuOptions:
             raise ValueError("aligner_opt_tokens must not exceed aligner_max_tokens")
         if not self.model_root.startswith("/") or any(c in self.model_root for c in ' "\\\n$'):
             raise ValueError(f"model_root must be an absolute path without spaces or quotes, got {self.model_root!r}")
+
+    def decoder_engine_dir(self) -> str:
+        """The engine folder as Triton sees it (``gpt_model_path`` of the decoder config)."""
+        return f"{self.model_root.rstrip('/')}/decoder/{VERSION}/{ENGINE_DIRNAME}"
 
 
 @dataclass(frozen=True)

@@ -12,30 +12,39 @@
     trtllm-convert         container  Qwen3 checkpoint -> TensorRT-LLM checkpoint (fp16)
     trtllm-build           container  TensorRT-LLM engine: prompt table, paged KV cache, in-flight batching
     assemble               venv       filled configs + model.py files + plans + engine -> model repository
+                                      (:mod:`.gpu_repository`, run as its own command)
 
 ``<graph>`` is ``encoder`` and, with an aligner, ``aligner_encoder`` and
 ``aligner_lm``. Every number in these commands comes from
 :mod:`.gpu_options`, the same place the configs are filled from.
+:func:`run_gpu_build` executes the plan step by step (:mod:`.steps`), or
+prints every command with ``dry_run``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import logging
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from qwen3_asr_triton.artifacts import ALIGNER_FILENAME, EMBED_FILENAME, ENCODER_FILENAME
 from qwen3_asr_triton.model_spec import SPEC_FILENAME, ModelSpec
+from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 
-from .gpu_options import GpuOptions, Profile, aligner_lm_profile, decoder_limits, encoder_profile
-from .steps import Step
+from .build_options import BuildOptions
+from .gpu_options import DECODER_DTYPE, GpuOptions, Profile, aligner_lm_profile, decoder_limits, encoder_profile
+from .layout import ALIGNER_EXPORT_DIRNAME, ASR_EXPORT_DIRNAME, BUILD_INFO, REPO_ROOT, TEMPLATES_DIRNAME
+from .options_cli import option_flags
+from .steps import Runner, Step, run_steps
 from .versions import Versions
 
-if TYPE_CHECKING:
-    from .build_repository import BuildOptions
+logger = logging.getLogger(__name__)
 
-DECODER_DTYPE = "float16"
-ENGINE_DIRNAME = "engine"
-PLAN_FILENAME = "model.plan"
+# The assemble step's command (``python -m``): fills the configs and lays out the repository.
+ASSEMBLE_MODULE = "qwen3_asr_triton.export.gpu_repository"
 
 
 @dataclass(frozen=True)
@@ -49,13 +58,23 @@ class GpuPaths:
     work_dir: Path
     venv_python: Path
 
+    @classmethod
+    def for_build(cls, model: Path, aligner: Path | None, output: Path, work_dir: Path) -> GpuPaths:
+        """This checkout's paths for a build run by this interpreter (the project venv's)."""
+        resolved = aligner.resolve() if aligner is not None else None
+        return cls(REPO_ROOT, model.resolve(), resolved, output.resolve(), work_dir.resolve(), Path(sys.executable))
+
     @property
     def asr_export(self) -> Path:
-        return self.work_dir / "onnx-asr"
+        return self.work_dir / ASR_EXPORT_DIRNAME
 
     @property
     def aligner_export(self) -> Path:
-        return self.work_dir / "onnx-aligner"
+        return self.work_dir / ALIGNER_EXPORT_DIRNAME
+
+    @property
+    def templates(self) -> Path:
+        return self.repo_root / TEMPLATES_DIRNAME
 
     @property
     def decoder_hf(self) -> Path:
@@ -100,16 +119,6 @@ class TrtGraph:
     loader_env: tuple[tuple[str, str], ...]
 
 
-def option_flags(options: object) -> list[str]:
-    """``--flag value`` for every field of an options dataclass (bools as true/false)."""
-    out = []
-    for f in fields(options):  # type: ignore[arg-type]
-        value = getattr(options, f.name)
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        out += [f"--{f.name.replace('_', '-')}", text]
-    return out
-
-
 def precision_flags(gpu: GpuOptions, paths: GpuPaths) -> list[str]:
     if gpu.trt_precision == "fp32":
         return []
@@ -130,7 +139,7 @@ def trt_graphs(
     graphs = [
         TrtGraph(
             "encoder",
-            paths.asr_export / "encoder.onnx",
+            paths.asr_export / ENCODER_FILENAME,
             paths.asr_export,
             encoder_profile(spec, opts, gpu),
             "load_encoder_data",
@@ -141,7 +150,7 @@ def trt_graphs(
         graphs += [
             TrtGraph(
                 "aligner_encoder",
-                paths.aligner_export / "encoder.onnx",
+                paths.aligner_export / ENCODER_FILENAME,
                 paths.aligner_export,
                 encoder_profile(aligner_spec, opts, gpu),
                 "load_encoder_data",
@@ -149,7 +158,7 @@ def trt_graphs(
             ),
             TrtGraph(
                 "aligner_lm",
-                paths.aligner_export / "aligner.onnx",
+                paths.aligner_export / ALIGNER_FILENAME,
                 paths.aligner_export,
                 aligner_lm_profile(aligner_spec.text.hidden_size, gpu),
                 "load_aligner_lm_data",
@@ -307,7 +316,7 @@ def trtllm_steps(paths: GpuPaths, spec: ModelSpec, opts: BuildOptions, gpu: GpuO
 
 
 def _export_step(name: str, py: str, checkpoint: Path, out: Path, what: str, extra: tuple[str, ...]) -> Step:
-    files = ("encoder.onnx", SPEC_FILENAME, "tokenizer.json", "embed_tokens.npy", *extra)
+    files = (ENCODER_FILENAME, SPEC_FILENAME, TOKENIZER_FILENAME, EMBED_FILENAME, *extra)
     return Step(
         name,
         (py, "-m", "qwen3_asr_triton.export.onnx_export", "--checkpoint", str(checkpoint), "--output", str(out)),
@@ -343,7 +352,7 @@ def gpu_plan(paths: GpuPaths, opts: BuildOptions, gpu: GpuOptions, versions: Ver
     ]
     if paths.aligner is not None:
         steps.append(
-            _export_step("export-aligner", py, paths.aligner, paths.aligner_export, "the aligner", ("aligner.onnx",))
+            _export_step("export-aligner", py, paths.aligner, paths.aligner_export, "the aligner", (ALIGNER_FILENAME,))
         )
     steps.append(
         Step(
@@ -367,8 +376,7 @@ def gpu_plan(paths: GpuPaths, opts: BuildOptions, gpu: GpuOptions, versions: Ver
     steps += [s for g in graphs for s in trt_steps(paths, g, gpu) if s.name.startswith("ort-")]
     steps += [s for g in graphs for s in trt_steps(paths, g, gpu) if not s.name.startswith("ort-")]
     steps += trtllm_steps(paths, spec, opts, gpu)
-    assemble = [py, "-m", "qwen3_asr_triton.export.build_repository", "--target", "gpu", "--stage", "assemble"]
-    assemble += ["--model", str(paths.model)]
+    assemble = [py, "-m", ASSEMBLE_MODULE, "--model", str(paths.model)]
     if paths.aligner is not None:
         assemble += ["--aligner", str(paths.aligner)]
     assemble += ["--output", str(paths.output), "--work-dir", str(paths.work_dir)]
@@ -383,9 +391,47 @@ def gpu_plan(paths: GpuPaths, opts: BuildOptions, gpu: GpuOptions, versions: Ver
                 paths.asr_export / SPEC_FILENAME,
                 *(paths.plan(g.name) for g in graphs),
                 paths.trtllm_engine,
-                paths.repo_root / "model_repository",
+                paths.templates,
             ),
-            outputs=(paths.output / "build_info.json",),
+            outputs=(paths.output / BUILD_INFO,),
         )
     )
     return steps
+
+
+def run_gpu_build(
+    paths: GpuPaths,
+    opts: BuildOptions,
+    gpu: GpuOptions,
+    versions: Versions,
+    dry_run: bool = False,
+    stages: Sequence[str] = (),
+    force: bool = False,
+    out: Callable[[str], None] = print,
+    runner: Runner = subprocess.run,
+) -> list[str]:
+    """Run the gpu plan (or print it); returns the names of the steps that ran (or would run)."""
+    steps = gpu_plan(paths, opts, gpu, versions)
+    spec = ModelSpec.from_checkpoint(paths.model)
+    limits = decoder_limits(spec, opts, gpu)
+    table = limits.prompt_table_gib(spec.text.hidden_size)
+    if table > 2:
+        logger.warning(
+            "the decoder's prompt-table buffer takes %.1f GiB (%d rows); lower --max-segment-seconds, "
+            "--decoder-max-batch or --prompt-table-rows to shrink it",
+            table,
+            limits.prompt_table_rows,
+        )
+    if dry_run:
+        names = {s.name for s in steps}
+        unknown = sorted(set(stages) - names)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are: {', '.join(s.name for s in steps)}")
+        out(f"# gpu build plan: {len(steps)} steps; '[venv]' = project environment, '[container]' = NGC image tools")
+        for step in steps:
+            if stages and step.name not in stages:
+                continue
+            out(f"# [{step.environment}] {step.name}: {step.description}")
+            out(step.render())
+        return [s.name for s in steps if not stages or s.name in stages]
+    return run_steps(steps, paths.stamps, only=stages, force=force, venv_bin=paths.venv_python.parent, runner=runner)

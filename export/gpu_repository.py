@@ -1,9 +1,7 @@
-"""The gpu build: run (or print) its plan, and assemble the model repository from the built engines.
+"""The gpu build's last step: assemble the model repository from the built engines.
 
-:func:`run_gpu_build` executes :func:`~.gpu_plan.gpu_plan` step by step (or
-prints every command with ``dry_run``); its last step calls
-:func:`assemble_gpu_repository`, which fills the gpu config templates, checks
-them against the TensorRT-LLM engine's own build config and lays out::
+:func:`assemble_gpu_repository` fills the gpu config templates, checks them
+against the TensorRT-LLM engine's own build config and lays out::
 
     qwen3_asr/1/        model.py, model_spec.json, tokenizer.json     (python, BLS entry)
     qwen3_asr_deltas/1/ model.py, model_spec.json, tokenizer.json     (python, BLS, decoupled: text as generated)
@@ -15,59 +13,44 @@ them against the TensorRT-LLM engine's own build config and lays out::
     aligner/1/          model.py, model_spec.json, tokenizer.json, embed_tokens.npy   (python, BLS)
     aligner_encoder/1/  model.plan                                    (tensorrt_plan)
     aligner_lm/1/       model.plan                                    (tensorrt_plan)
+
+The gpu plan (:mod:`.gpu_plan`) runs it as its ``assemble`` step, a command of
+its own: ``python -m qwen3_asr_triton.export.gpu_repository --model ... --output ...
+--work-dir ...`` with every knob (:func:`main`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
-import shutil
-import subprocess
-from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from qwen3_asr_triton.model_spec import SPEC_FILENAME, ModelSpec
-from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
+from qwen3_asr_triton.model_spec import ModelSpec
 
-from .files import place_artifact
-from .fill_config import parse_model_config
+from .assembly import Artifacts, common_artifacts, write_repository
+from .build_options import BuildOptions, default_options
+from .checkpoint import check_checkpoints
 from .gpu_options import GpuOptions, decoder_limits
-from .gpu_plan import ENGINE_DIRNAME, PLAN_FILENAME, GpuPaths, gpu_plan
-from .steps import Runner, run_steps
-from .versions import Versions
-
-if TYPE_CHECKING:
-    from .build_repository import BuildOptions
+from .gpu_plan import GpuPaths
+from .layout import ENGINE_DIRNAME, PLAN_FILENAME
+from .options_cli import add_build_arguments, add_knob_arguments, given_options, options_from_args, work_dir
+from .repository_values import fill_repository_configs
+from .versions import Versions, read_versions
 
 logger = logging.getLogger(__name__)
-EMBED_FILENAME = "embed_tokens.npy"
 
 
-def decoder_engine_dir(gpu: GpuOptions) -> str:
-    """The engine folder as Triton sees it (``gpt_model_path`` of the decoder config)."""
-    return f"{gpu.model_root.rstrip('/')}/decoder/1/{ENGINE_DIRNAME}"
-
-
-def gpu_artifacts(paths: GpuPaths, has_aligner: bool) -> dict[str, list[tuple[Path, str]]]:
+def gpu_artifacts(paths: GpuPaths, has_aligner: bool) -> Artifacts:
     """Per model, (source file, path in the version folder) for the gpu target."""
-    asr = paths.asr_export
-    spec, tok = (asr / SPEC_FILENAME, SPEC_FILENAME), (asr / TOKENIZER_FILENAME, TOKENIZER_FILENAME)
+    files = common_artifacts(paths.asr_export, paths.aligner_export if has_aligner else None)
     engine = paths.trtllm_engine
     engine_files = sorted(p for p in engine.rglob("*") if p.is_file()) if engine.is_dir() else []
-    files = {
-        "qwen3_asr": [spec, tok],
-        "qwen3_asr_deltas": [spec, tok],
-        "qwen3_asr_streaming": [spec, tok],
-        "preprocess": [spec],
-        "postprocess": [tok],
-        "encoder": [(paths.plan("encoder"), PLAN_FILENAME)],
-        "decoder": [(f, f"{ENGINE_DIRNAME}/{f.relative_to(engine)}") for f in engine_files],
-    }
+    files["encoder"] = [(paths.plan("encoder"), PLAN_FILENAME)]
+    files["decoder"] = [(f, f"{ENGINE_DIRNAME}/{f.relative_to(engine)}") for f in engine_files]
     if has_aligner:
-        al = paths.aligner_export
-        files["aligner"] = [(al / n, n) for n in (SPEC_FILENAME, TOKENIZER_FILENAME, EMBED_FILENAME)]
         files["aligner_encoder"] = [(paths.plan("aligner_encoder"), PLAN_FILENAME)]
         files["aligner_lm"] = [(paths.plan("aligner_lm"), PLAN_FILENAME)]
     return files
@@ -101,18 +84,11 @@ def check_engine_config(engine_dir: Path, expected: dict[str, int], vocab_size: 
         raise ValueError(f"{path} does not match this build: " + "; ".join(problems))
 
 
-def assemble_gpu_repository(
-    paths: GpuPaths,
-    opts: BuildOptions,
-    gpu: GpuOptions,
-    versions: Versions,
-    fill: Callable[..., dict[str, str]],
-    prepare_output: Callable[[Path], None],
-) -> Path:
+def assemble_gpu_repository(paths: GpuPaths, opts: BuildOptions, gpu: GpuOptions, versions: Versions) -> Path:
     """Fill the gpu configs and lay out the repository from the built artifacts (see module docstring)."""
     spec = ModelSpec.load(paths.asr_export)
     has_aligner = paths.aligner is not None
-    configs = fill(spec, opts, "gpu", has_aligner, gpu=gpu)
+    configs = fill_repository_configs(spec, opts, "gpu", has_aligner, paths.templates, gpu)
     limits = decoder_limits(spec, opts, gpu)
     expected = {
         "max_batch_size": limits.max_batch_size,
@@ -122,65 +98,35 @@ def assemble_gpu_repository(
         "max_prompt_embedding_table_size": limits.prompt_table_rows,
     }
     check_engine_config(paths.trtllm_engine, expected, spec.text.vocab_size)
-    artifacts = gpu_artifacts(paths, has_aligner)
-    prepare_output(paths.output)
-    template_root = paths.repo_root / "model_repository"
-    for name, text in configs.items():
-        version = paths.output / name / "1"
-        version.mkdir(parents=True)
-        (paths.output / name / "config.pbtxt").write_text(text)
-        if parse_model_config(text).backend == "python":
-            shutil.copy2(template_root / name / "1" / "model.py", version / "model.py")
-        for src, dst_name in artifacts.get(name, []):
-            place_artifact(src, version / dst_name)
-    info = {
-        "target": "gpu",
-        "model": str(paths.model),
-        "aligner": str(paths.aligner) if paths.aligner else None,
-        "options": asdict(opts),
-        "gpu_options": asdict(gpu),
-        "versions": asdict(versions),
-        "decoder_limits": asdict(limits),
-        "models": sorted(configs),
-    }
-    (paths.output / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    logger.info("gpu model repository ready: %s (%s)", paths.output, ", ".join(sorted(configs)))
-    return paths.output
+    extra_info = {"gpu_options": asdict(gpu), "versions": asdict(versions), "decoder_limits": asdict(limits)}
+    return write_repository(
+        paths.output,
+        configs,
+        gpu_artifacts(paths, has_aligner),
+        target="gpu",
+        model=paths.model,
+        aligner=paths.aligner,
+        opts=opts,
+        extra_info=extra_info,
+        template_root=paths.templates,
+    )
 
 
-def run_gpu_build(
-    paths: GpuPaths,
-    opts: BuildOptions,
-    gpu: GpuOptions,
-    versions: Versions,
-    dry_run: bool = False,
-    stages: Sequence[str] = (),
-    force: bool = False,
-    out: Callable[[str], None] = print,
-    runner: Runner = subprocess.run,
-) -> list[str]:
-    """Run the gpu plan (or print it); returns the names of the steps that ran (or would run)."""
-    steps = gpu_plan(paths, opts, gpu, versions)
-    spec = ModelSpec.from_checkpoint(paths.model)
-    limits = decoder_limits(spec, opts, gpu)
-    table = limits.prompt_table_gib(spec.text.hidden_size)
-    if table > 2:
-        logger.warning(
-            "the decoder's prompt-table buffer takes %.1f GiB (%d rows); lower --max-segment-seconds, "
-            "--decoder-max-batch or --prompt-table-rows to shrink it",
-            table,
-            limits.prompt_table_rows,
-        )
-    if dry_run:
-        names = {s.name for s in steps}
-        unknown = sorted(set(stages) - names)
-        if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; stages are: {', '.join(s.name for s in steps)}")
-        out(f"# gpu build plan: {len(steps)} steps; '[venv]' = project environment, '[container]' = NGC image tools")
-        for step in steps:
-            if stages and step.name not in stages:
-                continue
-            out(f"# [{step.environment}] {step.name}: {step.description}")
-            out(step.render())
-        return [s.name for s in steps if not stages or s.name in stages]
-    return run_steps(steps, paths.stamps, only=stages, force=force, venv_bin=paths.venv_python.parent, runner=runner)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Assemble the gpu model repository from the built engines.")
+    add_build_arguments(parser)
+    add_knob_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        opts = default_options("gpu", **given_options(args, BuildOptions))
+        gpu = options_from_args(args, GpuOptions)
+        paths = GpuPaths.for_build(args.model, args.aligner, args.output, work_dir(args))
+        check_checkpoints(paths.model, paths.aligner)
+        assemble_gpu_repository(paths, opts, gpu, read_versions())
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qwen3_asr_triton.artifacts import ALIGNER_FILENAME, DECODER_FILENAME, EMBED_FILENAME, ENCODER_FILENAME
 from qwen3_asr_triton.model_spec import SPEC_FILENAME, ModelSpec
 from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 
@@ -40,7 +41,6 @@ from .modules import AlignerModel, AudioEncoder, DecoderWithCache
 logger = logging.getLogger(__name__)
 
 OPSET = 17  # LayerNormalization is native from 17; TensorRT 10 parses 9-20
-EMBED_FILENAME = "embed_tokens.npy"
 STAMP_FILENAME = "export_stamp.json"
 # Bump when the graphs' interface or numerics change, so cached exports are redone.
 EXPORT_VERSION = 2
@@ -73,6 +73,11 @@ def _graph_tensors(graph) -> Iterator:
                 yield from _graph_tensors(sub)
 
 
+def external_data_file(graph: Path) -> Path:
+    """The file holding a graph's weights: ``<name>.data`` next to it."""
+    return graph.with_name(graph.name + ".data")
+
+
 def save_with_external_data(tmp_path: Path, path: Path) -> None:
     """Re-save a graph with all weights in ``<name>.data`` next to ``path`` and check it.
 
@@ -85,10 +90,10 @@ def save_with_external_data(tmp_path: Path, path: Path) -> None:
     import onnx
 
     model = onnx.load(str(tmp_path), load_external_data=False)
-    data_name = path.name + ".data"
-    for stale in (path, path.with_name(data_name)):
+    data_file = external_data_file(path)
+    for stale in (path, data_file):
         stale.unlink(missing_ok=True)
-    with open(path.with_name(data_name), "wb") as out:
+    with open(data_file, "wb") as out:
         for tensor in _graph_tensors(model.graph):
             source = _external_source(tensor, tmp_path.parent)
             if source:
@@ -109,7 +114,7 @@ def save_with_external_data(tmp_path: Path, path: Path) -> None:
             else:
                 out.write(tensor.raw_data)
                 tensor.ClearField("raw_data")
-            _set_location(tensor, (data_name, offset, length))
+            _set_location(tensor, (data_file.name, offset, length))
     onnx.save_model(model, str(path))
     onnx.checker.check_model(str(path))
 
@@ -279,11 +284,11 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, force: bool = 
     output.mkdir(parents=True, exist_ok=True)
     stamp_path.unlink(missing_ok=True)
     state = load_state_dict(checkpoint, spec)
-    export_encoder(spec, state, output / "encoder.onnx")
+    export_encoder(spec, state, output / ENCODER_FILENAME)
     if spec.kind == "asr":
-        export_decoder(spec, state, output / "decoder.onnx")
+        export_decoder(spec, state, output / DECODER_FILENAME)
     else:
-        export_aligner(spec, state, output / "aligner.onnx")
+        export_aligner(spec, state, output / ALIGNER_FILENAME)
     np.save(output / EMBED_FILENAME, state["model.language_model.embed_tokens.weight"].numpy())
     write_tokenizer(checkpoint, output)
     spec.save(output)

@@ -18,11 +18,13 @@ import logging
 import shutil
 from pathlib import Path
 
+from qwen3_asr_triton.artifacts import DECODER_GRAPH, ENCODER_GRAPH, onnx_filename
+
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8")
 # Graphs quantized in fast mode; the aligner keeps fp32 (its timestamps are one forward pass).
-FAST_GRAPHS = ("encoder", "decoder")
+FAST_GRAPHS = (ENCODER_GRAPH, DECODER_GRAPH)
 
 
 def quantized_name(graph: str, precision: str) -> str:
@@ -61,10 +63,10 @@ def ensure_precision(export_dir: Path, precision: str) -> None:
     if precision == "fp32":
         return
     for graph in FAST_GRAPHS:
-        src = export_dir / f"{graph}.onnx"
+        src = export_dir / onnx_filename(graph)
         if not src.is_file():
             continue
-        dst = export_dir / f"{quantized_name(graph, precision)}.onnx"
+        dst = export_dir / onnx_filename(quantized_name(graph, precision))
         if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
             continue
         quantize_graph(src, dst)

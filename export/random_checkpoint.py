@@ -31,6 +31,9 @@ from pathlib import Path
 
 import torch
 
+from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
+
+from .checkpoint import RANDOM_WEIGHTS_MARKER
 from .vocab import build_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -268,13 +271,13 @@ def write_random_checkpoint(
     )
     model.save_pretrained(str(out))
     write_processor(out, kind)
-    tok = json.loads((out / "tokenizer.json").read_text())
+    tok = json.loads((out / TOKENIZER_FILENAME).read_text())
     ids = {t["content"]: t["id"] for t in tok["added_tokens"]}
     if ids["<|im_end|>"] != eos_id or ids["<|audio_pad|>"] != config.audio_token_id:
         raise RuntimeError("tokenizer ids disagree with the config")
     if layout == "original":
         to_original_layout(out)
-    (out / "RANDOM_WEIGHTS.txt").write_text(
+    (out / RANDOM_WEIGHTS_MARKER).write_text(
         f"Randomly initialised {size} {kind} checkpoint (seed {opts.seed}); its outputs are meaningless.\n"
     )
     logger.info("wrote random %s %s checkpoint to %s", size, kind, out)

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .layout import REPO_ROOT
+
 VERSIONS_FILE = REPO_ROOT / "docker" / "versions.env"
 _LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=([^\s\"'$`\\]+)$")
 

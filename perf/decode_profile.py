@@ -47,6 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from perf.machine import describe_machine  # noqa: E402
+from qwen3_asr_triton.artifacts import ENCODER_FILENAME  # noqa: E402
 from qwen3_asr_triton.decoding.decoder import DECODER_FILENAME, DecodeBatch, DecoderRunner, Sequence  # noqa: E402
 from qwen3_asr_triton.decoding.session import EncoderRunner, OrtOptions  # noqa: E402
 from qwen3_asr_triton.features import LogMel, split_windows  # noqa: E402
@@ -70,8 +71,6 @@ DEFAULT_REPEATS = 10
 BANDWIDTH_BYTES = 1 << 30
 # Timed bandwidth runs after one untimed one; the best is kept (other processes only slow a run down).
 BANDWIDTH_RUNS = 5
-# The encoder graph of an export directory (name written by the exporter).
-ENCODER_FILENAME = "encoder.onnx"
 # Sequences never finish here: no end tokens and a budget no profile reaches.
 NEVER = 1 << 30
 # Decimal units, as bandwidths are usually quoted.

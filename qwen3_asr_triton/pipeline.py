@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from .alignment import WordTime
+from .artifacts import ALIGNER_FILENAME, DECODER_GRAPH, EMBED_FILENAME, ENCODER_FILENAME, ENCODER_GRAPH, onnx_filename
 from .errors import InputError
 from .features import EncoderWindows, FeatureConfig, LogMel, split_windows
 from .languages import ALIGNER_LANGUAGES, canonical_language_name, normalize_language
@@ -341,21 +342,21 @@ class OrtStages:
         from .decoding.session import AlignerRunner, EncoderRunner
 
         asr_dir = Path(asr_dir)
-        self.encoder = EncoderRunner(asr_dir / f"encoder{graph_suffix}.onnx", options)
-        self.decoder = DecoderRunner(asr_dir, options, graph=f"decoder{graph_suffix}.onnx")
+        self.encoder = EncoderRunner(asr_dir / onnx_filename(ENCODER_GRAPH + graph_suffix), options)
+        self.decoder = DecoderRunner(asr_dir, options, graph=onnx_filename(DECODER_GRAPH + graph_suffix))
         self.tokenizer = TextTokenizer.from_file(asr_dir)
         self.aligner = None
         if aligner_dir is not None:
             from .aligner import ForcedAligner
 
             aligner_dir = Path(aligner_dir)
-            encoder = EncoderRunner(aligner_dir / "encoder.onnx", options)
+            encoder = EncoderRunner(aligner_dir / ENCODER_FILENAME, options)
             self.aligner = ForcedAligner(
                 ModelSpec.load(aligner_dir),
                 TextTokenizer.from_file(aligner_dir),
-                np.load(aligner_dir / "embed_tokens.npy", mmap_mode="r"),
+                np.load(aligner_dir / EMBED_FILENAME, mmap_mode="r"),
                 lambda w: encoder.encode_windows(w.features, w.frames),
-                AlignerRunner(aligner_dir / "aligner.onnx", options),
+                AlignerRunner(aligner_dir / ALIGNER_FILENAME, options),
             )
 
     async def encode(self, windows: EncoderWindows) -> np.ndarray:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the project's checks: ruff, then the whole pytest suite (unit tests and the
+# Run the project's checks: ruff, import-linter, then the whole pytest suite (unit tests and the
 # end-to-end tests against a real Triton server the tests start themselves).
 #
 #   scripts/test.sh [pytest args...]
@@ -25,4 +25,8 @@ done
 
 "$ROOT/.venv/bin/ruff" check .
 "$ROOT/.venv/bin/ruff" format --check . >/dev/null || { "$ROOT/.venv/bin/ruff" format --diff . | head -50; exit 1; }
+# The import layering (pyproject.toml [tool.importlinter]), read from a tree of links laid out like the
+# installed package: export/, client/ and gateway/ join qwen3_asr_triton only through package-dir.
+IMPORT_TREE="$("$ROOT/.venv/bin/python" "$ROOT/scripts/import_tree.py")"
+(cd "$IMPORT_TREE" && "$ROOT/.venv/bin/lint-imports" "$ROOT/pyproject.toml" --no-logo)
 PATH="$ROOT/.venv/bin:$PATH" exec "$ROOT/.venv/bin/python" -m pytest -ra "$@"

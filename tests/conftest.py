@@ -35,7 +35,13 @@ def code_hash(*relative: str) -> str:
 
 
 CHECKPOINT_CODE = ("export/random_checkpoint.py", "export/vocab.py", "export/chat_templates.py")
-EXPORT_CODE = ("export/modules.py", "export/onnx_export.py", "export/checkpoint.py", "qwen3_asr_triton/model_spec.py")
+EXPORT_CODE = (
+    "export/modules.py",
+    "export/onnx_export.py",
+    "export/checkpoint.py",
+    "qwen3_asr_triton/model_spec.py",
+    "qwen3_asr_triton/artifacts.py",
+)
 
 
 def prune_stale(path: Path, prefix: str) -> None:
@@ -48,11 +54,12 @@ def prune_stale(path: Path, prefix: str) -> None:
 
 
 def cached_checkpoint(kind: str, size: str = "tiny", layout: str = "hf") -> Path:
+    from qwen3_asr_triton.export.checkpoint import RANDOM_WEIGHTS_MARKER
     from qwen3_asr_triton.export.random_checkpoint import write_random_checkpoint
 
     prefix = f"{size}-{kind}-{layout}-"
     path = CACHE / "checkpoints" / f"{prefix}{code_hash(*CHECKPOINT_CODE)}"
-    if not (path / "config.json").is_file() or not (path / "RANDOM_WEIGHTS.txt").is_file():
+    if not (path / "config.json").is_file() or not (path / RANDOM_WEIGHTS_MARKER).is_file():
         write_random_checkpoint(path, size=size, kind=kind, layout=layout)
         prune_stale(path, prefix)
     return path
@@ -149,13 +156,23 @@ def reference_tokens(reference, clips, resampled_clips):
 
 
 # ----------------------------------------------------------------------------- Triton server
-BUILD_CODE = (*EXPORT_CODE, "export/build_repository.py", "export/fill_config.py")
+BUILD_CODE = (
+    *EXPORT_CODE,
+    "export/cpu_build.py",
+    "export/assembly.py",
+    "export/repository_values.py",
+    "export/build_options.py",
+    "export/layout.py",
+    "export/fill_config.py",
+    "export/files.py",
+)
 
 
 @pytest.fixture(scope="session")
 def model_repository(asr_checkpoint: Path, aligner_checkpoint: Path) -> Path:
     """A cpu-target repository of the tiny checkpoints (rebuilt when build code or templates change)."""
-    from qwen3_asr_triton.export.build_repository import BuildOptions, build_cpu_repository
+    from qwen3_asr_triton.export.build_options import BuildOptions
+    from qwen3_asr_triton.export.cpu_build import build_cpu_repository
 
     templates = sorted(
         str(p.relative_to(REPO))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qwen3_asr_triton.export.build_repository import BuildOptions, fill_repository_configs, models_for
+from qwen3_asr_triton.export.build_options import BuildOptions
 from qwen3_asr_triton.export.fill_config import TemplateError, fill_templates, fill_text, parse_model_config
+from qwen3_asr_triton.export.repository_values import fill_repository_configs, models_for
 from qwen3_asr_triton.model_spec import ModelSpec
 
 CONTRACT_INPUTS = {
@@ -95,7 +96,8 @@ def test_build_options_are_validated():
 def test_batching_delays_have_target_defaults_and_reach_the_configs(spec, target, argv, preprocess_us, encoder_us):
     import argparse
 
-    from qwen3_asr_triton.export.build_repository import add_option_arguments, default_options, given_options
+    from qwen3_asr_triton.export.build_options import default_options
+    from qwen3_asr_triton.export.options_cli import add_option_arguments, given_options
 
     parser = argparse.ArgumentParser()
     add_option_arguments(parser, BuildOptions)

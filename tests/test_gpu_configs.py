@@ -7,16 +7,10 @@ import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from qwen3_asr_triton.export.build_repository import (
-    TARGET_DEFAULTS,
-    BuildOptions,
-    default_options,
-    fill_repository_configs,
-    models_for,
-    template_values,
-)
+from qwen3_asr_triton.export.build_options import TARGET_DEFAULTS, BuildOptions, default_options
 from qwen3_asr_triton.export.fill_config import parse_model_config
 from qwen3_asr_triton.export.gpu_options import (
+    DECODER_DTYPE,
     PROMPT_OVERHEAD_TOKENS,
     GpuOptions,
     aligner_lm_profile,
@@ -24,7 +18,7 @@ from qwen3_asr_triton.export.gpu_options import (
     encoder_profile,
     max_audio_tokens,
 )
-from qwen3_asr_triton.export.gpu_plan import DECODER_DTYPE
+from qwen3_asr_triton.export.repository_values import fill_repository_configs, models_for, template_values
 from qwen3_asr_triton.model_spec import ModelSpec
 
 # What the entry model sends to / reads from the decoder (qwen3_asr_triton.bls.BlsStages.generate).

@@ -17,16 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from qwen3_asr_triton.export.build_repository import (
-    BuildOptions,
-    _prepare_output,
-    fill_repository_configs,
-    models_for,
-)
+from qwen3_asr_triton.export.build_options import BuildOptions
 from qwen3_asr_triton.export.fill_config import parse_model_config
 from qwen3_asr_triton.export.gpu_options import GpuOptions, decoder_limits
-from qwen3_asr_triton.export.gpu_plan import GpuPaths, gpu_plan
-from qwen3_asr_triton.export.gpu_repository import assemble_gpu_repository, run_gpu_build
+from qwen3_asr_triton.export.gpu_plan import GpuPaths, gpu_plan, run_gpu_build
+from qwen3_asr_triton.export.gpu_repository import assemble_gpu_repository
+from qwen3_asr_triton.export.repository_values import fill_repository_configs, models_for
 from qwen3_asr_triton.export.steps import Step, run_steps
 from qwen3_asr_triton.export.versions import read_versions
 from qwen3_asr_triton.model_spec import ModelSpec
@@ -299,12 +295,12 @@ def test_assembly_refuses_an_engine_built_for_other_limits(built):
     (paths.trtllm_engine / "config.json").write_text(json.dumps(engine))
     try:
         with pytest.raises(ValueError, match="max_batch_size 8"):
-            assemble_gpu_repository(other, opts, gpu, read_versions(), fill_repository_configs, _prepare_output)
+            assemble_gpu_repository(other, opts, gpu, read_versions())
         assert not other.output.exists(), "nothing is written for a mismatched engine"
     finally:
         engine["build_config"]["max_batch_size"] = opts.decoder_max_batch
         (paths.trtllm_engine / "config.json").write_text(json.dumps(engine))
-    assemble_gpu_repository(other, opts, gpu, read_versions(), fill_repository_configs, _prepare_output)
+    assemble_gpu_repository(other, opts, gpu, read_versions())
     assert (other.output / "build_info.json").is_file()
 
 

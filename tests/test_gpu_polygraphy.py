@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3_asr_triton.export.build_repository import BuildOptions
+from qwen3_asr_triton.export.build_options import BuildOptions
 from qwen3_asr_triton.export.gpu_options import GpuOptions
 from qwen3_asr_triton.export.gpu_plan import GpuPaths, TrtGraph, trt_graphs, trt_steps
 from qwen3_asr_triton.export.steps import environment_for

@@ -1,0 +1,66 @@
+"""The cpu target: checkpoints -> ONNX exports -> a model repository of python-backend models.
+
+Every model runs in Triton's python backend, the neural stages on ONNX Runtime
+from the exported graphs (fp32, or the int8-weight copies of ``--precision int8``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qwen3_asr_triton.artifacts import ALIGNER_GRAPH, DECODER_GRAPH, EMBED_FILENAME, ENCODER_GRAPH, onnx_filename
+from qwen3_asr_triton.model_spec import SPEC_FILENAME
+
+from .assembly import Artifacts, common_artifacts, write_repository
+from .build_options import BuildOptions
+from .checkpoint import check_checkpoints
+from .layout import ALIGNER_EXPORT_DIRNAME, ASR_EXPORT_DIRNAME
+from .onnx_export import export_checkpoint, external_data_file
+from .quantize import ensure_precision, quantized_name
+from .repository_values import fill_repository_configs
+
+
+def _onnx_files(export_dir: Path, graph: str) -> list[Path]:
+    main = export_dir / onnx_filename(graph)
+    return [main, external_data_file(main)]
+
+
+def _graph_files(export_dir: Path, graph: str, precision: str) -> list[tuple[Path, str]]:
+    """A graph at ``precision`` placed as ``<graph>.onnx``; its data file keeps the name the graph refers to."""
+    main, data = _onnx_files(export_dir, quantized_name(graph, precision))
+    return [(main, onnx_filename(graph)), (data, data.name)]
+
+
+def cpu_artifacts(asr_dir: Path, aligner_dir: Path | None, precision: str = "fp32") -> Artifacts:
+    """Per model, (source file, name in the version folder) for the cpu target."""
+    files = common_artifacts(asr_dir, aligner_dir)
+    spec = (asr_dir / SPEC_FILENAME, SPEC_FILENAME)
+    files["encoder"] = [spec, *_graph_files(asr_dir, ENCODER_GRAPH, precision)]
+    files["decoder"] = [
+        spec,
+        (asr_dir / EMBED_FILENAME, EMBED_FILENAME),
+        *_graph_files(asr_dir, DECODER_GRAPH, precision),
+    ]
+    if aligner_dir is not None:
+        files["aligner"] += [(p, p.name) for g in (ENCODER_GRAPH, ALIGNER_GRAPH) for p in _onnx_files(aligner_dir, g)]
+    return files
+
+
+def build_cpu_repository(
+    model: Path, aligner: Path | None, output: Path, work_dir: Path, opts: BuildOptions | None = None
+) -> Path:
+    """Build a cpu-target model repository at ``output`` (replacing a previous build there)."""
+    opts = opts or BuildOptions()
+    model, output, work_dir = model.resolve(), output.resolve(), work_dir.resolve()
+    aligner = aligner.resolve() if aligner is not None else None
+    spec, _ = check_checkpoints(model, aligner)
+    configs = fill_repository_configs(spec, opts, "cpu", aligner is not None)
+    asr_dir = work_dir / ASR_EXPORT_DIRNAME
+    export_checkpoint(model, asr_dir)
+    ensure_precision(asr_dir, opts.precision)
+    aligner_dir = None
+    if aligner is not None:
+        aligner_dir = work_dir / ALIGNER_EXPORT_DIRNAME
+        export_checkpoint(aligner, aligner_dir)
+    artifacts = cpu_artifacts(asr_dir, aligner_dir, opts.precision)
+    return write_repository(output, configs, artifacts, target="cpu", model=model, aligner=aligner, opts=opts)

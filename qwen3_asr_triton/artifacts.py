@@ -1,0 +1,27 @@
+"""Names of the graphs and side files in an export directory.
+
+The exporter (``qwen3_asr_triton.export.onnx_export``) writes them, the model
+repository build places them and the serving code reads them back, so each name
+is spelled here once. ``model_spec.json`` and ``tokenizer.json`` have their
+constants beside their readers (:mod:`.model_spec`, :mod:`.tokenizer`).
+"""
+
+from __future__ import annotations
+
+# ONNX graphs, by stem: the audio encoder (recogniser and aligner), the recogniser's decoder, the aligner's body.
+ENCODER_GRAPH = "encoder"
+DECODER_GRAPH = "decoder"
+ALIGNER_GRAPH = "aligner"
+ONNX_SUFFIX = ".onnx"
+
+
+def onnx_filename(graph: str) -> str:
+    """The file of a graph (``encoder`` -> ``encoder.onnx``; also ``decoder-int8``)."""
+    return f"{graph}{ONNX_SUFFIX}"
+
+
+ENCODER_FILENAME = onnx_filename(ENCODER_GRAPH)
+DECODER_FILENAME = onnx_filename(DECODER_GRAPH)
+ALIGNER_FILENAME = onnx_filename(ALIGNER_GRAPH)
+# [vocab, hidden] float32 token embeddings, spliced on the host (recogniser and aligner).
+EMBED_FILENAME = "embed_tokens.npy"
