@@ -92,20 +92,21 @@ def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def _read_spec(checkpoint: Path, flag: str) -> ModelSpec:
+    try:
+        return ModelSpec.from_checkpoint(checkpoint)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{flag} {checkpoint}: {exc}") from exc
+
+
 def check_checkpoints(model: Path, aligner: Path | None) -> tuple[ModelSpec, ModelSpec | None]:
     """Specs of the checkpoints, with clear errors for unusable directories."""
-    try:
-        spec = ModelSpec.from_checkpoint(model)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"--model {model}: {exc}") from exc
+    spec = _read_spec(model, "--model")
     if spec.kind != "asr":
         raise CheckpointError(f"--model {model} is a forced-aligner checkpoint; pass it with --aligner")
     aligner_spec = None
     if aligner is not None:
-        try:
-            aligner_spec = ModelSpec.from_checkpoint(aligner)
-        except (FileNotFoundError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"--aligner {aligner}: {exc}") from exc
+        aligner_spec = _read_spec(aligner, "--aligner")
         if aligner_spec.kind != "aligner":
             raise CheckpointError(f"--aligner {aligner} is not a forced-aligner checkpoint")
         if aligner_spec.features != spec.features:
