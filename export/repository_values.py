@@ -74,6 +74,8 @@ def template_values(
         # and slots held by abandoned streams until the idle timeout never starve new ones.
         "STREAM_CANDIDATES": STREAM_CANDIDATE_FACTOR * opts.max_streams,
         "MAX_STREAM_SECONDS": opts.max_stream_seconds,
+        "STREAM_IDLE_SECONDS": opts.stream_idle_seconds,
+        # The same knob in the unit of Triton's sequence batcher (max_sequence_idle_microseconds).
         "STREAM_IDLE_US": int(opts.stream_idle_seconds * 1_000_000),
         "STREAM_ROLLBACK_TOKENS": opts.stream_rollback_tokens,
         "STREAM_REUSE_WINDOWS": "true" if opts.stream_reuse_windows else "false",

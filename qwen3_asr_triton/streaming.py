@@ -54,8 +54,9 @@ class StreamingPolicy:
         Reuse encoder outputs of windows whose input did not change (exact).
     max_stream_seconds : float
         Longest stream accepted; more audio gets an error (partials re-read all audio).
-    idle_timeout_s : float
-        A stream without a chunk for this long is dropped and its state freed.
+    stream_idle_seconds : float
+        A stream without a chunk for this long is dropped and its state freed (the same knob, under
+        the same name, from ``--stream-idle-seconds`` on).
     max_streams : int
         Streams held at once by one model instance.
     """
@@ -64,14 +65,14 @@ class StreamingPolicy:
     prefix_after_chunks: int = 2
     reuse_windows: bool = True
     max_stream_seconds: float = 300.0
-    idle_timeout_s: float = 30.0
+    stream_idle_seconds: float = 30.0
     max_streams: int = 256
 
     def __post_init__(self) -> None:
         if self.rollback_tokens < 0 or self.prefix_after_chunks < 0:
             raise ValueError("rollback_tokens and prefix_after_chunks must be >= 0")
-        if self.max_stream_seconds <= 0 or self.idle_timeout_s <= 0 or self.max_streams < 1:
-            raise ValueError("max_stream_seconds, idle_timeout_s and max_streams must be positive")
+        if self.max_stream_seconds <= 0 or self.stream_idle_seconds <= 0 or self.max_streams < 1:
+            raise ValueError("max_stream_seconds, stream_idle_seconds and max_streams must be positive")
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class StreamRegistry:
         if state is None:
             raise InputError(
                 f"stream {key} is unknown: send START first (or it expired after"
-                f" {self.policy.idle_timeout_s:.0f} s without audio)"
+                f" {self.policy.stream_idle_seconds:.0f} s without audio)"
             )
         return state
 
@@ -157,7 +158,7 @@ class StreamRegistry:
         """Drop streams idle longer than the policy allows; returns their keys."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            stale = [k for k, s in self._streams.items() if now - s.last_activity > self.policy.idle_timeout_s]
+            stale = [k for k, s in self._streams.items() if now - s.last_activity > self.policy.stream_idle_seconds]
             for key in stale:
                 del self._streams[key]
         return stale

@@ -82,7 +82,7 @@ def test_prefix_follows_the_rollback_rule(recognizer):
 
 
 def test_registry_bounds_and_expiry(recognizer):
-    policy = StreamingPolicy(max_streams=2, idle_timeout_s=5, max_stream_seconds=2)
+    policy = StreamingPolicy(max_streams=2, stream_idle_seconds=5, max_stream_seconds=2)
     registry = StreamRegistry(policy)
     options = recognizer.recognizer.options(None, "", False, 10)
     a = registry.open("a", options, 16000)

@@ -49,7 +49,7 @@ class TritonPythonModel:
             rollback_tokens=int(params["rollback_tokens"]),
             reuse_windows=params["reuse_windows"] == "true",
             max_stream_seconds=float(params["max_stream_seconds"]),
-            idle_timeout_s=int(params["stream_idle_us"]) / 1e6,
+            stream_idle_seconds=float(params["stream_idle_seconds"]),
             max_streams=int(params["max_streams"]),
         )
         recognizer = recognizer_from_parameters(pb_utils, params, version_dir(args))
@@ -66,7 +66,7 @@ class TritonPythonModel:
         self._sweeper.start()
 
     def _sweep(self):
-        while not self._stop.wait(min(1.0, self.policy.idle_timeout_s / 4)):
+        while not self._stop.wait(min(1.0, self.policy.stream_idle_seconds / 4)):
             self.metrics.increment("expired", len(self.registry.expire()))
             self.metrics.set("active_streams", len(self.registry))
 
