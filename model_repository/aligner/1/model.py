@@ -17,6 +17,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from qwen3_asr_triton.aligner import ForcedAligner
+from qwen3_asr_triton.artifacts import ALIGNER_FILENAME, EMBED_FILENAME, ENCODER_FILENAME
 from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.serving import (
@@ -37,10 +38,10 @@ def _ort_graphs(folder, params):
     from qwen3_asr_triton.decoding.session import AlignerRunner, EncoderRunner, OrtOptions
 
     options = OrtOptions.from_parameters(params)
-    encoder = EncoderRunner(folder / "encoder.onnx", options)
+    encoder = EncoderRunner(folder / ENCODER_FILENAME, options)
     return (
         lambda windows: encoder.encode_windows(windows.features, windows.frames),
-        AlignerRunner(folder / "aligner.onnx", options),
+        AlignerRunner(folder / ALIGNER_FILENAME, options),
     )
 
 
@@ -112,7 +113,7 @@ class TritonPythonModel:
         self.aligner = ForcedAligner(
             self.spec,
             TextTokenizer.from_file(folder),
-            np.load(folder / "embed_tokens.npy", mmap_mode="r"),
+            np.load(folder / EMBED_FILENAME, mmap_mode="r"),
             encode,
             classify,
         )

@@ -8,6 +8,7 @@ AudioEncoder graph once and hands every request its own rows back.
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from qwen3_asr_triton.artifacts import ENCODER_FILENAME
 from qwen3_asr_triton.decoding.session import EncoderRunner, OrtOptions
 from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.features import stack_windows
@@ -21,7 +22,7 @@ class TritonPythonModel:
         setup_logging(params.get("log_level", "INFO"))
         folder = version_dir(args)
         self.features = ModelSpec.load(folder).features
-        self.runner = EncoderRunner(folder / "encoder.onnx", OrtOptions.from_parameters(params))
+        self.runner = EncoderRunner(folder / ENCODER_FILENAME, OrtOptions.from_parameters(params))
 
     def _validate(self, feats, lens):
         cfg = self.features
