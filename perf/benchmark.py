@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     args.log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
-    from tests.conftest import cached_checkpoint
+    from tests.harness import cached_checkpoint
 
     machine = describe_machine()
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)

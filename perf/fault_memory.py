@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from perf.machine import describe_machine  # noqa: E402
 from perf.procmem import MIB, tree_memory  # noqa: E402
 from qwen3_asr_triton.supervision import SHM_PREFIX  # noqa: E402
-from tests.conftest import start_server, stop_server  # noqa: E402
+from tests.harness import start_server, stop_server  # noqa: E402
 from tests.triton_requests import transcribe  # noqa: E402
 
 logger = logging.getLogger("fault_memory")

@@ -337,7 +337,7 @@ def run_triton(
 ) -> dict[str, dict]:
     """Start Triton with its gateway (serve_cpu.sh), measure ``names`` (direct / gateway), stop it."""
     from perf.systems.triton import TritonSystem
-    from tests.conftest import GATEWAY_API_KEY, GATEWAY_ARGS
+    from tests.harness import GATEWAY_API_KEY, GATEWAY_ARGS
 
     config = SystemConfig(checkpoint, args.size, "fp32", max(args.levels), args.log_dir, {})
     system = TritonSystem(config)
@@ -409,7 +409,7 @@ def run_triton(
                 **describe,
                 "input": "multipart file (the same WAV bytes), model, response_format json",
                 "gateway": f"qwen3-asr serve-openai started by serve_cpu.sh --openai-port PORT --openai-args "
-                f"'{GATEWAY_ARGS}', API key from QWEN3_ASR_API_KEY (tests/conftest.py start_server)",
+                f"'{GATEWAY_ARGS}', API key from QWEN3_ASR_API_KEY (tests/harness.py start_server)",
                 "client": f"httpx.AsyncClient (perf/openai_audio.py), multipart WAV, response_format json, "
                 f"model {GATEWAY_MODEL}",
             }
@@ -589,7 +589,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
 
     from perf.gateway_report import render
-    from tests.conftest import cached_checkpoint
+    from tests.harness import cached_checkpoint
 
     machine = describe_machine()
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
 
     from perf.systems.triton import TritonSystem
-    from tests.conftest import cached_checkpoint
+    from tests.harness import cached_checkpoint
 
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)
     checkpoint = cached_checkpoint("asr", size=args.size)

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import CACHE, cached_checkpoint, cached_export  # noqa: E402
+from tests.harness import CACHE, cached_checkpoint, cached_export  # noqa: E402
 from tests.parity import check_tokens  # noqa: E402
 from tests.speech import CLIPS, make_clip, require_tools  # noqa: E402
 

@@ -89,7 +89,7 @@ def build(size: str, concurrency: int, log_dir: Path) -> Path:
 
 
 def build_here(size: str, concurrency: int, log_dir: Path) -> Path:
-    from tests.conftest import cached_checkpoint
+    from tests.harness import cached_checkpoint
 
     system = TritonSystem(SystemConfig(cached_checkpoint("asr", size=size), size, "fp32", concurrency, log_dir))
     system.prepare()
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     repository = args.model_repository or build(args.size, args.concurrency, log_dir)
     clips = clip_pool(BENCH_CACHE / "clips", CLIP_SECONDS, POOL)
 
-    from tests.conftest import start_server, stop_server
+    from tests.harness import start_server, stop_server
 
     started = datetime.now(timezone.utc)
     server = start_server(repository, log_dir / "server.log")

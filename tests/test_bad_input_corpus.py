@@ -1448,7 +1448,7 @@ def test_grpc_stream(triton_server, assets, liveness, name):
 @pytest.fixture(scope="module")
 def crash_server(model_repository, tmp_path_factory):
     """A server of its own, with the watchdog's restarts: these requests take Triton 2.51 down."""
-    from tests.conftest import start_server, stop_server
+    from tests.harness import start_server, stop_server
 
     server = start_server(model_repository, tmp_path_factory.mktemp("crash") / "server.log", ("--max-restarts", "5"))
     yield server

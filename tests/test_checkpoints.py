@@ -12,7 +12,7 @@ from qwen3_asr_triton.export.checkpoint import CheckpointError, load_state_dict
 from qwen3_asr_triton.export.random_checkpoint import make_config
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.tokenizer import TextTokenizer
-from tests.conftest import cached_checkpoint
+from tests.harness import cached_checkpoint
 
 
 def test_checkpoint_is_in_the_transformers_format(asr_checkpoint, aligner_checkpoint):

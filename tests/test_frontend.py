@@ -25,7 +25,7 @@ from qwen3_asr_triton.audio import (
     resampled_length,
 )
 from qwen3_asr_triton.errors import InputError
-from tests.conftest import CACHE
+from tests.harness import CACHE
 from tests.official_audio import official_waveform
 from tests.speech import encode, require_tools
 

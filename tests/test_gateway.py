@@ -29,7 +29,7 @@ import webvtt
 
 from qwen3_asr_triton.client import ClientOptions, Qwen3ASRClient, TranscribeOptions
 from qwen3_asr_triton.client.subtitles import build_cues, to_srt, to_vtt
-from tests.conftest import GATEWAY_API_KEY, GATEWAY_MAX_FILE_BYTES, free_ports
+from tests.harness import GATEWAY_API_KEY, GATEWAY_MAX_FILE_BYTES, free_ports
 from tests.test_faults import _decoder, _wait_until_quiet
 from tests.triton_requests import transcribe
 
@@ -67,7 +67,7 @@ def gateway(triton_server):
     """The gateway ``serve_cpu.sh --openai-port`` started next to the session's Triton.
 
     The tests' server script runs it with ``QWEN3_ASR_API_KEY`` set and the options in
-    ``tests.conftest.GATEWAY_ARGS``; its log is the server's log.
+    ``tests.harness.GATEWAY_ARGS``; its log is the server's log.
     """
     port = int(triton_server.openai_url.rsplit(":", 1)[1])
     with urllib.request.urlopen(f"{triton_server.openai_url}/health", timeout=10) as response:

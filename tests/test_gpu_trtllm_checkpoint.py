@@ -44,7 +44,7 @@ def test_written_decoder_reads_back_with_the_right_rope(layout, tmp_path):
     from transformers import AutoConfig
 
     from qwen3_asr_triton.model_spec import ModelSpec
-    from tests.conftest import cached_checkpoint
+    from tests.harness import cached_checkpoint
 
     checkpoint = cached_checkpoint("asr", layout=layout)
     spec = ModelSpec.from_checkpoint(checkpoint)

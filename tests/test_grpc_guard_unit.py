@@ -33,7 +33,7 @@ from qwen3_asr_triton.gateway.infer_check import (
     check_infer_request,
     parse_infer_request,
 )
-from tests.conftest import free_ports
+from tests.harness import free_ports
 
 # ---- the checks ------------------------------------------------------------------------------------
 

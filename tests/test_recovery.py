@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from qwen3_asr_triton.supervision import children, group_regions, python_workers
-from tests.conftest import start_server, stop_server
+from tests.harness import start_server, stop_server
 from tests.triton_requests import transcribe
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import start_server, stop_server
+from tests.harness import start_server, stop_server
 
 pytestmark = pytest.mark.server
 

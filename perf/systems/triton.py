@@ -69,7 +69,7 @@ class TritonSystem(BenchSystem):
         precisions: the build adds the int8 copies next to the fp32 graphs under their own names.
         """
         sys.path.insert(0, str(REPO))
-        from tests.conftest import cached_export
+        from tests.harness import cached_export
 
         export = cached_export(ckpt)
         work = BENCH_CACHE / "work" / ckpt.name
@@ -131,7 +131,7 @@ class TritonSystem(BenchSystem):
         if self.repository is None:
             raise RuntimeError("prepare() first")
         sys.path.insert(0, str(REPO))
-        from tests.conftest import start_server
+        from tests.harness import start_server
 
         log_path = self.config.log_dir / f"triton-{self.config.size}-{self.precision_label}-server.log"
         t0 = time.perf_counter()
@@ -186,7 +186,7 @@ class TritonSystem(BenchSystem):
             self._clients.clear()
         self._local = threading.local()
         if self.server is not None:
-            from tests.conftest import stop_server
+            from tests.harness import stop_server
 
             code = stop_server(self.server)
             logger.info("triton stopped (exit %s)", code)
