@@ -27,6 +27,22 @@ from .output import ParsedOutput
 from .pipeline import Generation, Recognizer, TokenCallback
 from .serving import raise_for_bls_error, string_tensor
 
+# What a generation request sends the decoder and reads back: TensorRT-LLM's tensor names, which the
+# cpu decoder speaks too (both targets' decoder configs must declare every one of them).
+DECODER_INPUTS = (
+    "input_ids",
+    "input_lengths",
+    "request_output_len",
+    "min_length",
+    "end_id",
+    "pad_id",
+    "stop_words_list",
+    "prompt_embedding_table",
+    "prompt_vocab_size",
+    "return_log_probs",
+    "streaming",
+)
+DECODER_OUTPUTS = ("output_ids", "sequence_length", "output_log_probs")
 # Triton 2.51's iterator over a decoupled BLS call blocks its thread until the next response, so every
 # generation in flight holds one draining thread for as long as it decodes (and a stop request one
 # more, briefly). asyncio's default pool has min(32, cores + 4) threads, 6 on a 2-core machine: a
@@ -118,24 +134,25 @@ class BlsStages:
     ) -> Generation:
         pb, cfg = self.pb, self.config
         ids = np.asarray(prompt_ids, dtype=np.int32)[None]
-        inputs = [
-            pb.Tensor("input_ids", ids),
-            pb.Tensor("input_lengths", np.array([[ids.shape[1]]], np.int32)),
-            pb.Tensor("request_output_len", np.array([[max_new_tokens]], np.int32)),
-            pb.Tensor("min_length", np.array([[min_new_tokens]], np.int32)),
-            pb.Tensor("end_id", np.array([[cfg.end_id]], np.int32)),
-            pb.Tensor("pad_id", np.array([[cfg.end_id]], np.int32)),
-            pb.Tensor("stop_words_list", stop_words_list(cfg.stop_ids)),
-            pb.Tensor("prompt_embedding_table", np.ascontiguousarray(prompt_table[None], dtype=cfg.prompt_table_dtype)),
-            pb.Tensor("prompt_vocab_size", np.array([[prompt_table.shape[0]]], np.int32)),
-            pb.Tensor("return_log_probs", np.array([[True]])),
-            pb.Tensor("streaming", np.array([[on_token is not None]])),
-        ]
+        values = {
+            "input_ids": ids,
+            "input_lengths": np.array([[ids.shape[1]]], np.int32),
+            "request_output_len": np.array([[max_new_tokens]], np.int32),
+            "min_length": np.array([[min_new_tokens]], np.int32),
+            "end_id": np.array([[cfg.end_id]], np.int32),
+            "pad_id": np.array([[cfg.end_id]], np.int32),
+            "stop_words_list": stop_words_list(cfg.stop_ids),
+            "prompt_embedding_table": np.ascontiguousarray(prompt_table[None], dtype=cfg.prompt_table_dtype),
+            "prompt_vocab_size": np.array([[prompt_table.shape[0]]], np.int32),
+            "return_log_probs": np.array([[True]]),
+            "streaming": np.array([[on_token is not None]]),
+        }
+        inputs = [pb.Tensor(name, values[name]) for name in DECODER_INPUTS]
         request_id = uuid.uuid4().hex
         request = pb.InferenceRequest(
             model_name=cfg.decoder,
             inputs=inputs,
-            requested_output_names=["output_ids", "sequence_length", "output_log_probs"],
+            requested_output_names=list(DECODER_OUTPUTS),
             request_id=request_id,
         )
         loop = asyncio.get_running_loop()

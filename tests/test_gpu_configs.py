@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2
 
+from qwen3_asr_triton.bls import DECODER_INPUTS, DECODER_OUTPUTS
 from qwen3_asr_triton.export.build_options import TARGET_DEFAULTS, BuildOptions, default_options
 from qwen3_asr_triton.export.fill_config import parse_model_config
 from qwen3_asr_triton.export.gpu_options import (
@@ -20,20 +21,6 @@ from qwen3_asr_triton.export.gpu_options import (
 )
 from qwen3_asr_triton.export.repository_values import fill_repository_configs, models_for, template_values
 from qwen3_asr_triton.model_spec import ModelSpec
-
-# What the entry model sends to / reads from the decoder (qwen3_asr_triton.bls.BlsStages.generate).
-DECODER_INPUTS_USED = (
-    "input_ids",
-    "input_lengths",
-    "request_output_len",
-    "end_id",
-    "pad_id",
-    "stop_words_list",
-    "prompt_embedding_table",
-    "prompt_vocab_size",
-    "return_log_probs",
-)
-DECODER_OUTPUTS_USED = ("output_ids", "sequence_length", "output_log_probs")
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +98,13 @@ def test_entry_drives_the_gpu_models(configs, spec):
 def test_decoder_interface_is_the_same_on_both_targets(configs):
     cpu, gpu = configs["cpu"]["decoder"], configs["gpu"]["decoder"]
     cpu_in, gpu_in = io(cpu.input), io(gpu.input)
-    for name in DECODER_INPUTS_USED:
+    for name in DECODER_INPUTS:
         if name == "prompt_embedding_table":
             assert cpu_in[name] == ("TYPE_FP32", [-1, -1]) and gpu_in[name] == ("TYPE_FP16", [-1, -1])
         else:
             assert cpu_in[name] == gpu_in[name], name
     cpu_out, gpu_out = io(cpu.output), io(gpu.output)
-    for name in DECODER_OUTPUTS_USED:
+    for name in DECODER_OUTPUTS:
         assert cpu_out[name] == gpu_out[name], name
     assert cpu.max_batch_size == gpu.max_batch_size
 
