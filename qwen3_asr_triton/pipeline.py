@@ -339,11 +339,13 @@ class OrtStages:
     ) -> None:
         """``graph_suffix`` picks other copies of the graphs, e.g. ``"-int8"`` for the fast mode."""
         from .decoding.decoder import DecoderRunner
+        from .decoding.prefix_cache import PrefixCache
         from .decoding.session import AlignerRunner, EncoderRunner
 
         asr_dir = Path(asr_dir)
         self.encoder = EncoderRunner(asr_dir / onnx_filename(ENCODER_GRAPH + graph_suffix), options)
         self.decoder = DecoderRunner(asr_dir, options, graph=onnx_filename(DECODER_GRAPH + graph_suffix))
+        self.prefix_cache = PrefixCache()  # the prompts' shared text prefixes, across generations
         self.tokenizer = TextTokenizer.from_file(asr_dir)
         self.aligner = None
         if aligner_dir is not None:
@@ -372,7 +374,14 @@ class OrtStages:
     ) -> Generation:
         from .decoding.decoder import greedy_decode
 
-        out = greedy_decode(self.decoder, prompt_ids, prompt_table, max_new_tokens, min_new_tokens=min_new_tokens)
+        out = greedy_decode(
+            self.decoder,
+            prompt_ids,
+            prompt_table,
+            max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            prefix_cache=self.prefix_cache,
+        )
         if on_token is not None:  # offline: the whole generation at once
             on_token(list(out.tokens))
         return Generation(out.tokens, out.logprobs)

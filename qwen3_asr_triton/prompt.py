@@ -131,14 +131,19 @@ def splice_prompt_embeddings(
         ``[S, H]`` float32.
     """
     ids = np.asarray(ids, dtype=np.int64)
+    check_prompt_table(ids, prompt_table.shape[0], vocab_size)
     fake = ids >= vocab_size
     out = np.empty((ids.size, embed_table.shape[1]), dtype=np.float32)
     out[~fake] = embed_table[ids[~fake]]
     if fake.any():
-        rows = ids[fake] - vocab_size
-        if rows.max() >= prompt_table.shape[0]:
-            raise InputError(
-                f"prompt references audio row {int(rows.max())} but the table has {prompt_table.shape[0]} rows"
-            )
-        out[fake] = prompt_table[rows]
+        out[fake] = prompt_table[ids[fake] - vocab_size]
     return out
+
+
+def check_prompt_table(ids: np.ndarray, table_rows: int, vocab_size: int) -> None:
+    """Raise :class:`InputError` when ``ids`` reference a prompt-table row past ``table_rows``."""
+    ids = np.asarray(ids)
+    audio = ids[ids >= vocab_size]
+    row = int(audio.max()) - vocab_size if audio.size else -1
+    if row >= table_rows:
+        raise InputError(f"prompt references audio row {row} but the table has {table_rows} rows")

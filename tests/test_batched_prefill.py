@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
-from qwen3_asr_triton.decoding.decoder import DecodeBatch, DecoderRunner, Sequence
+from qwen3_asr_triton.decoding.decoder import DecodeBatch, DecoderRunner, Sequence, greedy_decode
 from qwen3_asr_triton.decoding.prefix_cache import PrefixCache
 from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightScheduler, SchedulerConfig
 
@@ -25,11 +23,11 @@ def _sequence(key: int) -> Sequence:
     return Sequence(key=key, max_new_tokens=8, eos_ids=frozenset())
 
 
-def _run(runner: DecoderRunner, prompts, together: bool, chunk: int = 512):
+def _run(runner: DecoderRunner, prompts, together: bool, chunk: int, cache: PrefixCache):
     """Prefill every prompt (batched or one by one), then decode 6 steps (every sequence still running).
 
     Returns the batch and its sequences."""
-    batch = DecodeBatch(runner)
+    batch = DecodeBatch(runner, prefix_cache=cache)
     jobs = [
         batch.start_prefill(_sequence(i), runner.embed_prompt(ids, table), ids)
         for i, (ids, table) in enumerate(prompts)
@@ -60,9 +58,10 @@ def test_a_batched_prefill_of_unequal_prompts_decodes_as_one_call_each(asr_expor
     results = {}
     for together in (False, True):
         runner = DecoderRunner(asr_export)
-        warm = DecodeBatch(runner)  # the first prompt's prefix is cached, the other prefix is not
+        cache = PrefixCache()
+        warm = DecodeBatch(runner, prefix_cache=cache)  # the first prompt's prefix is cached, the other is not
         warm.prefill(_sequence(-1), runner.embed_prompt(*prompts[0]), prompt_ids=prompts[0][0])
-        results[together] = _run(runner, prompts, together, chunk)
+        results[together] = _run(runner, prompts, together, chunk, cache)
     (alone_batch, alone), (batched_batch, batched) = results[False], results[True]
     for one, other in zip(alone, batched, strict=True):
         assert other.tokens == one.tokens
@@ -74,29 +73,24 @@ def test_a_batched_prefill_of_unequal_prompts_decodes_as_one_call_each(asr_expor
 
 def test_a_burst_within_the_budget_is_prefilled_in_one_call(asr_export, spec):
     runner = DecoderRunner(asr_export)
-    runner.prefix_cache = PrefixCache(entries=0)  # no prefix chunk: each whole prompt in the one call
     prompts = [_prompt(spec, 20, seed) for seed in range(4)]
-    sched = InflightScheduler(runner, SchedulerConfig(max_batch=8, prefill_chunk=4 * prompts[0][0].size))
+    config = SchedulerConfig(max_batch=8, prefill_chunk=4 * prompts[0][0].size)
+    # No prefix cache, so no prefix chunk: each whole prompt in the one call.
+    sched = InflightScheduler(runner, config, prefix_cache=PrefixCache(entries=0))
     done: dict = {}
-    all_done = threading.Event()
 
     def on_done(req, seq, error):
         done[req.key] = (seq, error)
-        if len(done) == len(prompts):
-            all_done.set()
 
-    for i, (ids, table) in enumerate(prompts):  # queued before the loop starts: all wait at once
+    for i, (ids, table) in enumerate(prompts):  # all wait at once
         request = GenerationRequest(
             key=i, prompt_ids=ids, prompt_table=table, max_new_tokens=3, eos_ids=frozenset(), on_done=on_done
         )
         sched.submit(request)
-    sched.start()
-    try:
-        assert all_done.wait(120)
-    finally:
-        sched.stop()
+    while sched.step():  # the executor's steps, run here rather than on its thread
+        pass
     assert sched.stats.prefill_chunks == 1 and sched.stats.prefill_rows == 4
     assert sched.stats.steps == 2 and sched.stats.max_running == 4
-    alone = _run(runner, prompts, together=False)[1]
-    for i, seq in enumerate(alone):
-        assert done[i][1] is None and done[i][0].tokens == seq.tokens[:3]
+    for i, (ids, table) in enumerate(prompts):
+        alone = greedy_decode(runner, ids, table, 3, eos_ids=frozenset())
+        assert done[i][1] is None and done[i][0].tokens == alone.tokens

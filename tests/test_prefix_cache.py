@@ -38,6 +38,17 @@ def test_cache_evicts_the_least_recently_used_and_skips_long_prefixes():
         PrefixCache(entries=-1)
 
 
+def test_peek_counts_nothing_and_shareable_prefixes_leave_a_token_to_prefill():
+    cache = PrefixCache(entries=2, max_tokens=4)
+    cache.put((1, 2), _kv(2))
+    assert cache.peek((1, 2)) is not None and cache.peek((3,)) is None
+    assert (cache.hits, cache.misses) == (0, 0)
+    assert cache.shareable_prefix(np.array([1, 2, VOCAB, 3]), VOCAB) == (1, 2)
+    assert cache.shareable_prefix(np.array([1, 2, 3, 4, 5, VOCAB]), VOCAB) is None  # longer than max_tokens
+    assert cache.shareable_prefix(np.array([VOCAB, 1]), VOCAB) is None  # no text before the audio
+    assert PrefixCache(entries=0).shareable_prefix(np.array([1, VOCAB]), VOCAB) is None
+
+
 @pytest.fixture(scope="module")
 def prompt(asr_export):
     runner = DecoderRunner(asr_export)
@@ -51,12 +62,12 @@ def prompt(asr_export):
 
 def test_decoding_from_a_cached_prefix_matches_a_full_prefill(asr_export, prompt):
     ids, table, head = prompt
-    uncached = DecoderRunner(asr_export)
-    uncached.prefix_cache = PrefixCache(entries=0)
-    reference = greedy_decode(uncached, ids, table, 12)
-    assert len(uncached.prefix_cache) == 0
-
     runner = DecoderRunner(asr_export)
+    uncached = PrefixCache(entries=0)
+    reference = greedy_decode(runner, ids, table, 12, prefix_cache=uncached)
+    assert len(uncached) == 0
+
+    cache = PrefixCache()  # the caller's, kept across generations
     calls: list[int] = []
     original = runner.run
 
@@ -65,13 +76,13 @@ def test_decoding_from_a_cached_prefix_matches_a_full_prefill(asr_export, prompt
         return original(inputs_embeds, *args)
 
     runner.run = counting_run
-    first = greedy_decode(runner, ids, table, 12)
+    first = greedy_decode(runner, ids, table, 12, prefix_cache=cache)
     assert calls[:2] == [head, ids.size - head]  # the prefix is prefilled on its own and stored
-    assert len(runner.prefix_cache) == 1 and runner.prefix_cache.misses == 1
+    assert len(cache) == 1 and cache.misses == 1
     calls.clear()
-    second = greedy_decode(runner, ids, table, 12)
+    second = greedy_decode(runner, ids, table, 12, prefix_cache=cache)
     assert calls[0] == ids.size - head  # the prefix came from the cache
-    assert runner.prefix_cache.hits == 1
+    assert cache.hits == 1
     for result in (first, second):
         assert result.tokens == reference.tokens
         np.testing.assert_allclose(result.logprobs, reference.logprobs, atol=1e-4)

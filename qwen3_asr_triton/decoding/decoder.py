@@ -9,6 +9,12 @@ copies no cache. Sequences join after their own prefill and leave
 as soon as they finish; this is the mechanism behind in-flight batching
 (:mod:`.scheduler`) and, with a single sequence, behind :func:`greedy_decode`,
 so both run the same code.
+
+The graph calls (:meth:`DecodeBatch.run_prefills`, :meth:`DecodeBatch.decode`) return the
+token each sequence chose (a :class:`Choice`) without recording it: the in-flight scheduler's
+policy records it (:meth:`.policy.SchedulerPolicy.apply`), :meth:`DecodeBatch.step` and
+:meth:`DecodeBatch.advance_prefills` do for direct callers. The prompt-prefix cache belongs to
+the caller (the scheduler's policy, or the one :func:`greedy_decode` is given), not to the runner.
 """
 
 from __future__ import annotations
@@ -16,13 +22,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..model_spec import ModelSpec
 from ..prompt import splice_prompt_embeddings
-from .prefix_cache import PrefixCache, text_prefix
+from .prefix_cache import PrefixCache
 from .session import OrtOptions, make_session
 
 logger = logging.getLogger(__name__)
@@ -41,6 +47,18 @@ KV_BLOCK = 32
 def kv_columns(positions: int) -> int:
     """Cache columns allocated for ``positions`` cached positions plus the one a step writes."""
     return -(-(positions + 1) // KV_BLOCK) * KV_BLOCK
+
+
+def chunk_tokens(done: int, total: int, limit: int, prefix: tuple[int, ...] | None = None) -> int:
+    """Prompt tokens the next prefill chunk runs: at most ``limit``, ending at a pending ``prefix``.
+
+    ``done`` of the prompt's ``total`` positions are cached; a text prefix still to be stored in the
+    prefix cache is prefilled on its own, so its keys and values can be kept as they are.
+    """
+    stop = min(done + limit, total)
+    if prefix is not None:
+        stop = min(stop, len(prefix))
+    return stop - done
 
 
 class DecoderRunner:
@@ -63,7 +81,6 @@ class DecoderRunner:
             raise ValueError(f"embedding table shape {self.embed.shape} does not match the spec")
         self.num_layers = t.num_layers
         self.kv_shape = (t.num_kv_heads, t.head_dim)
-        self.prefix_cache = PrefixCache()
         self._past_names = [f"past_key_values.{i}.{k}" for i in range(t.num_layers) for k in ("key", "value")]
         graph_inputs = {i.name for i in self.session.get_inputs()}
         missing = {"inputs_embeds", "attention_mask", "position_ids", *self._past_names} - graph_inputs
@@ -111,9 +128,17 @@ class DecoderRunner:
         return outputs[0], outputs[1:]
 
 
-@dataclass
+class Choice(NamedTuple):
+    """The token a graph call chose for one sequence (recorded by :meth:`Sequence.record`)."""
+
+    token: int
+    logprob: float
+    margin: float | None = None  # top-1 minus top-2 logit, when margins are recorded
+
+
+@dataclass(eq=False)
 class Sequence:
-    """One request being decoded greedily.
+    """One request being decoded greedily (compared by identity).
 
     Attributes
     ----------
@@ -122,7 +147,8 @@ class Sequence:
     max_new_tokens : int
         Generation budget; the EOS token counts.
     length : int
-        Positions in this sequence's KV cache.
+        Positions in this sequence's KV cache (while its prompt is prefilled: the prompt
+        positions cached so far).
     tokens : list of int
         Generated ids, including a final EOS when generation ended on one.
     logprobs : list of float
@@ -131,6 +157,8 @@ class Sequence:
         Top-1 minus top-2 logit at each step (recorded when asked for).
     min_new_tokens : int
         End tokens are not chosen before this many tokens were generated (benchmarks force lengths).
+    request : any
+        The in-flight scheduler's request this sequence decodes (None for a direct caller).
     """
 
     key: Any
@@ -142,10 +170,27 @@ class Sequence:
     margins: list[float] = field(default_factory=list)
     finish_reason: str | None = None
     min_new_tokens: int = 0
+    request: Any = field(default=None, repr=False)
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+    def record(self, choice: Choice) -> None:
+        """Append a chosen token; the sequence finishes on an end token or at its budget."""
+        self.tokens.append(choice.token)
+        self.logprobs.append(choice.logprob)
+        if choice.margin is not None:
+            self.margins.append(choice.margin)
+        if choice.token in self.eos_ids:
+            self.finish_reason = "eos"
+        elif len(self.tokens) >= self.max_new_tokens:
+            self.finish_reason = "length"
+
+    def advance(self, choice: Choice) -> None:
+        """Record a decode step: its input (the last token) is now cached, and ``choice`` follows it."""
+        self.length += 1
+        self.record(choice)
 
 
 def _log_softmax_at(logits: np.ndarray, index: int) -> float:
@@ -154,6 +199,19 @@ def _log_softmax_at(logits: np.ndarray, index: int) -> float:
     shifted = np.subtract(logits, top, dtype=np.float32)
     np.exp(shifted, out=shifted)
     return float(logits[index]) - float(top) - float(np.log(shifted.sum(dtype=np.float64)))
+
+
+def greedy_choice(seq: Sequence, logits: np.ndarray, record_margin: bool = False) -> Choice:
+    """The greedy token for ``[vocab]`` logits; end tokens are masked until ``seq.min_new_tokens``."""
+    if len(seq.tokens) < seq.min_new_tokens and seq.eos_ids:
+        logits = logits.copy()
+        logits[list(seq.eos_ids)] = -np.inf
+    token = int(np.argmax(logits))
+    margin = None
+    if record_margin:
+        top2 = np.partition(logits, -2)[-2:]
+        margin = float(top2[1] - top2[0])
+    return Choice(token, _log_softmax_at(logits, token), margin)
 
 
 @dataclass
@@ -166,20 +224,23 @@ class Prefill:
     past: list[np.ndarray] | None = None
     prefix: tuple[int, ...] | None = None  # a text prefix to prefill on its own and keep in the prefix cache
 
+    def __post_init__(self) -> None:
+        self.embeds = np.ascontiguousarray(self.embeds, dtype=np.float32)
+
     def next_tokens(self, limit: int) -> int:
         """Prompt tokens its next chunk of at most ``limit`` runs (a pending prefix ends the chunk)."""
-        stop = min(self.done + limit, self.embeds.shape[0])
-        if self.prefix is not None:
-            stop = min(stop, len(self.prefix))
-        return stop - self.done
+        return chunk_tokens(self.done, self.embeds.shape[0], limit, self.prefix)
 
 
 class DecodeBatch:
     """Running sequences sharing one KV cache of preallocated buffers (see module docstring)."""
 
-    def __init__(self, runner: DecoderRunner, record_margins: bool = False) -> None:
+    def __init__(
+        self, runner: DecoderRunner, record_margins: bool = False, prefix_cache: PrefixCache | None = None
+    ) -> None:
         self.runner = runner
         self.record_margins = record_margins
+        self.prefix_cache = prefix_cache  # looked up by start_prefill, filled by advance_prefills
         self.sequences: list[Sequence] = []
         self.kv: list[np.ndarray] | None = None  # 2L arrays [B, kv_heads, C, head_dim], C = kv_columns(longest)
 
@@ -198,31 +259,21 @@ class DecodeBatch:
 
     def choose(self, seq: Sequence, logits: np.ndarray) -> None:
         """Append the greedy token for ``[vocab]`` logits and mark the sequence finished if it ends."""
-        if len(seq.tokens) < seq.min_new_tokens and seq.eos_ids:
-            logits = logits.copy()
-            logits[list(seq.eos_ids)] = -np.inf
-        token = int(np.argmax(logits))
-        seq.tokens.append(token)
-        seq.logprobs.append(_log_softmax_at(logits, token))
-        if self.record_margins:
-            top2 = np.partition(logits, -2)[-2:]
-            seq.margins.append(float(top2[1] - top2[0]))
-        if token in seq.eos_ids:
-            seq.finish_reason = "eos"
-        elif len(seq.tokens) >= seq.max_new_tokens:
-            seq.finish_reason = "length"
+        seq.record(greedy_choice(seq, logits, self.record_margins))
 
     def start_prefill(self, seq: Sequence, prompt_embeds: np.ndarray, prompt_ids: np.ndarray | None = None) -> Prefill:
         """A prefill job for ``[S, H]`` prompt embeddings (run it with :meth:`advance_prefill`).
 
-        With the prompt's ``[S]`` ids (prompt-table form) its leading text is looked up in the runner's
-        prefix cache (:func:`.prefix_cache.text_prefix`): on a hit the job starts after it, otherwise its
-        first chunk stops at the prefix and stores it there.
+        With the prompt's ``[S]`` ids (prompt-table form) and a prefix cache, its leading text is looked
+        up there (:meth:`.prefix_cache.PrefixCache.shareable_prefix`): on a hit the job starts after it,
+        otherwise its first chunk stops at the prefix and stores it there.
         """
-        job = Prefill(seq, np.ascontiguousarray(prompt_embeds, dtype=np.float32))
-        prefix = () if prompt_ids is None else text_prefix(prompt_ids, self.runner.spec.text.vocab_size)
-        cache = self.runner.prefix_cache
-        if len(prefix) < job.embeds.shape[0] and cache.cacheable(prefix):
+        job = Prefill(seq, prompt_embeds)
+        cache = self.prefix_cache
+        if cache is None or prompt_ids is None:
+            return job
+        prefix = cache.shareable_prefix(prompt_ids, self.runner.spec.text.vocab_size)
+        if prefix is not None:
             past = cache.get(prefix)
             if past is None:
                 job.prefix = prefix
@@ -238,34 +289,48 @@ class DecodeBatch:
     def advance_prefills(self, jobs: list[Prefill], chunk: int) -> list[bool]:
         """:meth:`advance_prefill` for several jobs in one graph call; True for each job that is done.
 
+        Each job runs its next chunk of at most ``chunk`` tokens (:meth:`run_prefills`); a finished
+        prompt records its first token and joins the batch unless that ended it, in ``jobs`` order.
+        """
+        choices = self.run_prefills(jobs, [job.next_tokens(chunk) for job in jobs])
+        for job, choice in zip(jobs, choices, strict=True):
+            if job.prefix is not None and job.done == len(job.prefix):
+                if self.prefix_cache is not None:
+                    self.prefix_cache.put(job.prefix, job.past)
+                job.prefix = None
+            if choice is None:
+                continue
+            job.sequence.length = job.done
+            job.sequence.record(choice)
+            if not job.sequence.finished:
+                self.join(job.sequence, job.past)
+            job.past = None
+        return [choice is not None for choice in choices]
+
+    def run_prefills(self, jobs: list[Prefill], counts: list[int]) -> list[Choice | None]:
+        """One graph call running the next ``counts[r]`` prompt tokens of each job.
+
+        Each job's new keys and values are appended to its ``past`` and its ``done`` advances; for a
+        job whose prompt is now complete the first generated token is chosen (None for the others).
+        Neither the sequences nor the running batch change: the caller records the choices and joins.
+
         A burst of prompts is prefilled as one batch, so its matrix products have more rows: at
         0.6B dimensions 8 prompts of 71 tokens took 5.4-5.5 s in one call against 6.5-6.9 s in 8
         (the same logits); at 1.7B, whose products of 71 rows already run near the compute ceiling,
         it made no difference. Rows of different lengths are padded on the left (padding masked as
         keys), so every row's last position is its prompt's last token; the graph returns each row's
-        new keys and values in its last columns. Finished jobs join the batch in ``jobs`` order.
+        new keys and values in its last columns.
         """
-        counts = [job.next_tokens(chunk) for job in jobs]
         logits, present = self.runner.run(*self._prefill_inputs(jobs, counts))
         width = max(counts)  # the new positions each row returns; a row's own are its last ``count``
-        done = []
+        choices: list[Choice | None] = []
         for row, (job, count) in enumerate(zip(jobs, counts, strict=True)):
             new = [np.ascontiguousarray(p[row : row + 1, :, width - count :]) for p in present]
             job.past = new if job.past is None else [np.concatenate(p, axis=2) for p in zip(job.past, new)]
             job.done += count
-            if job.prefix is not None and job.done == len(job.prefix):
-                self.runner.prefix_cache.put(job.prefix, job.past)
-                job.prefix = None
-            if job.done < job.embeds.shape[0]:
-                done.append(False)
-                continue
-            job.sequence.length = job.done
-            self.choose(job.sequence, logits[row])
-            if not job.sequence.finished:
-                self.join(job.sequence, job.past)
-            job.past = None
-            done.append(True)
-        return done
+            complete = job.done == job.embeds.shape[0]
+            choices.append(greedy_choice(job.sequence, logits[row], self.record_margins) if complete else None)
+        return choices
 
     def _prefill_inputs(
         self, jobs: list[Prefill], counts: list[int]
@@ -338,6 +403,22 @@ class DecodeBatch:
         """Advance every running sequence by one token; returns (and removes) those that finished."""
         if not self.sequences:
             return []
+        for seq, choice in zip(self.sequences, self.decode(), strict=True):
+            seq.advance(choice)
+        done = [i for i, s in enumerate(self.sequences) if s.finished]
+        finished = [self.sequences[i] for i in done]
+        if done:
+            self.remove(done)
+        return finished
+
+    def decode(self) -> list[Choice]:
+        """One graph call advancing every running sequence by one position; the choices in row order.
+
+        Each row's input is its last token; its new keys and values are written at column ``length``.
+        The sequences are not changed: the caller records the choices (:meth:`Sequence.advance`).
+        """
+        if not self.sequences:
+            return []
         runner = self.runner
         tokens = np.array([s.tokens[-1] for s in self.sequences], dtype=np.int64)
         lengths = np.array([s.length for s in self.sequences], dtype=np.int64)
@@ -351,14 +432,7 @@ class DecodeBatch:
         logits, new = runner.run(embeds, mask, lengths[:, None], self.kv)
         for cache, fresh in zip(self.kv, new, strict=True):  # [B, kv, C, d] <- [B, kv, 1, d] at column L_r
             cache[rows, :, lengths, :] = fresh[:, :, 0, :]
-        for seq, row in zip(self.sequences, logits, strict=False):
-            seq.length += 1
-            self.choose(seq, row)
-        done = [i for i, s in enumerate(self.sequences) if s.finished]
-        finished = [self.sequences[i] for i in done]
-        if done:
-            self.remove(done)
-        return finished
+        return [greedy_choice(seq, row, self.record_margins) for seq, row in zip(self.sequences, logits, strict=False)]
 
     def remove(self, rows: list[int]) -> None:
         """Drop rows (finished or cancelled) and trim columns no remaining row needs."""
@@ -386,17 +460,23 @@ def greedy_decode(
     max_new_tokens: int,
     record_margins: bool = False,
     min_new_tokens: int = 0,
+    prefix_cache: PrefixCache | None = None,
+    eos_ids: frozenset[int] | None = None,
 ) -> GreedyResult:
-    """Greedy generation for one prompt in prompt-table form (audio ids ``>= vocab_size``)."""
+    """Greedy generation for one prompt in prompt-table form (audio ids ``>= vocab_size``).
+
+    ``prefix_cache`` (the caller's, kept across calls) serves and stores the prompt's text prefix;
+    ``eos_ids`` end the sequence (default: the checkpoint's EOS ids; empty: only the budget does).
+    """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
     seq = Sequence(
         key=0,
         max_new_tokens=max_new_tokens,
-        eos_ids=frozenset(runner.spec.eos_token_ids),
+        eos_ids=frozenset(runner.spec.eos_token_ids) if eos_ids is None else eos_ids,
         min_new_tokens=min_new_tokens,
     )
-    batch = DecodeBatch(runner, record_margins=record_margins)
+    batch = DecodeBatch(runner, record_margins=record_margins, prefix_cache=prefix_cache)
     batch.prefill(seq, runner.embed_prompt(prompt_ids, prompt_table), prompt_ids=prompt_ids)
     while not seq.finished:
         batch.step()

@@ -5,6 +5,10 @@ template's system turn with the request's context, then ``<|audio_start|>``),
 so the keys and values of those positions are the same for every request with
 the same context. :class:`PrefixCache` keeps them, keyed by the prefix's token
 ids, so a prefill starts after the prefix instead of recomputing it.
+
+The cache belongs to whoever plans prefills, not to the runner: the in-flight
+scheduler's policy (:class:`.policy.SchedulerPolicy`, which explains why) or the
+caller of :func:`.decoder.greedy_decode`.
 """
 
 from __future__ import annotations
@@ -48,6 +52,20 @@ class PrefixCache:
 
     def cacheable(self, key: tuple[int, ...]) -> bool:
         return self.entries > 0 and 0 < len(key) <= self.max_tokens
+
+    def shareable_prefix(self, prompt_ids: np.ndarray, vocab_size: int) -> tuple[int, ...] | None:
+        """The prompt's text prefix (:func:`text_prefix`) when this cache may hold it, else None.
+
+        The prefix must leave at least one prompt token to prefill (that one's logits pick the first
+        token) and be :meth:`cacheable`.
+        """
+        prefix = text_prefix(prompt_ids, vocab_size)
+        return prefix if len(prefix) < np.asarray(prompt_ids).size and self.cacheable(prefix) else None
+
+    def peek(self, key: tuple[int, ...]) -> list[np.ndarray] | None:
+        """The entry for ``key`` without counting a hit or miss or refreshing it (see :meth:`get`)."""
+        with self._lock:
+            return self._store.get(key)
 
     def get(self, key: tuple[int, ...]) -> list[np.ndarray] | None:
         with self._lock:
