@@ -49,8 +49,8 @@ if str(REPO) not in sys.path:
 from perf.machine import describe_machine  # noqa: E402
 from qwen3_asr_triton.artifacts import ENCODER_FILENAME  # noqa: E402
 from qwen3_asr_triton.decoding.decoder import DECODER_FILENAME, DecodeBatch, DecoderRunner, Sequence  # noqa: E402
-from qwen3_asr_triton.decoding.session import EncoderRunner, OrtOptions  # noqa: E402
 from qwen3_asr_triton.features import LogMel, split_windows  # noqa: E402
+from qwen3_asr_triton.sessions import EncoderRunner, OrtOptions  # noqa: E402
 
 logger = logging.getLogger("decode_profile")
 

@@ -340,7 +340,7 @@ class OrtStages:
         """``graph_suffix`` picks other copies of the graphs, e.g. ``"-int8"`` for the fast mode."""
         from .decoding.decoder import DecoderRunner
         from .decoding.prefix_cache import PrefixCache
-        from .decoding.session import AlignerRunner, EncoderRunner
+        from .sessions import AlignerRunner, EncoderRunner
 
         asr_dir = Path(asr_dir)
         self.encoder = EncoderRunner(asr_dir / onnx_filename(ENCODER_GRAPH + graph_suffix), options)

@@ -74,7 +74,7 @@ def test_a_batched_prefill_of_unequal_prompts_decodes_as_one_call_each(asr_expor
 def test_a_burst_within_the_budget_is_prefilled_in_one_call(asr_export, spec):
     runner = DecoderRunner(asr_export)
     prompts = [_prompt(spec, 20, seed) for seed in range(4)]
-    config = SchedulerConfig(max_batch=8, prefill_chunk=4 * prompts[0][0].size)
+    config = SchedulerConfig(max_running_sequences=8, prefill_chunk=4 * prompts[0][0].size)
     # No prefix cache, so no prefix chunk: each whole prompt in the one call.
     sched = InflightScheduler(runner, config, prefix_cache=PrefixCache(entries=0))
     done: dict = {}

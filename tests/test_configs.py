@@ -113,24 +113,24 @@ def test_batching_delays_have_target_defaults_and_reach_the_configs(spec, target
 
 @pytest.mark.parametrize("spin", [True, False])
 def test_onnx_runtime_knobs_reach_every_cpu_graph_model(spec, spin):
-    from qwen3_asr_triton.decoding.session import OrtOptions
+    from qwen3_asr_triton.sessions import OrtOptions
 
     filled = fill_repository_configs(spec, BuildOptions(intra_op_threads=1, ort_spin_wait=spin), "cpu", True)
     for model in ("encoder", "decoder", "aligner"):
         params = {k: v.string_value for k, v in parse_model_config(filled[model]).parameters.items()}
-        assert OrtOptions.from_parameters(params) == OrtOptions(intra_op_threads=1, spin=spin), model
+        assert OrtOptions.from_parameters(params) == OrtOptions(intra_op_threads=1, ort_spin_wait=spin), model
 
 
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"spin_wait": "yes please"}, "spin_wait"),
+        ({"ort_spin_wait": "yes please"}, "ort_spin_wait"),
         ({"intra_op_threads": "-1"}, "intra_op_threads"),
         ({"intra_op_threads": "two"}, "intra_op_threads"),
     ],
 )
 def test_onnx_runtime_parameters_are_validated(params, message):
-    from qwen3_asr_triton.decoding.session import OrtOptions
+    from qwen3_asr_triton.sessions import OrtOptions
 
     with pytest.raises(ValueError, match=message):
         OrtOptions.from_parameters(params)
@@ -142,7 +142,7 @@ def test_sessions_get_the_spin_setting(tmp_path, spin):
     import onnx
     from onnx import TensorProto, helper
 
-    from qwen3_asr_triton.decoding.session import OrtOptions, make_session
+    from qwen3_asr_triton.sessions import OrtOptions, make_session
 
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
@@ -153,7 +153,7 @@ def test_sessions_get_the_spin_setting(tmp_path, spin):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, tmp_path / "identity.onnx")
-    session = make_session(tmp_path / "identity.onnx", OrtOptions(intra_op_threads=2, spin=spin))
+    session = make_session(tmp_path / "identity.onnx", OrtOptions(intra_op_threads=2, ort_spin_wait=spin))
     options = session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spin else "0")
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"

@@ -7,10 +7,10 @@ import onnx
 import pytest
 
 from qwen3_asr_triton.decoding.decoder import DecoderRunner
-from qwen3_asr_triton.decoding.session import EncoderRunner
 from qwen3_asr_triton.export.quantize import ensure_precision
 from qwen3_asr_triton.features import LogMel, split_windows, stack_windows
 from qwen3_asr_triton.model_spec import ModelSpec
+from qwen3_asr_triton.sessions import EncoderRunner
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import types
 import numpy as np
 import pytest
 
-from qwen3_asr_triton.decoding.session import AlignerRunner, EncoderRunner
 from qwen3_asr_triton.features import LogMel
 from qwen3_asr_triton.model_spec import ModelSpec
+from qwen3_asr_triton.sessions import AlignerRunner, EncoderRunner
 from tests import fake_pb_utils as pb
 from tests.fake_pb_utils import InferenceRequest
 

@@ -17,7 +17,6 @@ import pytest
 
 from qwen3_asr_triton.bls import BlsConfig, BlsStages
 from qwen3_asr_triton.decoding.decoder import DecoderRunner
-from qwen3_asr_triton.decoding.session import EncoderRunner
 from qwen3_asr_triton.export.build_options import BuildOptions
 from qwen3_asr_triton.export.fill_config import parse_model_config
 from qwen3_asr_triton.export.gpu_options import GpuOptions, decoder_limits
@@ -25,6 +24,7 @@ from qwen3_asr_triton.export.repository_values import fill_repository_configs
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.pipeline import Recognizer, TranscribeOptions, prepare_audio
 from qwen3_asr_triton.prompt import PromptBuilder
+from qwen3_asr_triton.sessions import EncoderRunner
 from qwen3_asr_triton.tokenizer import TextTokenizer
 from tests import fake_pb_utils
 

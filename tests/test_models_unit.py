@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from qwen3_asr_triton.decoding.session import EncoderRunner
 from qwen3_asr_triton.features import LogMel, split_windows
 from qwen3_asr_triton.model_spec import ModelSpec
+from qwen3_asr_triton.sessions import EncoderRunner
 from tests import fake_pb_utils as pb
 from tests.fake_pb_utils import InferenceRequest
 

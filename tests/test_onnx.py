@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from qwen3_asr_triton.decoding.decoder import DecodeBatch, DecoderRunner, Sequence
-from qwen3_asr_triton.decoding.session import AlignerRunner, EncoderRunner
 from qwen3_asr_triton.features import LogMel, split_windows, stack_windows
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.prompt import splice_prompt_embeddings, to_prompt_table_ids
+from qwen3_asr_triton.sessions import AlignerRunner, EncoderRunner
 
 # fp32 graph vs fp32 torch: different kernels and fusion, same maths.
 ATOL = 2e-4

@@ -146,7 +146,7 @@ def test_prompts_within_the_prefill_budget_start_decoding_together(budget_prompt
     the first step, so they decode in lockstep (5 steps for 6 tokens, the first comes from prefill);
     a budget of one prompt interleaves a step after each prefill (two more steps)."""
     client = Client()
-    policy = make_policy(max_batch=8, max_kv_tokens=100_000, prefill_chunk=budget_prompts * 24)
+    policy = make_policy(max_running_sequences=8, max_kv_tokens=100_000, prefill_chunk=budget_prompts * 24)
     policy.enqueue(client.request(i, 24, 6) for i in range(3))
     plans = run(policy)
     assert [summary(p) for p in plans[:3]] == [
@@ -166,7 +166,7 @@ def test_prompts_within_the_prefill_budget_start_decoding_together(budget_prompt
 
 def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps():
     client = Client()
-    policy = make_policy(max_batch=8, max_kv_tokens=100_000, prefill_chunk=16)
+    policy = make_policy(max_running_sequences=8, max_kv_tokens=100_000, prefill_chunk=16)
     policy.enqueue([client.request("short", 10, 8), client.request("long", 50, 3)])
     plans = run(policy)
     assert [summary(p) for p in plans] == [
@@ -208,9 +208,9 @@ def test_admission_waits_for_the_kv_budget_in_order():
     assert [e for e in client.events if e[0] == "done"] == [("done", "first"), ("done", "big"), ("done", "small")]
 
 
-def test_admission_stops_at_max_batch():
+def test_admission_stops_at_max_running_sequences():
     client = Client()
-    policy = make_policy(max_batch=2)
+    policy = make_policy(max_running_sequences=2)
     policy.enqueue(client.request(i, 8, 3) for i in range(3))
     first = step(policy)
     assert keys(a.sequence for a in first.admit) == (0, 1) and keys(policy.waiting) == (2,)
@@ -245,7 +245,7 @@ def test_an_over_budget_request_is_refused_at_submission():
 
 def test_a_prompt_without_its_table_rows_is_refused_alone_and_its_slot_goes_on():
     client = Client()
-    policy = make_policy(max_batch=2)
+    policy = make_policy(max_running_sequences=2)
     bad = client.request("bad", 8, 3, table_rows=2)  # references rows 0..6
     policy.enqueue([client.request("x", 8, 3), bad, client.request("z", 8, 3)])
     plan = step(policy)
@@ -319,7 +319,7 @@ def test_min_length_and_end_tokens_go_with_the_sequence():
 
 def test_cancellation_is_found_between_iterations_and_frees_the_kv():
     client = Client()
-    policy = make_policy(max_batch=2, prefill_chunk=8)
+    policy = make_policy(max_running_sequences=2, prefill_chunk=8)
     policy.enqueue([client.request("run", 4, 50), client.request("pre", 30, 5), client.request("wait", 4, 5)])
     assert [summary(step(policy)) for _ in range(3)] == [
         ("admit", ("run", "pre"), "drop", ()),
@@ -362,7 +362,7 @@ def test_prefix_cache_a_miss_is_stored_and_a_hit_starts_after_the_prefix():
 
 def test_an_engine_error_fails_every_request_in_flight_and_the_policy_goes_on():
     client = Client()
-    policy = make_policy(max_batch=2, prefill_chunk=8)
+    policy = make_policy(max_running_sequences=2, prefill_chunk=8)
     policy.enqueue([client.request("run", 4, 50), client.request("pre", 30, 5), client.request("wait", 4, 5)])
     for _ in range(3):
         step(policy)
@@ -419,7 +419,7 @@ def _assert_greedy(runner, seq, prompt, max_new, **kw):
 
 def test_requests_join_and_leave_on_the_loop_thread_and_match_greedy(runner):
     """Each request arrives when the one before has two tokens; every stream equals greedy decoding."""
-    sched = InflightScheduler(runner, SchedulerConfig(max_batch=8, max_kv_tokens=100_000, prefill_chunk=64))
+    sched = InflightScheduler(runner, SchedulerConfig(max_running_sequences=8, max_kv_tokens=100_000, prefill_chunk=64))
     jobs = {i: (_prompt(runner, 10 + 37 * i, i), 5 + 9 * i) for i in range(6)}
     done: dict = {}
     all_done = threading.Event()
@@ -457,7 +457,7 @@ def test_requests_join_and_leave_on_the_loop_thread_and_match_greedy(runner):
 
 
 def test_a_cancelled_generation_frees_its_rows_and_the_others_match_greedy(runner):
-    sched = InflightScheduler(runner, SchedulerConfig(max_batch=4, prefill_chunk=512))
+    sched = InflightScheduler(runner, SchedulerConfig(max_running_sequences=4, prefill_chunk=512))
     done: dict = {}
     prompt = _prompt(runner, 30, 2)
     streamed: list[int] = []

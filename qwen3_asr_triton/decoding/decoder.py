@@ -28,8 +28,8 @@ import numpy as np
 
 from ..model_spec import ModelSpec
 from ..prompt import splice_prompt_embeddings
+from ..sessions import OrtOptions, make_session
 from .prefix_cache import PrefixCache
-from .session import OrtOptions, make_session
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ the requests' callbacks, finishes requests at an end token or their length, free
 The steps form iterations, as the loop ran them before the policy was split from it:
 
 1. drop cancelled requests (``is_cancelled`` is polled here, between steps); admit waiting
-   requests in order while the running batch has room (``max_batch``) and the KV budget
+   requests in order while the running batch has room (``max_running_sequences``) and the KV budget
    allows it, checked against the batch's worst-case future size; a request whose prompt
    references missing prompt-table rows is refused. This is a plan of its own (no graph
    call), so the dropped and refused requests are answered before the next graph call;
@@ -71,7 +71,7 @@ class SchedulerConfig:
 
     Attributes
     ----------
-    max_batch : int
+    max_running_sequences : int
         Sequences decoded together (running batch size).
     max_kv_tokens : int
         KV-cache budget in token positions summed over the padded batch
@@ -85,14 +85,14 @@ class SchedulerConfig:
         How long the loop sleeps when there is nothing to do.
     """
 
-    max_batch: int = 16
+    max_running_sequences: int = 16
     max_kv_tokens: int = 65536
     max_queue: int = 512
     prefill_chunk: int = 512
     idle_wait_s: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.max_kv_tokens < 1 or self.max_queue < 1 or self.prefill_chunk < 1:
+        if self.max_running_sequences < 1 or self.max_kv_tokens < 1 or self.max_queue < 1 or self.prefill_chunk < 1:
             raise ValueError("SchedulerConfig values must be positive")
 
     @classmethod
@@ -376,7 +376,7 @@ class SchedulerPolicy:
         for req in self._waiting:
             if req in dropped:
                 continue
-            if len(running) + len(holding) >= self.config.max_batch:
+            if len(running) + len(holding) >= self.config.max_running_sequences:
                 break
             if (running or holding) and _projected_kv(running, [*holding, req]) > self.config.max_kv_tokens:
                 break  # wait until running sequences leave

@@ -35,7 +35,7 @@ RUNTIMES = ("onnxruntime", "bls")
 
 
 def _ort_graphs(folder, params):
-    from qwen3_asr_triton.decoding.session import AlignerRunner, EncoderRunner, OrtOptions
+    from qwen3_asr_triton.sessions import AlignerRunner, EncoderRunner, OrtOptions
 
     options = OrtOptions.from_parameters(params)
     encoder = EncoderRunner(folder / ENCODER_FILENAME, options)

@@ -25,10 +25,10 @@ import triton_python_backend_utils as pb_utils
 
 from qwen3_asr_triton.decoding.decoder import DecoderRunner
 from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightScheduler, SchedulerConfig
-from qwen3_asr_triton.decoding.session import OrtOptions
 from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.metrics import ModelMetrics
 from qwen3_asr_triton.serving import RequestInputs, model_parameters, setup_logging, triton_error, version_dir
+from qwen3_asr_triton.sessions import OrtOptions
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 COUNTERS = {
@@ -63,7 +63,7 @@ class TritonPythonModel:
         config = SchedulerConfig.from_memory(
             float(params["kv_cache_mb"]),
             runner.spec.text.kv_bytes_per_token,
-            max_batch=int(params["max_running_sequences"]),
+            max_running_sequences=int(params["max_running_sequences"]),
             prefill_chunk=int(params["prefill_chunk"]),
             max_queue=int(params["max_queue"]),
         )

@@ -9,11 +9,11 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from qwen3_asr_triton.artifacts import ENCODER_FILENAME
-from qwen3_asr_triton.decoding.session import EncoderRunner, OrtOptions
 from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.features import stack_windows
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.serving import RequestInputs, error_response, model_parameters, setup_logging, version_dir
+from qwen3_asr_triton.sessions import EncoderRunner, OrtOptions
 
 
 class TritonPythonModel:

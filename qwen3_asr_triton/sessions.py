@@ -28,19 +28,19 @@ class OrtOptions:
         Threads per operator; 0 lets ONNX Runtime use every core.
     optimization : str
         ``"all"`` (default), ``"extended"``, ``"basic"`` or ``"disabled"``.
-    spin : bool
+    ort_spin_wait : bool
         Let worker threads spin-wait for the next operator's work during a run
         instead of sleeping between operators; they stop spinning as soon as
         the run returns (``session.force_spinning_stop``), so the cores are
         free for the other models' processes between runs and an idle server
         uses no CPU. On by default: measured on the 2-core development machine
-        (README "Performance"), it cut a 5 s clip's time to first token by
+        (perf/results/README.md), it cut a 5 s clip's time to first token by
         ~15% at concurrency 1 without slowing concurrency 8.
     """
 
     intra_op_threads: int = 0
     optimization: str = "all"
-    spin: bool = True
+    ort_spin_wait: bool = True
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 0:
@@ -50,14 +50,14 @@ class OrtOptions:
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str]) -> OrtOptions:
-        """Options from a Triton model config's ``parameters``: ``intra_op_threads`` and ``spin_wait``."""
+        """Options from a Triton model config's ``parameters``: ``intra_op_threads`` and ``ort_spin_wait``."""
         threads = params.get("intra_op_threads", "0")
-        spin = params.get("spin_wait", "true").strip().lower()
+        spin = params.get("ort_spin_wait", "true").strip().lower()
         if not threads.strip().isdigit():
             raise ValueError(f"intra_op_threads must be a whole number >= 0, got {threads!r}")
         if spin not in ("true", "false"):
-            raise ValueError(f"spin_wait must be true or false, got {spin!r}")
-        return cls(intra_op_threads=int(threads), spin=spin == "true")
+            raise ValueError(f"ort_spin_wait must be true or false, got {spin!r}")
+        return cls(intra_op_threads=int(threads), ort_spin_wait=spin == "true")
 
 
 def make_session(path: str | Path, options: OrtOptions | None = None):
@@ -72,7 +72,7 @@ def make_session(path: str | Path, options: OrtOptions | None = None):
     so.intra_op_num_threads = options.intra_op_threads or (os.cpu_count() or 1)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin else "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.ort_spin_wait else "0")
     # Spin only while a run is active: workers stop spinning when the last concurrent run returns, so
     # the gaps between runs leave the cores to the other models' processes.
     so.add_session_config_entry("session.force_spinning_stop", "1")
@@ -119,7 +119,7 @@ class EncoderRunner:
 
     def encode_windows(self, features: list[np.ndarray], frames: np.ndarray) -> np.ndarray:
         """All windows of one utterance -> ``[total_tokens, D]`` embeddings in order."""
-        from ..features import stack_windows
+        from .features import stack_windows
 
         embeds, lens = self(stack_windows(features), frames)
         return np.concatenate([embeds[i, : int(n)] for i, n in enumerate(lens)], axis=0)
