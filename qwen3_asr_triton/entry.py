@@ -94,8 +94,9 @@ class EntryRequests:
             model_name="preprocess", inputs=forwarded, requested_output_names=["MEL", "SEGMENTS"]
         ).async_exec()
         raise_for_bls_error(pre, "preprocess")
-        prepared = PreparedAudio(
+        prepared = PreparedAudio.from_wire(
             pb.get_output_tensor_by_name(pre, "MEL").as_numpy()[0],
             pb.get_output_tensor_by_name(pre, "SEGMENTS").as_numpy()[0],
+            self.recognizer.spec.features,
         )
         return await self.recognizer.transcribe(prepared, options, on_delta)

@@ -16,7 +16,6 @@ Everything is ``async`` so the Triton model can keep many stage calls in flight.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -69,45 +68,83 @@ class RecognizerLimits:
 
 
 @dataclass(frozen=True)
-class PreparedAudio:
-    """Segmented log-mel features of one request.
+class PreparedSegment:
+    """One segment of a request, ready for the encoder and the aligner.
 
     Attributes
     ----------
+    start, stop : int
+        Sample bounds at 16 kHz within the request's audio.
     mel : np.ndarray
-        ``[n_mels, sum(frames)]`` float32: each segment's log-mel (normalised on
-        its own), concatenated.
-    segments : np.ndarray
-        ``[S, 2]`` int64 ``(start, stop)`` sample bounds at 16 kHz.
+        ``[n_mels, frames]`` float32 log-mel of the segment (normalised on its own); the aligner's input.
+    windows : EncoderWindows
+        The same frames cut into the encoder's 8 s windows; the encoder's input.
     """
 
+    start: int
+    stop: int
     mel: np.ndarray
-    segments: np.ndarray
+    windows: EncoderWindows
 
-    def frames(self, cfg: FeatureConfig) -> list[int]:
-        return [cfg.num_frames(int(stop - start)) for start, stop in self.segments]
+    def seconds(self, cfg: FeatureConfig) -> tuple[float, float]:
+        """``(offset, duration)`` in seconds."""
+        return self.start / cfg.sampling_rate, (self.stop - self.start) / cfg.sampling_rate
 
-    def segment_mels(self, cfg: FeatureConfig) -> list[np.ndarray]:
-        bounds = np.cumsum([0, *self.frames(cfg)])
-        if bounds[-1] != self.mel.shape[1]:
-            raise InputError(f"MEL has {self.mel.shape[1]} frames but the segments need {bounds[-1]}")
-        return [self.mel[:, a:b] for a, b in itertools.pairwise(bounds)]
+
+def prepare_segment(
+    waveform: np.ndarray, start: int, stop: int, cfg: FeatureConfig, log_mel: LogMel
+) -> PreparedSegment:
+    """``waveform[start:stop]``'s log-mel and encoder windows: the one route from samples to features."""
+    mel = log_mel(waveform[start:stop])
+    return PreparedSegment(start, stop, mel, split_windows(mel, cfg))
+
+
+@dataclass(frozen=True)
+class PreparedAudio:
+    """Segmented features of one request (:func:`prepare_audio`; preprocess sends it to the entry model)."""
+
+    segments: list[PreparedSegment]
+
+    def wire(self) -> tuple[np.ndarray, np.ndarray]:
+        """``MEL`` ``[n_mels, sum(frames)]`` (the segments' log-mels, concatenated) and ``SEGMENTS``
+        ``[S, 3]`` int64 rows ``(start, stop, frames)``: what preprocess hands the entry model."""
+        mel = np.concatenate([s.mel for s in self.segments], axis=1)
+        rows = np.array([[s.start, s.stop, s.mel.shape[1]] for s in self.segments], dtype=np.int64)
+        return mel, rows
+
+    @classmethod
+    def from_wire(cls, mel: np.ndarray, segments: np.ndarray, cfg: FeatureConfig) -> PreparedAudio:
+        """The inverse of :meth:`wire`: each segment's frames as preprocess counted them."""
+        segments = np.asarray(segments, dtype=np.int64).reshape(-1, 3)
+        bounds = np.cumsum([0, *segments[:, 2].tolist()])
+        if bounds[-1] != mel.shape[1]:
+            raise InputError(f"MEL has {mel.shape[1]} frames but SEGMENTS counts {bounds[-1]}")
+        parts = []
+        for (start, stop, _), a, b in zip(segments.tolist(), bounds[:-1], bounds[1:]):
+            part = mel[:, a:b]
+            parts.append(PreparedSegment(start, stop, part, split_windows(part, cfg)))
+        return cls(parts)
 
 
 def prepare_audio(
     waveform: np.ndarray, cfg: FeatureConfig, max_segment_seconds: float, log_mel: LogMel | None = None
 ) -> PreparedAudio:
-    """Segment a mono 16 kHz waveform and compute each segment's log-mel."""
+    """Segment a mono 16 kHz waveform and prepare each segment (:func:`prepare_segment`)."""
     log_mel = log_mel or LogMel(cfg)
-    segments = split_segments(waveform, cfg.sampling_rate, max_segment_seconds)
-    mels = [log_mel(waveform[s.start : s.stop]) for s in segments]
-    bounds = np.array([[s.start, s.stop] for s in segments], dtype=np.int64)
-    return PreparedAudio(np.concatenate(mels, axis=1), bounds)
+    return PreparedAudio(
+        [
+            prepare_segment(waveform, s.start, s.stop, cfg, log_mel)
+            for s in split_segments(waveform, cfg.sampling_rate, max_segment_seconds)
+        ]
+    )
 
 
 @dataclass(frozen=True)
-class TranscribeOptions:
-    """Per-request options (validated by :meth:`Recognizer.options`)."""
+class RecognitionOptions:
+    """Per-request options as the server applies them (validated by :meth:`Recognizer.options`).
+
+    The client library's ``TranscribeOptions`` are what a caller asks for; these are what it gets.
+    """
 
     language: str | None = None
     context: str = ""
@@ -122,6 +159,20 @@ class Generation:
 
     tokens: list[int]
     logprobs: list[float]
+
+
+@dataclass(frozen=True)
+class DecodedSegment:
+    """One decoder pass over a segment: ids (end tokens dropped), their log-probabilities, parsed output.
+
+    ``token_ids`` start with the prefix the pass was given (a stream's stable partial), and ``logprobs``
+    cover the generated tokens only.
+    """
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    language: str | None
 
 
 @dataclass(frozen=True)
@@ -232,7 +283,7 @@ class Recognizer:
         return_timestamps: bool,
         max_new_tokens: int | None,
         min_new_tokens: int | None = None,
-    ) -> TranscribeOptions:
+    ) -> RecognitionOptions:
         """Validate request options (raises :class:`InputError` with a client-facing message).
 
         ``min_new_tokens`` keeps end tokens from being chosen before that many tokens per segment;
@@ -256,9 +307,9 @@ class Recognizer:
         upper = max_new_tokens if max_new_tokens is not None else self.limits.max_new_tokens
         if not 0 <= minimum <= upper:
             raise InputError(f"MIN_NEW_TOKENS must be between 0 and {upper} (MAX_NEW_TOKENS), got {minimum}")
-        return TranscribeOptions(lang, context or "", bool(return_timestamps), max_new_tokens, minimum)
+        return RecognitionOptions(lang, context or "", bool(return_timestamps), max_new_tokens, minimum)
 
-    def budget(self, seconds: float, options: TranscribeOptions) -> int:
+    def budget(self, seconds: float, options: RecognitionOptions) -> int:
         """Generation budget for a segment: the request's MAX_NEW_TOKENS or a duration-based default."""
         if options.max_new_tokens is not None:
             return options.max_new_tokens
@@ -266,24 +317,18 @@ class Recognizer:
         return min(self.limits.max_new_tokens, default)
 
     async def transcribe(
-        self, audio: PreparedAudio, options: TranscribeOptions, on_delta: Callable[[str], None] | None = None
+        self, audio: PreparedAudio, options: RecognitionOptions, on_delta: Callable[[str], None] | None = None
     ) -> Transcript:
         """Recognise prepared audio; its segments are decoded concurrently.
 
         ``on_delta``, when given, receives the transcript's text as it is generated, token by token
         (see :class:`~.output.TranscriptDeltas`); the decoder then streams its steps.
         """
-        cfg = self.spec.features
-        mels = audio.segment_mels(cfg)
-        rate = cfg.sampling_rate
         relay = None
         if on_delta is not None:
-            relay = _DeltaRelay(len(mels), self.prompts.tokenizer, options.language, on_delta)
+            relay = _DeltaRelay(len(audio.segments), self.prompts.tokenizer, options.language, on_delta)
         results = await asyncio.gather(
-            *(
-                self._segment(mel, int(start) / rate, int(stop - start) / rate, options, relay, k)
-                for k, (mel, (start, stop)) in enumerate(zip(mels, audio.segments))
-            )
+            *(self._segment(segment, options, relay, k) for k, segment in enumerate(audio.segments))
         )
         segments = [r[0] for r in results]
         logprobs = [lp for s in segments for lp in s.logprobs]
@@ -296,37 +341,70 @@ class Recognizer:
             segments=segments,
         )
 
-    async def _segment(
+    async def decode_segment(
         self,
-        mel: np.ndarray,
-        offset: float,
+        windows: EncoderWindows,
+        audio: np.ndarray,
         seconds: float,
-        options: TranscribeOptions,
-        relay: _DeltaRelay | None = None,
-        index: int = 0,
-    ):
-        windows = split_windows(mel, self.spec.features)
-        audio = await self.stages.encode(windows)
-        prompt = self.prompts.asr_prompt(windows.total_tokens, options.context, options.language)
+        options: RecognitionOptions,
+        prefix: list[int] | None = None,
+        min_new_tokens: int = 0,
+        on_token: TokenCallback | None = None,
+    ) -> DecodedSegment:
+        """Prompt, generate and parse one segment: the one decode both requests and stream partials use.
+
+        Parameters
+        ----------
+        windows : EncoderWindows
+            The segment's encoder windows (their token count sizes the prompt's audio span).
+        audio : np.ndarray
+            ``[windows.total_tokens, D]`` audio embeddings of those windows.
+        seconds : float
+            The segment's duration, for the default generation budget.
+        options : RecognitionOptions
+            Language, context and token limits.
+        prefix : list of int, optional
+            Ids that start the answer (a stream's stable partial); the budget shrinks by their count.
+        min_new_tokens : int
+            End tokens are suppressed until this many were generated (capped at the budget).
+        on_token : callable, optional
+            Receives each step's new ids while the decoder streams them.
+        """
+        prefix = list(prefix or [])
+        prompt = self.prompts.asr_prompt(windows.total_tokens, options.context, options.language) + prefix
         table_ids = to_prompt_table_ids(prompt, self.spec.audio_token_id, self.spec.text.vocab_size)
-        budget = self.budget(seconds, options)
-        on_token = None if relay is None else (lambda ids: relay.tokens(index, ids))
-        gen = await self.stages.generate(
-            table_ids, audio, budget, min(options.min_new_tokens, budget), on_token=on_token
-        )
-        tokens = list(gen.tokens)
+        budget = max(1, self.budget(seconds, options) - len(prefix))
+        gen = await self.stages.generate(table_ids, audio, budget, min(min_new_tokens, budget), on_token=on_token)
+        tokens = prefix + list(gen.tokens)
         while tokens and tokens[-1] in self.eos_ids:
             tokens.pop()
         parsed = await self.stages.postprocess(tokens, options.language)
-        if relay is not None:
-            relay.finish(index, parsed.text)
         language = canonical_language_name(parsed.language) if parsed.language else None
-        result = SegmentResult(offset, offset + seconds, parsed.text, language, tokens, list(gen.logprobs))
+        return DecodedSegment(tokens, list(gen.logprobs), parsed.text, language)
+
+    async def _segment(
+        self,
+        segment: PreparedSegment,
+        options: RecognitionOptions,
+        relay: _DeltaRelay | None = None,
+        index: int = 0,
+    ) -> tuple[SegmentResult, list[WordTime]]:
+        offset, seconds = segment.seconds(self.spec.features)
+        audio = await self.stages.encode(segment.windows)
+        on_token = None if relay is None else (lambda ids: relay.tokens(index, ids))
+        decoded = await self.decode_segment(
+            segment.windows, audio, seconds, options, min_new_tokens=options.min_new_tokens, on_token=on_token
+        )
+        if relay is not None:
+            relay.finish(index, decoded.text)
+        result = SegmentResult(
+            offset, offset + seconds, decoded.text, decoded.language, decoded.token_ids, decoded.logprobs
+        )
         words: list[WordTime] = []
-        if options.return_timestamps and parsed.text:
+        if options.return_timestamps and decoded.text:
             words = [
                 replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3))
-                for w in await self.stages.align(mel, parsed.text, language)
+                for w in await self.stages.align(segment.mel, decoded.text, decoded.language)
             ]
         return result, words
 

@@ -33,10 +33,8 @@ import numpy as np
 
 from .audio import AudioLimits, StreamResampler, check_waveform, limit_peak
 from .errors import CapacityError, InputError
-from .features import EncoderWindows, LogMel, split_windows
-from .output import ParsedOutput
-from .pipeline import Recognizer, TranscribeOptions, Transcript, prepare_audio
-from .prompt import to_prompt_table_ids
+from .features import EncoderWindows, LogMel
+from .pipeline import RecognitionOptions, Recognizer, Transcript, prepare_audio, prepare_segment
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ class StreamState:
     """Everything one stream holds between chunks (bounded by the policy)."""
 
     key: object
-    options: TranscribeOptions
+    options: RecognitionOptions
     sample_rate: int
     resampler: StreamResampler = field(init=False)  # one filter over the whole stream (made in __post_init__)
     wave16k: list[np.ndarray] = field(default_factory=list)  # the resampler's output so far, in order
@@ -130,7 +128,7 @@ class StreamRegistry:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def open(self, key: object, options: TranscribeOptions, sample_rate: int) -> StreamState:
+    def open(self, key: object, options: RecognitionOptions, sample_rate: int) -> StreamState:
         with self._lock:
             if key in self._streams:
                 raise InputError(f"stream {key} was started twice (START on a running sequence)")
@@ -225,26 +223,17 @@ class StreamRecognizer:
         return state.previous_tokens[:keep] if keep > 0 else []
 
     async def partial(self, state: StreamState) -> Partial:
-        """Hypothesis for the audio received so far."""
+        """Hypothesis for the audio received so far: the stream as one segment, decoded as a request's are."""
         rec = self.recognizer
         wave = limit_peak(state.waveform16k())
         if wave.size == 0:
             return Partial("", None, [], 0.0)
-        windows = split_windows(self.log_mel(wave), rec.spec.features)
-        audio = await self._encode(state, windows)
-        prefix = self.prefix(state)
-        options = state.options
-        prompt = rec.prompts.asr_prompt(windows.total_tokens, options.context, options.language) + prefix
-        table_ids = to_prompt_table_ids(prompt, rec.spec.audio_token_id, rec.spec.text.vocab_size)
-        seconds = wave.size / rec.spec.features.sampling_rate
-        budget = max(1, rec.budget(seconds, options) - len(prefix))
-        gen = await rec.stages.generate(table_ids, audio, budget)
-        tokens = prefix + list(gen.tokens)
-        while tokens and tokens[-1] in rec.eos_ids:
-            tokens.pop()
-        parsed: ParsedOutput = await rec.stages.postprocess(tokens, options.language)
-        state.previous_tokens = tokens
-        return Partial(parsed.text, parsed.language, tokens, seconds)
+        segment = prepare_segment(wave, 0, wave.size, rec.spec.features, self.log_mel)
+        audio = await self._encode(state, segment.windows)
+        _, seconds = segment.seconds(rec.spec.features)
+        decoded = await rec.decode_segment(segment.windows, audio, seconds, state.options, prefix=self.prefix(state))
+        state.previous_tokens = decoded.token_ids
+        return Partial(decoded.text, decoded.language, decoded.token_ids, seconds)
 
     async def final(self, state: StreamState) -> Transcript:
         """The whole stream recognised from scratch, exactly like a unary request with the same PCM.

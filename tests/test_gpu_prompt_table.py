@@ -22,7 +22,7 @@ from qwen3_asr_triton.export.fill_config import parse_model_config
 from qwen3_asr_triton.export.gpu_options import GpuOptions, decoder_limits
 from qwen3_asr_triton.export.repository_values import fill_repository_configs
 from qwen3_asr_triton.model_spec import ModelSpec
-from qwen3_asr_triton.pipeline import Recognizer, TranscribeOptions, prepare_audio
+from qwen3_asr_triton.pipeline import RecognitionOptions, Recognizer, prepare_audio
 from qwen3_asr_triton.prompt import PromptBuilder
 from qwen3_asr_triton.sessions import EncoderRunner
 from qwen3_asr_triton.tokenizer import TextTokenizer
@@ -113,7 +113,7 @@ def captured(asr_export):
     for target in ("cpu", "gpu"):
         fake = FakeBls(encoder, spec.eos_token_ids[-1])
         recognizer = Recognizer(spec, TextTokenizer.from_file(asr_export), BlsStages(fake, entry_config(spec, target)))
-        asyncio.run(recognizer.transcribe(audio, TranscribeOptions(language="English", context="Triton")))
+        asyncio.run(recognizer.transcribe(audio, RecognitionOptions(language="English", context="Triton")))
         (request,) = fake.decoder_requests
         out[target] = (request, fake.encoder_shapes)
     return spec, audio, out
@@ -133,7 +133,8 @@ def test_ids_and_positions_match(captured, asr_export):
     assert gpu["input_ids"].dtype == np.int32 and gpu["input_ids"].shape[0] == 1
     ids = gpu["input_ids"][0]
     vocab = spec.text.vocab_size
-    windows_tokens = spec.features.num_audio_tokens(audio.mel.shape[1])
+    (segment,) = audio.segments
+    windows_tokens = spec.features.num_audio_tokens(segment.mel.shape[1])
     prompt = PromptBuilder(TextTokenizer.from_file(asr_export), spec.audio_token_id).asr_prompt(
         windows_tokens, "Triton", "English"
     )

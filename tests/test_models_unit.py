@@ -81,11 +81,11 @@ def test_preprocess_errors_are_per_request(model_repository, clips):
     first, corrupt, no_rate, pcm, two = model.execute(requests)
     mel = pb.get_output_tensor_by_name(first, "MEL").as_numpy()
     segments = pb.get_output_tensor_by_name(first, "SEGMENTS").as_numpy()
-    assert mel.shape[:2] == (1, 128) and segments.shape == (1, 1, 2)
-    assert mel.shape[2] == segments[0, 0, 1] // 160
+    assert mel.shape[:2] == (1, 128) and segments.shape == (1, 1, 3)
+    assert mel.shape[2] == segments[0, 0, 2] == segments[0, 0, 1] // 160  # (start, stop, frames)
     assert "could not decode" in error_text(corrupt)
     assert "SAMPLE_RATE" in error_text(no_rate)
-    assert pb.get_output_tensor_by_name(pcm, "SEGMENTS").as_numpy().tolist() == [[[0, 8000]]]
+    assert pb.get_output_tensor_by_name(pcm, "SEGMENTS").as_numpy().tolist() == [[[0, 8000, 50]]]
     assert "one item per request" in error_text(two)
 
 

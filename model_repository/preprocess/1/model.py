@@ -49,11 +49,11 @@ class TritonPythonModel:
                     raise InputError("WAVEFORM needs SAMPLE_RATE")
                 waveform = prepare_waveform(wave, rate, self.audio_limits)
             seconds = self.limits.segment_seconds(inputs.flag("RETURN_TIMESTAMPS"))
-            prepared = prepare_audio(waveform, self.features, seconds, self.log_mel)
+            mel, segments = prepare_audio(waveform, self.features, seconds, self.log_mel).wire()
             return pb_utils.InferenceResponse(
                 output_tensors=[
-                    pb_utils.Tensor("MEL", np.ascontiguousarray(prepared.mel[None], dtype=np.float32)),
-                    pb_utils.Tensor("SEGMENTS", prepared.segments[None].astype(np.int64)),
+                    pb_utils.Tensor("MEL", np.ascontiguousarray(mel[None], dtype=np.float32)),
+                    pb_utils.Tensor("SEGMENTS", segments[None]),
                 ]
             )
         except Exception as exc:  # per-request isolation: one bad file never fails the others
