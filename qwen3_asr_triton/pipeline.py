@@ -427,7 +427,7 @@ class OrtStages:
         self.tokenizer = TextTokenizer.from_file(asr_dir)
         self.aligner = None
         if aligner_dir is not None:
-            from .aligner import ForcedAligner
+            from .forced_aligner import ForcedAligner
 
             aligner_dir = Path(aligner_dir)
             encoder = EncoderRunner(aligner_dir / ENCODER_FILENAME, options)

@@ -1,7 +1,7 @@
 """aligner: transcript + segment log-mel -> word start/end times (Qwen3-ForcedAligner).
 
 The word splitting, prompt, argmax and monotonic fix-up are
-qwen3_asr_triton.aligner (ForcedAligner) on both targets. Where its two graphs
+qwen3_asr_triton.forced_aligner (ForcedAligner) on both targets. Where its two graphs
 (the aligner's audio encoder; its Qwen3 body with the timestamp classifier)
 run is the model parameter ``runtime``:
 
@@ -16,9 +16,9 @@ run is the model parameter ``runtime``:
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from qwen3_asr_triton.aligner import ForcedAligner
 from qwen3_asr_triton.artifacts import ALIGNER_FILENAME, EMBED_FILENAME, ENCODER_FILENAME
 from qwen3_asr_triton.errors import InputError
+from qwen3_asr_triton.forced_aligner import ForcedAligner
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.serving import (
     RequestInputs,

@@ -1,4 +1,6 @@
-"""Forced alignment of one segment: transcript + mel -> word start/end times.
+"""Running the forced aligner on one segment: transcript + mel -> word start/end times.
+
+(:mod:`.alignment` holds the pure text and timestamp maths this builds on.)
 
 The aligner encodes the segment's audio with its own encoder, builds
 ``<|audio_start|> audio <|audio_end|> w1 <ts><ts> w2 <ts><ts> ...``, runs its
