@@ -192,7 +192,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps():
 
 
 def test_admission_waits_for_the_kv_budget_in_order():
-    """Budget 100 positions (rows x longest worst case, in blocks of 32): "big" (50 -> 64 columns)
+    """Budget 100 positions (rows x longest worst case, in blocks of 64): "big" (50 -> 64 columns)
     cannot run next to "first" (2 x 64 > 100), and "small", queued behind it, waits its turn though
     it would fit (first come, first served)."""
     client = Client()

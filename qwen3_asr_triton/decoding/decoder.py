@@ -1,14 +1,26 @@
 """Greedy decoding over the exported decoder graph with ONNX Runtime (numpy only).
 
 :class:`DecodeBatch` is the core: a set of running sequences whose KV caches are
-kept in one batch of preallocated buffers (row ``r`` holds its ``L_r`` cached positions
-in columns ``[0, L_r)``; the rest is zeros, masked out), so that one graph call advances
-every sequence by one token whatever their lengths. The graph reads the buffers as
-they are and returns only the new keys and values, which are written in place: a step
-copies no cache. Sequences join after their own prefill and leave
-as soon as they finish; this is the mechanism behind in-flight batching
-(:mod:`.scheduler`) and, with a single sequence, behind :func:`greedy_decode`,
-so both run the same code.
+kept in one batch of buffers (row ``r`` holds its ``L_r`` cached positions in columns
+``[0, L_r)``; the rest is zeros, masked out), so that one graph call advances every
+sequence by one token whatever their lengths. Sequences join after their own prefill and
+leave as soon as they finish; this is the mechanism behind in-flight batching
+(:mod:`.scheduler`) and, with a single sequence, behind :func:`greedy_decode`, so both
+run the same code.
+
+KV memory is held in whole blocks of :data:`KV_BLOCK` positions and written in place (see
+:class:`KVBuffers`): the graph reads the buffers as they are (masked columns included; it
+wants one contiguous ``[rows, kv_heads, columns, head_dim]`` array per layer) and returns only
+the new keys and values, which are written at each row's next free columns. Rows are the
+leading axis, so a join or a leave resizes the buffers without copying the other rows
+(``realloc``); the columns grow by whole blocks when the longest row needs one more, and
+shrink when the longest row left; either is one copy, made one layer at a time, so the
+peak is the cache plus one layer, never two caches. A prompt being prefilled holds its own
+one-row buffers the same way, grown by whole blocks as its chunks are written (the graph's
+``[heads, positions]`` layout allows no in-place growth of a contiguous row: a chunk that
+needs more blocks moves that row's past once, one layer at a time); a single prompt's
+buffers become the batch's as they are when it joins an empty batch, otherwise its row is
+copied in once.
 
 The graph calls (:meth:`DecodeBatch.run_prefills`, :meth:`DecodeBatch.decode`) return the
 token each sequence chose (a :class:`Choice`) without recording it: the in-flight scheduler's
@@ -26,6 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..artifacts import DECODER_FILENAME, EMBED_FILENAME
 from ..model_spec import ModelSpec
 from ..prompt import splice_prompt_embeddings
 from ..sessions import OrtOptions, make_session
@@ -33,15 +46,13 @@ from .prefix_cache import PrefixCache
 
 logger = logging.getLogger(__name__)
 
-DECODER_FILENAME = "decoder.onnx"
 # Prompt tokens per prefill call: bounds the [heads, chunk, past] attention scores of long prompts
 # (a 20-minute segment is ~15,600 audio tokens).
 DEFAULT_PREFILL_CHUNK = 512
-EMBED_FILENAME = "embed_tokens.npy"
-# Cache columns are allocated in blocks of this many positions: the buffers are re-allocated (one copy
-# of the cache) once per block of steps instead of every step, and attention reads at most one block of
-# masked columns in vain (~1 ms a step for 8 sequences of the 0.6B model).
-KV_BLOCK = 32
+# Cache columns are allocated in blocks of this many positions: the columns grow (one copy of the
+# cache, a layer at a time) once per block of steps instead of every step, and attention reads at most
+# one block of masked columns in vain (~1 ms a step per 32 columns for 8 sequences of the 0.6B model).
+KV_BLOCK = 64
 
 
 def kv_columns(positions: int) -> int:
@@ -133,7 +144,6 @@ class Choice(NamedTuple):
 
     token: int
     logprob: float
-    margin: float | None = None  # top-1 minus top-2 logit, when margins are recorded
 
 
 @dataclass(eq=False)
@@ -153,8 +163,6 @@ class Sequence:
         Generated ids, including a final EOS when generation ended on one.
     logprobs : list of float
         Log-probability of each generated id.
-    margins : list of float
-        Top-1 minus top-2 logit at each step (recorded when asked for).
     min_new_tokens : int
         End tokens are not chosen before this many tokens were generated (benchmarks force lengths).
     request : any
@@ -167,7 +175,6 @@ class Sequence:
     length: int = 0
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    margins: list[float] = field(default_factory=list)
     finish_reason: str | None = None
     min_new_tokens: int = 0
     request: Any = field(default=None, repr=False)
@@ -180,8 +187,6 @@ class Sequence:
         """Append a chosen token; the sequence finishes on an end token or at its budget."""
         self.tokens.append(choice.token)
         self.logprobs.append(choice.logprob)
-        if choice.margin is not None:
-            self.margins.append(choice.margin)
         if choice.token in self.eos_ids:
             self.finish_reason = "eos"
         elif len(self.tokens) >= self.max_new_tokens:
@@ -201,28 +206,86 @@ def _log_softmax_at(logits: np.ndarray, index: int) -> float:
     return float(logits[index]) - float(top) - float(np.log(shifted.sum(dtype=np.float64)))
 
 
-def greedy_choice(seq: Sequence, logits: np.ndarray, record_margin: bool = False) -> Choice:
+def greedy_choice(seq: Sequence, logits: np.ndarray) -> Choice:
     """The greedy token for ``[vocab]`` logits; end tokens are masked until ``seq.min_new_tokens``."""
     if len(seq.tokens) < seq.min_new_tokens and seq.eos_ids:
         logits = logits.copy()
         logits[list(seq.eos_ids)] = -np.inf
     token = int(np.argmax(logits))
-    margin = None
-    if record_margin:
-        top2 = np.partition(logits, -2)[-2:]
-        margin = float(top2[1] - top2[0])
-    return Choice(token, _log_softmax_at(logits, token), margin)
+    return Choice(token, _log_softmax_at(logits, token))
+
+
+class KVBuffers:
+    """``2 * layers`` float32 buffers ``[rows, kv_heads, columns, head_dim]``, columns in whole blocks.
+
+    Rows are the leading axis, so adding or dropping the last row resizes each buffer in place
+    (``realloc``: the other rows are not copied, and a dropped row's memory goes back). Changing
+    the columns moves every row, one layer at a time (the peak is the buffers plus one layer).
+    ``copied`` counts the cached positions moved so far (a position of one row in every layer).
+    """
+
+    def __init__(self, layers: list[np.ndarray]) -> None:
+        self.layers = layers
+        self.copied = 0
+
+    @classmethod
+    def zeros(cls, runner: DecoderRunner, rows: int, columns: int) -> KVBuffers:
+        heads, head_dim = runner.kv_shape
+        return cls([np.zeros((rows, heads, columns, head_dim), np.float32) for _ in range(2 * runner.num_layers)])
+
+    @property
+    def rows(self) -> int:
+        return self.layers[0].shape[0]
+
+    @property
+    def columns(self) -> int:
+        return self.layers[0].shape[2]
+
+    @property
+    def owned(self) -> bool:
+        """True when every buffer owns its memory (it may be resized in place)."""
+        return all(b.flags.owndata and b.flags.c_contiguous for b in self.layers)
+
+    def set_columns(self, columns: int, keep: int) -> None:
+        """Re-allocate with ``columns`` columns keeping the first ``keep`` of every row, a layer at a time."""
+        for i, old in enumerate(self.layers):
+            new = np.zeros((old.shape[0], old.shape[1], columns, old.shape[3]), np.float32)
+            new[:, :, :keep] = old[:, :, :keep]
+            self.layers[i] = new  # the old layer is freed before the next one is allocated
+        self.copied += self.rows * keep
+
+    def set_rows(self, rows: int) -> None:
+        """Add zeroed rows at the end, or drop the last rows, in place."""
+        for b in self.layers:
+            b.resize((rows, *b.shape[1:]), refcheck=False)
+
+    def write(self, rows: Any, columns: Any, new: list[np.ndarray]) -> None:
+        """``buffer[rows, :, columns] = new`` in every layer (``new``: the graph's ``[R, heads, S, dim]`` outputs)."""
+        for buffer, fresh in zip(self.layers, new, strict=True):
+            buffer[rows, :, columns] = fresh
+
+    def move_row(self, source: int, target: int, length: int) -> None:
+        for b in self.layers:
+            b[target, :, :length] = b[source, :, :length]
+            b[target, :, length:] = 0
+        self.copied += length
 
 
 @dataclass
 class Prefill:
-    """A prompt being prefilled chunk by chunk (bounded attention memory for long prompts)."""
+    """A prompt being prefilled chunk by chunk (bounded attention memory for long prompts).
+
+    ``past`` holds the ``done`` positions cached so far: ``2 * layers`` arrays ``[1, kv_heads, C, head_dim]``
+    with ``C >= done`` (its own buffers, grown by whole blocks, or a prefix cache entry of exactly
+    ``done`` columns, never written to).
+    """
 
     sequence: Sequence
     embeds: np.ndarray  # [S, H]
     done: int = 0
     past: list[np.ndarray] | None = None
     prefix: tuple[int, ...] | None = None  # a text prefix to prefill on its own and keep in the prefix cache
+    copied: int = 0  # cached positions moved to grow the buffers (once per chunk that needs more blocks)
 
     def __post_init__(self) -> None:
         self.embeds = np.ascontiguousarray(self.embeds, dtype=np.float32)
@@ -231,35 +294,71 @@ class Prefill:
         """Prompt tokens its next chunk of at most ``limit`` runs (a pending prefix ends the chunk)."""
         return chunk_tokens(self.done, self.embeds.shape[0], limit, self.prefix)
 
+    def cached_kv(self) -> list[np.ndarray]:
+        """The ``done`` cached positions as ``[1, kv_heads, done, head_dim]`` copies (for the prefix cache)."""
+        assert self.past is not None
+        return [p[:, :, : self.done].copy() for p in self.past]  # never a view: the buffers are resized later
+
+    def store(self, new: list[np.ndarray]) -> None:
+        """Write ``[1, kv_heads, n, head_dim]`` new keys and values after the cached positions.
+
+        The buffers grow by whole blocks first when they lack room (room is kept for the position
+        the first decode step writes, so a prompt joining an empty batch is not copied again).
+        """
+        count = new[0].shape[2]
+        end = self.done + count
+        if self.past is None:
+            self.past = [np.zeros((1, n.shape[1], kv_columns(end), n.shape[3]), np.float32) for n in new]
+        elif self.past[0].shape[2] < end:  # a prefix cache entry is never written to: it has no room
+            grown = KVBuffers(list(self.past))
+            grown.set_columns(kv_columns(end), self.done)
+            self.past = grown.layers
+            self.copied += grown.copied
+        for buffer, fresh in zip(self.past, new, strict=True):
+            buffer[:, :, self.done : end] = fresh
+        self.done = end
+
 
 class DecodeBatch:
-    """Running sequences sharing one KV cache of preallocated buffers (see module docstring)."""
+    """Running sequences sharing one KV cache of block-allocated buffers (see module docstring)."""
 
-    def __init__(
-        self, runner: DecoderRunner, record_margins: bool = False, prefix_cache: PrefixCache | None = None
-    ) -> None:
+    def __init__(self, runner: DecoderRunner, prefix_cache: PrefixCache | None = None) -> None:
         self.runner = runner
-        self.record_margins = record_margins
         self.prefix_cache = prefix_cache  # looked up by start_prefill, filled by advance_prefills
-        self.sequences: list[Sequence] = []
-        self.kv: list[np.ndarray] | None = None  # 2L arrays [B, kv_heads, C, head_dim], C = kv_columns(longest)
+        self.sequences: list[Sequence] = []  # row order of the buffers
+        self.buffers: KVBuffers | None = None  # [B, kv_heads, C, head_dim], C = kv_columns(longest)
+        self.copied = 0  # cached positions moved by joins, leaves and growth of batches now gone
+
+    @property
+    def kv(self) -> list[np.ndarray] | None:
+        """The ``2 * layers`` buffers ``[B, kv_heads, C, head_dim]`` the graph reads (None when empty)."""
+        return None if self.buffers is None else self.buffers.layers
+
+    @kv.setter
+    def kv(self, layers: list[np.ndarray] | None) -> None:
+        self.buffers = None if layers is None else KVBuffers(list(layers))
 
     @property
     def width(self) -> int:
         """Columns allocated in the shared cache (:func:`kv_columns` of the longest sequence)."""
-        return 0 if self.kv is None else self.kv[0].shape[2]
+        return 0 if self.buffers is None else self.buffers.columns
 
     @property
     def cached_positions(self) -> int:
-        """Cache positions allocated (rows x width): what the KV budget is checked against."""
+        """Cache positions held (rows x width, whole blocks): what the KV budget bounds."""
         return len(self.sequences) * self.width
+
+    @property
+    def copies(self) -> int:
+        """Cached positions moved between buffers so far (joins into a non-empty batch, growth, leaves)."""
+        return self.copied + (0 if self.buffers is None else self.buffers.copied)
 
     def __len__(self) -> int:
         return len(self.sequences)
 
     def choose(self, seq: Sequence, logits: np.ndarray) -> None:
         """Append the greedy token for ``[vocab]`` logits and mark the sequence finished if it ends."""
-        seq.record(greedy_choice(seq, logits, self.record_margins))
+        seq.record(greedy_choice(seq, logits))
 
     def start_prefill(self, seq: Sequence, prompt_embeds: np.ndarray, prompt_ids: np.ndarray | None = None) -> Prefill:
         """A prefill job for ``[S, H]`` prompt embeddings (run it with :meth:`advance_prefill`).
@@ -296,23 +395,24 @@ class DecodeBatch:
         for job, choice in zip(jobs, choices, strict=True):
             if job.prefix is not None and job.done == len(job.prefix):
                 if self.prefix_cache is not None:
-                    self.prefix_cache.put(job.prefix, job.past)
+                    self.prefix_cache.put(job.prefix, job.cached_kv())
                 job.prefix = None
             if choice is None:
                 continue
             job.sequence.length = job.done
             job.sequence.record(choice)
             if not job.sequence.finished:
-                self.join(job.sequence, job.past)
+                self.join(job.sequence, job.past, adopt=True)
             job.past = None
         return [choice is not None for choice in choices]
 
     def run_prefills(self, jobs: list[Prefill], counts: list[int]) -> list[Choice | None]:
         """One graph call running the next ``counts[r]`` prompt tokens of each job.
 
-        Each job's new keys and values are appended to its ``past`` and its ``done`` advances; for a
-        job whose prompt is now complete the first generated token is chosen (None for the others).
-        Neither the sequences nor the running batch change: the caller records the choices and joins.
+        Each job's new keys and values are written after its cached positions (:meth:`Prefill.store`)
+        and its ``done`` advances; for a job whose prompt is now complete the first generated token is
+        chosen (None for the others). Neither the sequences nor the running batch change: the caller
+        records the choices and joins.
 
         A burst of prompts is prefilled as one batch, so its matrix products have more rows: at
         0.6B dimensions 8 prompts of 71 tokens took 5.4-5.5 s in one call against 6.5-6.9 s in 8
@@ -325,11 +425,9 @@ class DecodeBatch:
         width = max(counts)  # the new positions each row returns; a row's own are its last ``count``
         choices: list[Choice | None] = []
         for row, (job, count) in enumerate(zip(jobs, counts, strict=True)):
-            new = [np.ascontiguousarray(p[row : row + 1, :, width - count :]) for p in present]
-            job.past = new if job.past is None else [np.concatenate(p, axis=2) for p in zip(job.past, new)]
-            job.done += count
+            job.store([p[row : row + 1, :, width - count :] for p in present])
             complete = job.done == job.embeds.shape[0]
-            choices.append(greedy_choice(job.sequence, logits[row], self.record_margins) if complete else None)
+            choices.append(greedy_choice(job.sequence, logits[row]) if complete else None)
         return choices
 
     def _prefill_inputs(
@@ -338,12 +436,18 @@ class DecodeBatch:
         """Graph inputs for the next ``counts[r]`` tokens of each job (see :meth:`DecoderRunner.run`).
 
         ``[R, W, H]`` embeddings with ``W = max(counts)``, row ``r`` left-padded by ``W - counts[r]``;
-        the past is ``[R, kv_heads, P, head_dim]`` with ``P`` the longest job's cached positions, row
-        ``r`` holding its own ``done`` positions first. Padding (of either) is masked out.
+        the past is ``[R, kv_heads, P, head_dim]``, row ``r`` holding its own ``done`` positions first:
+        a single job's own buffers as they are (``P`` its allocated columns), several jobs' gathered
+        (``P`` the longest job's cached positions). Padding (of either) is masked out.
         """
         runner = self.runner
         rows, width = len(jobs), max(counts)
-        past_len = max(job.done for job in jobs)
+        if rows == 1 and jobs[0].past is not None:  # a long prompt's later chunks: its buffers as they are
+            past = jobs[0].past
+        else:
+            past_len = max(job.done for job in jobs)
+            past = runner.empty_past(rows) if past_len == 0 else self._gather_past(jobs, past_len)
+        past_len = past[0].shape[2]
         embeds = np.zeros((rows, width, jobs[0].embeds.shape[1]), np.float32)
         mask = np.zeros((rows, past_len + width), np.int64)
         positions = np.zeros((rows, width), np.int64)
@@ -353,20 +457,17 @@ class DecodeBatch:
             mask[r, : job.done] = 1
             mask[r, past_len + pad :] = 1
             positions[r, pad:] = np.arange(job.done, job.done + count)
-        if past_len == 0:
-            past = runner.empty_past(rows)
-        elif rows == 1:  # a long prompt's later chunks: its cache as it is, no copy
-            past = jobs[0].past
-        else:
-            past = [
-                np.zeros((rows, runner.kv_shape[0], past_len, runner.kv_shape[1]), np.float32)
-                for _ in range(2 * runner.num_layers)
-            ]
-            for r, job in enumerate(jobs):
-                if job.past is not None:
-                    for buffer, cached in zip(past, job.past, strict=True):
-                        buffer[r, :, : job.done] = cached[0]
         return embeds, mask, positions, past
+
+    def _gather_past(self, jobs: list[Prefill], past_len: int) -> list[np.ndarray]:
+        """The cached positions of several jobs in one zero-padded ``[R, kv_heads, past_len, head_dim]`` past."""
+        heads, head_dim = self.runner.kv_shape
+        past = [np.zeros((len(jobs), heads, past_len, head_dim), np.float32) for _ in range(2 * self.runner.num_layers)]
+        for r, job in enumerate(jobs):
+            if job.past is not None:
+                for buffer, cached in zip(past, job.past, strict=True):
+                    buffer[r, :, : job.done] = cached[0, :, : job.done]
+        return past
 
     def prefill(
         self,
@@ -380,24 +481,30 @@ class DecodeBatch:
         while not self.advance_prefill(job, chunk):
             pass
 
-    def join(self, seq: Sequence, cache: list[np.ndarray]) -> None:
-        """Add a prefilled sequence (its ``[1, kv_heads, L, head_dim]`` cache) to the running batch."""
-        length = cache[0].shape[2]
-        rows = len(self.sequences)
-        self._reallocate(rows + 1, max(self.width, kv_columns(length)))
-        for buffer, c in zip(self.kv, cache, strict=True):
-            buffer[rows, :, :length] = c[0]
-        self.sequences.append(seq)
+    def join(self, seq: Sequence, cache: list[np.ndarray], adopt: bool = False) -> None:
+        """Add a prefilled sequence to the running batch as its last row.
 
-    def _reallocate(self, rows: int, columns: int) -> None:
-        """New zeroed buffers of ``rows`` x ``columns`` holding the current cache in their leading corner."""
-        heads, head_dim = self.runner.kv_shape
-        grown = [np.zeros((rows, heads, columns, head_dim), np.float32) for _ in range(2 * self.runner.num_layers)]
-        if self.kv is not None:
-            old_rows, old_columns = len(self.sequences), self.width
-            for new, k in zip(grown, self.kv, strict=True):
-                new[:old_rows, :, :old_columns] = k
-        self.kv = grown
+        ``cache``: ``[1, kv_heads, C, head_dim]`` arrays holding its ``seq.length`` cached positions
+        (``C >= seq.length``). The batch gains a row in place; the sequence's positions are copied
+        into it, unless the batch is empty and ``adopt`` allows the arrays (one-row buffers of the
+        caller's that nobody else reads) to become the batch's buffers as they are.
+        """
+        length = seq.length
+        columns = kv_columns(length)
+        own = KVBuffers(list(cache))
+        if self.buffers is None and adopt and own.owned and own.rows == 1 and own.columns >= columns:
+            self.buffers = own
+            self.sequences.append(seq)
+            return
+        if self.buffers is None:
+            self.buffers = KVBuffers.zeros(self.runner, 0, columns)
+        elif columns > self.buffers.columns:
+            self.buffers.set_columns(columns, self.buffers.columns)
+        row = len(self.sequences)
+        self.buffers.set_rows(row + 1)
+        self.buffers.write(row, slice(0, length), [c[0, :, :length] for c in cache])
+        self.buffers.copied += length
+        self.sequences.append(seq)
 
     def step(self) -> list[Sequence]:
         """Advance every running sequence by one token; returns (and removes) those that finished."""
@@ -405,51 +512,64 @@ class DecodeBatch:
             return []
         for seq, choice in zip(self.sequences, self.decode(), strict=True):
             seq.advance(choice)
-        done = [i for i, s in enumerate(self.sequences) if s.finished]
-        finished = [self.sequences[i] for i in done]
-        if done:
-            self.remove(done)
+        finished = [s for s in self.sequences if s.finished]
+        if finished:
+            self.remove([i for i, s in enumerate(self.sequences) if s.finished])
         return finished
 
     def decode(self) -> list[Choice]:
         """One graph call advancing every running sequence by one position; the choices in row order.
 
-        Each row's input is its last token; its new keys and values are written at column ``length``.
+        Each row's input is its last token; its new keys and values are written at column ``length``
+        (the columns grow by a block first when the longest row has filled its last one).
         The sequences are not changed: the caller records the choices (:meth:`Sequence.advance`).
         """
-        if not self.sequences:
+        if not self.sequences or self.buffers is None:
             return []
-        runner = self.runner
+        runner, buffers = self.runner, self.buffers
         tokens = np.array([s.tokens[-1] for s in self.sequences], dtype=np.int64)
         lengths = np.array([s.length for s in self.sequences], dtype=np.int64)
         columns = kv_columns(int(lengths.max()))
-        if columns > self.width:
-            self._reallocate(len(self.sequences), columns)
+        if columns > buffers.columns:
+            buffers.set_columns(columns, buffers.columns)
         rows = np.arange(len(self.sequences))
-        mask = np.ones((len(rows), self.width + 1), np.int64)
-        mask[:, :-1] = np.arange(self.width)[None, :] < lengths[:, None]
+        mask = np.ones((len(rows), buffers.columns + 1), np.int64)
+        mask[:, :-1] = np.arange(buffers.columns)[None, :] < lengths[:, None]
         embeds = np.asarray(runner.embed[tokens], dtype=np.float32)[:, None, :]
-        logits, new = runner.run(embeds, mask, lengths[:, None], self.kv)
-        for cache, fresh in zip(self.kv, new, strict=True):  # [B, kv, C, d] <- [B, kv, 1, d] at column L_r
-            cache[rows, :, lengths, :] = fresh[:, :, 0, :]
-        return [greedy_choice(seq, row, self.record_margins) for seq, row in zip(self.sequences, logits, strict=False)]
+        logits, new = runner.run(embeds, mask, lengths[:, None], buffers.layers)
+        buffers.write(rows, lengths, [fresh[:, :, 0, :] for fresh in new])  # [B, kv, C, d] <- [B, kv, d] at L_r
+        return [greedy_choice(seq, row) for seq, row in zip(self.sequences, logits, strict=False)]
 
     def remove(self, rows: list[int]) -> None:
-        """Drop rows (finished or cancelled) and trim columns no remaining row needs."""
-        keep = [i for i in range(len(self.sequences)) if i not in set(rows)]
-        self.sequences = [self.sequences[i] for i in keep]
-        if not keep:
-            self.kv = None
+        """Drop rows (finished or cancelled); their memory is given back.
+
+        The last rows move into the holes (each moved row is copied once; the others stay where they
+        are) and the buffers lose their last rows in place. When the longest sequence left, the
+        columns shrink to what the longest remaining one needs (a copy, one layer at a time).
+        The remaining sequences keep their relative order except for the moved ones.
+        """
+        gone = set(rows)
+        keep = len(self.sequences) - len(gone)
+        if keep == 0 or self.buffers is None:
+            self.copied += 0 if self.buffers is None else self.buffers.copied
+            self.sequences, self.buffers = [], None
             return
-        width = kv_columns(max(s.length for s in self.sequences))
-        self.kv = [np.ascontiguousarray(k[keep, :, :width, :]) for k in self.kv]
+        holes = sorted(i for i in gone if i < keep)
+        movers = [i for i in range(keep, len(self.sequences)) if i not in gone]
+        for source, target in zip(movers, holes, strict=True):
+            self.buffers.move_row(source, target, self.sequences[source].length)
+            self.sequences[target] = self.sequences[source]
+        del self.sequences[keep:]
+        self.buffers.set_rows(keep)
+        columns = kv_columns(max(s.length for s in self.sequences))
+        if columns < self.buffers.columns:
+            self.buffers.set_columns(columns, columns)
 
 
 @dataclass(frozen=True)
 class GreedyResult:
     tokens: list[int]
     logprobs: list[float]
-    margins: list[float]
     finish_reason: str
 
 
@@ -458,7 +578,6 @@ def greedy_decode(
     prompt_ids: np.ndarray,
     prompt_table: np.ndarray | None,
     max_new_tokens: int,
-    record_margins: bool = False,
     min_new_tokens: int = 0,
     prefix_cache: PrefixCache | None = None,
     eos_ids: frozenset[int] | None = None,
@@ -476,8 +595,8 @@ def greedy_decode(
         eos_ids=frozenset(runner.spec.eos_token_ids) if eos_ids is None else eos_ids,
         min_new_tokens=min_new_tokens,
     )
-    batch = DecodeBatch(runner, record_margins=record_margins, prefix_cache=prefix_cache)
+    batch = DecodeBatch(runner, prefix_cache=prefix_cache)
     batch.prefill(seq, runner.embed_prompt(prompt_ids, prompt_table), prompt_ids=prompt_ids)
     while not seq.finished:
         batch.step()
-    return GreedyResult(list(seq.tokens), list(seq.logprobs), list(seq.margins), seq.finish_reason or "")
+    return GreedyResult(list(seq.tokens), list(seq.logprobs), seq.finish_reason or "")

@@ -74,8 +74,9 @@ class SchedulerConfig:
     max_running_sequences : int
         Sequences decoded together (running batch size).
     max_kv_tokens : int
-        KV-cache budget in token positions summed over the padded batch
-        (rows x longest sequence); memory = positions x ``TextSpec.kv_bytes_per_token``.
+        KV-cache budget in token positions held by the running batch: rows x the longest
+        sequence's columns, in whole blocks (:data:`~.decoder.KV_BLOCK`), as the runner allocates
+        them; memory = positions x ``TextSpec.kv_bytes_per_token``.
     max_queue : int
         Requests allowed to wait for admission; more are refused (UNAVAILABLE).
     prefill_chunk : int
@@ -278,7 +279,7 @@ class SchedulerPolicy:
         self._max_positions = max_positions
         self._waiting: deque[GenerationRequest] = deque()
         self._prefills: deque[_Prefill] = deque()
-        self._running: list[Sequence] = []  # in the runner's row order
+        self._running: list[Sequence] = []  # in join order (the runner may hold their rows in another)
         self._free: list[Sequence] = []  # left since the last plan: the next plan frees them
         self._join: list[Sequence] = []  # prefilled since the last plan: the next plan joins them
         self._budget: int | None = None  # prompt tokens this iteration may still prefill; None between iterations
@@ -536,7 +537,11 @@ def _cancelled(req: GenerationRequest) -> bool:
 
 
 def _projected_kv(running: list[Sequence], requests: list[GenerationRequest]) -> int:
-    """Worst-case padded KV positions if every sequence ran to its budget (``requests``: not running yet)."""
+    """KV positions the runner would hold if every sequence ran to its budget (``requests``: not running yet).
+
+    The running batch holds one row per sequence of the longest one's columns, in whole blocks
+    (:func:`~.decoder.kv_columns`); a prompt being prefilled holds at most that row's blocks of its own.
+    """
     remaining = [s.length + (s.max_new_tokens - len(s.tokens)) for s in running]
     remaining += [req.worst_case_tokens for req in requests]
     return len(remaining) * kv_columns(max(remaining, default=0))

@@ -36,8 +36,8 @@ def text_prefix(prompt_ids: np.ndarray, vocab_size: int) -> tuple[int, ...]:
 class PrefixCache:
     """Least-recently-used store of ``2 * layers`` arrays ``[1, kv_heads, L, head_dim]`` per prefix.
 
-    The arrays are only read after they are stored (prefill concatenates onto them and the
-    running batch copies them into its own buffers), so entries are shared without copies.
+    The arrays are only read after they are stored (a prefill starting from one reads it once and
+    writes its next chunk into buffers of its own), so entries are shared without copies.
     """
 
     def __init__(self, entries: int = PREFIX_CACHE_ENTRIES, max_tokens: int = PREFIX_CACHE_MAX_TOKENS) -> None:

@@ -127,18 +127,18 @@ class InflightScheduler:
             embeds = self.runner.embed_prompt(seq.request.prompt_ids, seq.request.prompt_table)
             self._prefills[seq] = Prefill(seq, embeds, done=admission.cached, past=admission.past)
         for seq in plan.join:
-            batch.join(seq, self._prefills.pop(seq).past)
+            batch.join(seq, self._prefills.pop(seq).past, adopt=True)
         if plan.prefill:
             jobs = [self._prefills[chunk.sequence] for chunk in plan.prefill]
             choices = batch.run_prefills(jobs, [chunk.tokens for chunk in plan.prefill])
             return StepOutputs(
                 tokens={job.sequence: choice for job, choice in zip(jobs, choices) if choice is not None},
-                prefix_kv={job.sequence: job.past for chunk, job in zip(plan.prefill, jobs) if chunk.ends_prefix},
+                prefix_kv={j.sequence: j.cached_kv() for chunk, j in zip(plan.prefill, jobs) if chunk.ends_prefix},
             )
         if plan.decode:
-            if batch.sequences != list(plan.decode):
-                raise RuntimeError("the running batch does not match the decode plan")
-            return StepOutputs(tokens=dict(zip(plan.decode, batch.decode(), strict=True)))
+            if len(batch.sequences) != len(plan.decode) or set(batch.sequences) != set(plan.decode):
+                raise RuntimeError("the running batch does not match the decode plan")  # rows may be in another order
+            return StepOutputs(tokens=dict(zip(batch.sequences, batch.decode(), strict=True)))
         return StepOutputs()
 
     def _reset(self) -> None:
