@@ -286,6 +286,7 @@ class Prefill:
     past: list[np.ndarray] | None = None
     prefix: tuple[int, ...] | None = None  # a text prefix to prefill on its own and keep in the prefix cache
     copied: int = 0  # cached positions moved to grow the buffers (once per chunk that needs more blocks)
+    own: bool = False  # ``past`` is this job's own list of buffers (not a prefix cache entry's)
 
     def __post_init__(self) -> None:
         self.embeds = np.ascontiguousarray(self.embeds, dtype=np.float32)
@@ -309,11 +310,13 @@ class Prefill:
         end = self.done + count
         if self.past is None:
             self.past = [np.zeros((1, n.shape[1], kv_columns(end), n.shape[3]), np.float32) for n in new]
-        elif self.past[0].shape[2] < end:  # a prefix cache entry is never written to: it has no room
-            grown = KVBuffers(list(self.past))
+        elif not self.own or self.past[0].shape[2] < end:  # a prefix cache entry is never written to
+            if not self.own:  # a prefix cache entry's list stays the cache's
+                self.past = list(self.past)
+            grown = KVBuffers(self.past)  # this list: each old layer goes as soon as its successor is made
             grown.set_columns(kv_columns(end), self.done)
-            self.past = grown.layers
             self.copied += grown.copied
+        self.own = True
         for buffer, fresh in zip(self.past, new, strict=True):
             buffer[:, :, self.done : end] = fresh
         self.done = end
