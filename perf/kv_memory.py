@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -127,8 +128,12 @@ def run_concurrent(runner) -> dict:
     return {"prompt_tokens": int(ids.size), "generated": sum(done.values()), "max_running": stats.max_running}
 
 
-def run_case(size: str, case: str, audio_seconds: float) -> dict:
-    """One case in this process: load the runner, then measure the case alone."""
+def run_case(size: str, case: str, audio_seconds: float, trace: bool = False) -> dict:
+    """One case in this process: load the runner, then measure the case alone.
+
+    With ``trace``, tracemalloc also records the peak of Python's and numpy's own allocations (the
+    KV buffers and their copies, not ONNX Runtime's arena) as ``numpy_peak_mib``.
+    """
     from qwen3_asr_triton.decoding.decoder import DecoderRunner
 
     runner = DecoderRunner(export_dir(size))
@@ -138,10 +143,16 @@ def run_case(size: str, case: str, audio_seconds: float) -> dict:
 
         greedy_decode(runner, ids, table, max_new_tokens=2, eos_ids=frozenset())
     baseline = PeakRss()._process.memory_info().rss
+    if trace:
+        tracemalloc.start()
     start = time.perf_counter()
     with PeakRss() as rss:
         info = run_long(runner, audio_seconds) if case == "long" else run_concurrent(runner)
     wall = time.perf_counter() - start
+    if trace:
+        info["numpy_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / MIB, 1)
+        info["kv_mib"] = round(info["prompt_tokens"] * runner.spec.text.kv_bytes_per_token / MIB, 1)
+        tracemalloc.stop()
     t = runner.spec.text
     return {
         "size": size,
@@ -165,6 +176,33 @@ def commit() -> str:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def table(results: dict) -> str:
+    """Markdown table: one row per size and case, each run's peak RSS (added by decoding) and wall time."""
+    runs = results["runs"]
+    labels = list(runs)
+    head = "| size | case | prompt tokens |" + "".join(
+        f" {label} peak RSS MiB (added) | {label} wall s |" for label in labels
+    )
+    lines = [head, "|" + "---|" * (3 + 2 * len(labels))]
+    keys = []
+    for run in runs.values():
+        keys += [(c["size"], c["case"]) for c in run["cases"] if (c["size"], c["case"]) not in keys]
+    for size, case in keys:
+        cells = [size, case, ""]
+        for label in labels:
+            row = next((c for c in runs[label]["cases"] if (c["size"], c["case"]) == (size, case)), None)
+            if row is None or "error" in row:
+                cells += ["-", "-"]
+                continue
+            cells[2] = str(row["prompt_tokens"]) + (f" ({row['audio_seconds']:.0f} s)" if case == "long" else " x 16")
+            peak = f"{row['peak_rss_mib']:.0f} ({row['added_rss_mib']:.0f})"
+            if "numpy_peak_mib" in row:
+                peak += f", numpy peak {row['numpy_peak_mib']:.0f}, KV {row['kv_mib']:.0f}"
+            cells += [peak, f"{row['wall_s']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--label", default="run", help="name of this run in results.json (e.g. before, after)")
@@ -172,12 +210,17 @@ def main() -> None:
     p.add_argument("--cases", nargs="+", default=["long", "concurrent"])
     p.add_argument("--audio-seconds", type=float, default=1200.0, help="the long case's segment")
     p.add_argument("--long-seconds", nargs="*", default=[], help="per size, e.g. 0.6b=600 (overrides)")
+    p.add_argument("--trace", action="store_true", help="also the peak of numpy's allocations (tracemalloc)")
+    p.add_argument("--table", action="store_true", help="print the table of --out's runs and exit")
     p.add_argument("--one", nargs=2, metavar=("SIZE", "CASE"), help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=RESULTS / "results.json")
     p.add_argument("--commit", help="the commit this code is (default: git HEAD here, +dirty if decoding/ changed)")
     args = p.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())), end="")
+        return
     if args.one:
-        print(json.dumps(run_case(*args.one, args.audio_seconds)))
+        print(json.dumps(run_case(*args.one, args.audio_seconds, args.trace)))
         return
     seconds = {k: float(v) for k, v in (s.split("=") for s in args.long_seconds)}
     rows = []
@@ -185,6 +228,7 @@ def main() -> None:
         for case in args.cases:
             audio = seconds.get(size, args.audio_seconds)
             cmd = [sys.executable, __file__, "--one", size, case, "--audio-seconds", str(audio)]
+            cmd += ["--trace"] if args.trace else []
             out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
             if out.returncode != 0:
                 print(out.stderr[-3000:], file=sys.stderr)
