@@ -19,6 +19,7 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -77,18 +78,25 @@ class PreparedSegment:
         Sample bounds at 16 kHz within the request's audio.
     mel : np.ndarray
         ``[n_mels, frames]`` float32 log-mel of the segment (normalised on its own); the aligner's input.
-    windows : EncoderWindows
-        The same frames cut into the encoder's 8 s windows; the encoder's input.
+    cfg : FeatureConfig
+        The front end that made it (sample rate, window layout).
     """
 
     start: int
     stop: int
     mel: np.ndarray
-    windows: EncoderWindows
+    cfg: FeatureConfig
 
-    def seconds(self, cfg: FeatureConfig) -> tuple[float, float]:
+    @cached_property
+    def windows(self) -> EncoderWindows:
+        """The same frames cut into the encoder's 8 s windows (the encoder's input), made on first use:
+        preprocess only sends the mel, so it never pays for the copy."""
+        return split_windows(self.mel, self.cfg)
+
+    def seconds(self) -> tuple[float, float]:
         """``(offset, duration)`` in seconds."""
-        return self.start / cfg.sampling_rate, (self.stop - self.start) / cfg.sampling_rate
+        rate = self.cfg.sampling_rate
+        return self.start / rate, (self.stop - self.start) / rate
 
 
 def prepare_segment(
@@ -96,7 +104,7 @@ def prepare_segment(
 ) -> PreparedSegment:
     """``waveform[start:stop]``'s log-mel and encoder windows: the one route from samples to features."""
     mel = log_mel(waveform[start:stop])
-    return PreparedSegment(start, stop, mel, split_windows(mel, cfg))
+    return PreparedSegment(start, stop, mel, cfg)
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ class PreparedAudio:
         parts = []
         for (start, stop, _), a, b in zip(segments.tolist(), bounds[:-1], bounds[1:]):
             part = mel[:, a:b]
-            parts.append(PreparedSegment(start, stop, part, split_windows(part, cfg)))
+            parts.append(PreparedSegment(start, stop, part, cfg))
         return cls(parts)
 
 
@@ -389,7 +397,7 @@ class Recognizer:
         relay: _DeltaRelay | None = None,
         index: int = 0,
     ) -> tuple[SegmentResult, list[WordTime]]:
-        offset, seconds = segment.seconds(self.spec.features)
+        offset, seconds = segment.seconds()
         audio = await self.stages.encode(segment.windows)
         on_token = None if relay is None else (lambda ids: relay.tokens(index, ids))
         decoded = await self.decode_segment(

@@ -230,7 +230,7 @@ class StreamRecognizer:
             return Partial("", None, [], 0.0)
         segment = prepare_segment(wave, 0, wave.size, rec.spec.features, self.log_mel)
         audio = await self._encode(state, segment.windows)
-        _, seconds = segment.seconds(rec.spec.features)
+        _, seconds = segment.seconds()
         decoded = await rec.decode_segment(segment.windows, audio, seconds, state.options, prefix=self.prefix(state))
         state.previous_tokens = decoded.token_ids
         return Partial(decoded.text, decoded.language, decoded.token_ids, seconds)
