@@ -11,6 +11,9 @@ Streaming recognition prints partial hypotheses while the audio plays, then the 
 ...     for event in client.stream("call.wav", stream_options=StreamOptions(chunk_seconds=1.0, speed=1.0)):
 ...         print("..." if isinstance(event, Partial) else "final:", event.text)
 
+With ``StreamOptions(endpointing=EndpointingOptions())`` the server cuts the stream into utterances at
+pauses, and each one arrives as an :class:`Utterance` (with its start and end) as soon as it ends.
+
 The library needs tritonclient[grpc], numpy and the shared ``qwen3_asr_triton`` helpers (no torch,
 no onnxruntime; unary requests send files as they are and the server decodes them, while a stream
 of a file decodes it here with PyAV, since the streaming model takes PCM); the CLI adds tqdm for
@@ -27,7 +30,14 @@ from .errors import (
     ServerUnavailableError,
 )
 from .formats import FORMATS, render
-from .options import ClientOptions, RetryPolicy, StreamOptions, TlsOptions, TranscribeOptions
+from .options import (
+    ClientOptions,
+    EndpointingOptions,
+    RetryPolicy,
+    StreamOptions,
+    TlsOptions,
+    TranscribeOptions,
+)
 from .subtitles import Cue, SubtitleLimits, build_cues, to_srt, to_vtt
 from .sync_client import Qwen3ASRClient
 from .sync_stream import TranscriptionStream
@@ -41,6 +51,7 @@ from .types import (
     TensorSpec,
     TextDelta,
     Transcription,
+    Utterance,
     Word,
 )
 
@@ -51,6 +62,7 @@ __all__ = [
     "ClientOptions",
     "Cue",
     "DeadlineExceededError",
+    "EndpointingOptions",
     "InvalidRequestError",
     "MalformedResponseError",
     "ModelMetadata",
@@ -71,6 +83,7 @@ __all__ = [
     "TranscribeOptions",
     "Transcription",
     "TranscriptionStream",
+    "Utterance",
     "Word",
     "build_cues",
     "render",

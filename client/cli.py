@@ -32,6 +32,7 @@ from .options import (
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_URL,
     ClientOptions,
+    EndpointingOptions,
     RetryPolicy,
     StreamOptions,
     TlsOptions,
@@ -201,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="playback speed relative to real time; 0 = as fast as possible (default: %(default)g)",
     )
     _add_recognition_arguments(st)
+    vad = st.add_argument_group(
+        "endpointing", "cut the stream into utterances at pauses (the server's VAD); the knobs default to the server's"
+    )
+    vad.add_argument(
+        "--endpointing", action="store_true", help="print each utterance as '[start-end] text' once it ends"
+    )
+    vad.add_argument("--vad-threshold", type=float, metavar="P", help="speech probability threshold, 0 < P < 1")
+    vad.add_argument("--vad-min-silence-ms", type=int, metavar="MS", help="silence that ends an utterance, in ms")
+    vad.add_argument("--vad-speech-pad-ms", type=int, metavar="MS", help="audio kept around the speech, in ms")
     st.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="output format (default: %(default)s)")
     st.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     _add_connection_arguments(
@@ -246,6 +256,19 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
     return TranscribeOptions(
         language=args.language, context=context, timestamps=args.timestamps, max_new_tokens=args.max_new_tokens
     )
+
+
+VAD_KNOBS = ("vad_threshold", "vad_min_silence_ms", "vad_speech_pad_ms")
+
+
+def stream_options(args: argparse.Namespace) -> StreamOptions:
+    """Validated :class:`StreamOptions` of the stream command (ValueError when invalid)."""
+    knobs = {name: getattr(args, name) for name in VAD_KNOBS if getattr(args, name) is not None}
+    if knobs and not args.endpointing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in knobs)
+        raise ValueError(f"{flags} only apply with --endpointing")
+    endpointing = EndpointingOptions(**knobs) if args.endpointing else None
+    return StreamOptions(chunk_seconds=args.chunk_seconds, speed=args.speed, endpointing=endpointing)
 
 
 # ----------------------------------------------------------------------------- output
@@ -401,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = client_options(args)
         request = transcribe_options(args) if args.command in ("transcribe", "stream") else None
-        pacing = StreamOptions(chunk_seconds=args.chunk_seconds, speed=args.speed) if args.command == "stream" else None
+        pacing = stream_options(args) if args.command == "stream" else None
     except ValueError as exc:
         parser.error(str(exc))
     try:

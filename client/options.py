@@ -43,6 +43,9 @@ MIN_CHUNK_SECONDS = 0.02
 # Past 30 s a chunk is no longer streaming (one partial per half minute); it also
 # bounds one request at 30 s x 384 kHz x 4 B = 46 MB, under gRPC's message cap.
 MAX_CHUNK_SECONDS = 30.0
+# Bounds of the VAD's millisecond knobs (silence that ends an utterance, padding kept around speech):
+# past 10 s of silence an utterance no longer ends at a pause.
+MAX_VAD_MS = 10000
 
 # host:port, where host is a name, an IPv4 address or a bracketed IPv6 address.
 _URL_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>[0-9]{1,5})$")
@@ -289,6 +292,48 @@ class TranscribeOptions:
                 raise ValueError("min_new_tokens must not exceed max_new_tokens")
 
 
+def _check_vad_ms(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer number of milliseconds, got {value!r}")
+    if not 0 <= value <= MAX_VAD_MS:
+        raise ValueError(f"{name} must be between 0 and {MAX_VAD_MS} ms, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class EndpointingOptions:
+    """Cut a stream into utterances with the server's voice activity detector (Silero VAD).
+
+    Each knob left at None keeps the server's default.
+
+    Attributes
+    ----------
+    vad_threshold : float or None
+        Speech probability above which a frame counts as speech, in (0, 1).
+    vad_min_silence_ms : int or None
+        Silence, in ms (0 to 10000), that ends an utterance.
+    vad_speech_pad_ms : int or None
+        Audio, in ms (0 to 10000), kept before and after the speech of an utterance.
+    """
+
+    vad_threshold: float | None = None
+    vad_min_silence_ms: int | None = None
+    vad_speech_pad_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.vad_threshold is not None:
+            value = self.vad_threshold
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"vad_threshold must be a number, got {value!r}")
+            if not (math.isfinite(value) and 0 < value < 1):
+                raise ValueError(f"vad_threshold must be between 0 and 1 (exclusive), got {value}")
+            object.__setattr__(self, "vad_threshold", float(value))
+        _check_vad_ms("vad_min_silence_ms", self.vad_min_silence_ms)
+        _check_vad_ms("vad_speech_pad_ms", self.vad_speech_pad_ms)
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     """How a stream sends its audio.
@@ -303,10 +348,15 @@ class StreamOptions:
         Pace of a file or waveform relative to real time: 1.0 sends each chunk
         when its last sample would have been captured live, 2.0 twice as fast,
         0 as fast as possible. Live sources are sent as they yield, whatever this is.
+    endpointing : EndpointingOptions or None
+        Cut the stream into utterances where the speaker pauses: the stream then
+        yields an :class:`~.types.Utterance` for each one as soon as it ends, and
+        partials of the utterance being spoken. None: one utterance, one final result.
     """
 
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS
     speed: float = 1.0
+    endpointing: EndpointingOptions | None = None
 
     def __post_init__(self) -> None:
         chunk = _check_seconds("chunk_seconds", self.chunk_seconds)
@@ -320,6 +370,8 @@ class StreamOptions:
         if not (math.isfinite(self.speed) and self.speed >= 0):
             raise ValueError(f"speed must be >= 0 and finite (0 = as fast as possible), got {self.speed}")
         object.__setattr__(self, "speed", float(self.speed))
+        if self.endpointing is not None and not isinstance(self.endpointing, EndpointingOptions):
+            raise ValueError(f"endpointing must be EndpointingOptions or None, got {self.endpointing!r}")
 
     def chunk_samples(self, sample_rate: int) -> int:
         """Samples per chunk at ``sample_rate`` (at least one)."""

@@ -5,6 +5,11 @@ one line rewritten in place; otherwise each partial is a line of its own,
 ``[  3.0 s] text``, and the final result follows as the transcribe command
 prints it. ``--format json`` prints JSON Lines, one object per event, with
 ``"is_final"`` telling them apart. The summary goes to stderr.
+
+With ``--endpointing`` each utterance is printed once it ends, as a line
+``[12.34-15.67] text`` (start and end in seconds from the start of the file),
+or in json as an object with ``"utterance"`` (its index), ``"start"``, ``"end"``
+and its ``"transcription"``; ``"is_final"`` is true on the stream's last one.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from .formats import render
 from .options import ClientOptions, StreamOptions, TranscribeOptions
 from .subtitles import display_width
 from .sync_client import Qwen3ASRClient
-from .types import Partial, StreamStats, Transcription
+from .types import Partial, StreamStats, Transcription, Utterance
 
 # Erase the terminal line the cursor is on and return to its start (ANSI "erase in line").
 CLEAR_LINE = "\r\x1b[K"
@@ -77,6 +82,15 @@ class EventPrinter:
         self._write(CLEAR_LINE + label + fit_tail(text, max(1, columns - len(label))))
         self._line_open = True
 
+    def utterance(self, event: Utterance) -> None:
+        """One line (or JSON object) for an utterance that ended, replacing the partial on the terminal line."""
+        self.end_line()
+        if self.fmt == "json":
+            data = {"is_final": event.last, "utterance": event.index, "file": self.source, **event.to_dict()}
+            self._write(json.dumps(data, ensure_ascii=False) + "\n")
+            return
+        self._write(f"{utterance_label(event)} {' '.join(event.text.split())}\n")
+
     def final(self, result: Transcription) -> None:
         self.end_line()
         if self.fmt == "json":
@@ -96,6 +110,11 @@ class EventPrinter:
         self.out.flush()
 
 
+def utterance_label(event: Utterance) -> str:
+    """``[start-end]`` of an utterance, in seconds to the hundredth."""
+    return f"[{event.start:.2f}-{event.end:.2f}]"
+
+
 def describe(stats: StreamStats, latencies: list[float], wall_seconds: float) -> str:
     """One-line summary of a stream for stderr."""
     parts = [
@@ -103,6 +122,8 @@ def describe(stats: StreamStats, latencies: list[float], wall_seconds: float) ->
         f"audio {stats.audio_seconds:.1f} s",
         f"wall {wall_seconds:.1f} s",
     ]
+    if stats.utterances:
+        parts.insert(2, f"{stats.utterances} utterances")
     if latencies:
         ordered = sorted(latencies)
         parts.append(f"partial latency median {ordered[len(ordered) // 2]:.2f} s, max {ordered[-1]:.2f} s")
@@ -164,6 +185,8 @@ def run_stream(
                     if isinstance(event, Partial):
                         latencies.append(event.latency)
                         printer.partial(event)
+                    elif isinstance(event, Utterance):
+                        printer.utterance(event)
                     else:
                         printer.final(event)
         except Qwen3ASRError as exc:

@@ -7,6 +7,14 @@ to chunks by request id (Triton copies it into the response). The server answers
 a stream's chunks in order and skips the partial of a chunk that a newer one
 superseded, so a response to chunk ``k`` also settles every chunk before it;
 that is what the per-chunk deadline is measured against.
+
+With endpointing a chunk gets zero or several responses: the :class:`Utterance`
+results of the utterances that ended, then at most one :class:`Partial` of the
+one still open; chunks of silence get none. An unanswered chunk then says
+nothing about the server, so the deadline of an endpointing stream covers the
+END chunk only: once END is sent, the last response (IS_FINAL) must come within
+the timeout of sending it. Before END, a server that hangs without breaking the
+stream is not noticed (a broken stream is, at once, as without endpointing).
 """
 
 from __future__ import annotations
@@ -24,10 +32,10 @@ from typing import Any
 from tritonclient.utils import InferenceServerException
 
 from .errors import DeadlineExceededError, MalformedResponseError, Qwen3ASRError, from_stream_error
-from .options import ClientOptions, StreamOptions, TranscribeOptions
+from .options import ClientOptions, EndpointingOptions, StreamOptions, TranscribeOptions
 from .stream_source import PcmChunk, StreamSource
-from .stream_wire import chunk_inputs, is_final, parse_partial, response_id
-from .types import Partial, StreamStats, Transcription
+from .stream_wire import chunk_inputs, is_final, make_utterance, parse_partial, response_id, utterance_info
+from .types import Partial, StreamStats, Transcription, Utterance
 from .wire import parse_result
 
 logger = logging.getLogger(__name__)
@@ -36,7 +44,7 @@ logger = logging.getLogger(__name__)
 # 63 random bits fit both, and make a clash between live streams negligible.
 SEQUENCE_ID_BITS = 63
 
-StreamEvent = Partial | Transcription
+StreamEvent = Partial | Utterance | Transcription
 
 
 def new_sequence_id() -> int:
@@ -93,6 +101,8 @@ class StreamSession:
         Sent with the START chunk.
     clock : callable
         Monotonic clock in seconds, injected for tests.
+    endpointing : EndpointingOptions, optional
+        Ask the server to cut the stream into utterances (sent with the START chunk).
 
     Notes
     -----
@@ -104,9 +114,11 @@ class StreamSession:
         options: ClientOptions,
         request: TranscribeOptions,
         clock: Callable[[], float] = time.perf_counter,
+        endpointing: EndpointingOptions | None = None,
     ) -> None:
         self.options = options
         self.request = request
+        self.endpointing = endpointing
         self.sequence_id = new_sequence_id()
         self._clock = clock
         self._id_prefix = uuid.uuid4().hex
@@ -119,6 +131,9 @@ class StreamSession:
         self._audio_seconds = 0.0
         self._started_at = clock()
         self._final_latency: float | None = None
+        self._end: _SentChunk | None = None  # the END chunk, once sent
+        self._utterances = 0
+        self._last_utterance = -1  # highest utterance index whose result arrived
 
     @property
     def finished(self) -> bool:
@@ -133,10 +148,18 @@ class StreamSession:
         """Keyword arguments of ``async_stream_infer`` (and the dict ``stream_infer`` takes) for the next chunk."""
         with self._lock:
             index = len(self._sent)
-            inputs = chunk_inputs(chunk.samples, sample_rate, self.request if index == 0 else None)
+            start = index == 0
+            inputs = chunk_inputs(
+                chunk.samples,
+                sample_rate,
+                self.request if start else None,
+                self.endpointing if start else None,
+            )
             sent = _SentChunk(index, f"{self._id_prefix}-{index}", self._clock())
             self._sent.append(sent)
             self._by_id[sent.request_id] = sent
+            if chunk.last:
+                self._end = sent
             self._audio_seconds = chunk.end_seconds
         logger.debug("%s: chunk %d (%d samples, end=%s)", self.describe(), index, chunk.samples.size, chunk.last)
         return {
@@ -164,6 +187,8 @@ class StreamSession:
                 raise MalformedResponseError(f"a response to unknown request {request_id!r} ({self.describe()})")
             final = is_final(result, request_id)
             latency = received_at - sent.sent_at
+            if self.endpointing is not None:
+                return self._on_endpointing_result(result, sent, final, latency, request_id)
             if final:
                 self._answered = len(self._sent) - 1
                 self._final_latency = latency
@@ -175,6 +200,37 @@ class StreamSession:
             self._last_partial = sent.index
             self._partials += 1
         return parse_partial(result, sent.index, latency, request_id)
+
+    def _on_endpointing_result(
+        self, result, sent: _SentChunk, final: bool, latency: float, request_id: str
+    ) -> Partial | Utterance | None:
+        """``on_result`` of an endpointing stream (the lock held): an utterance's result, a partial, or None.
+
+        The IS_FINAL response ends the stream: it is the last utterance's result
+        (``last=True``) or, when no utterance was open, an empty response (None).
+        """
+        if self.finished:
+            logger.debug("%s: response after the final dropped (chunk %d)", self.describe(), sent.index)
+            return None
+        info = utterance_info(result, request_id)
+        utterance_final = final if info.final is None else info.final
+        event: Partial | Utterance | None = None
+        if utterance_final:
+            event = make_utterance(info, parse_result(result, request_id), sent.index, latency, request_id, final)
+            self._utterances += 1
+            self._last_utterance = max(self._last_utterance, info.index)
+        elif not final:
+            if sent.index <= self._last_partial or info.index <= self._last_utterance:
+                logger.debug("%s: stale partial of chunk %d dropped", self.describe(), sent.index)
+            else:
+                event = parse_partial(result, sent.index, latency, request_id)
+                self._last_partial = sent.index
+                self._partials += 1
+        self._answered = max(self._answered, sent.index)
+        if final:
+            self._answered = len(self._sent) - 1
+            self._final_latency = latency
+        return event
 
     def handle(self, item: InboxItem) -> StreamEvent | None:
         """The event an inbox item yields, if any.
@@ -213,18 +269,32 @@ class StreamSession:
         """The client's exception for an error received on the stream."""
         return from_stream_error(exc, self.describe())
 
+    def _waiting(self) -> _SentChunk | None:
+        """The chunk whose answer is owed (the lock held): the oldest unanswered one; with endpointing, END."""
+        if self.finished:
+            return None
+        if self.endpointing is not None:
+            return self._end
+        waiting = self._answered + 1
+        return self._sent[waiting] if waiting < len(self._sent) else None
+
     def deadline(self, timeout: float | None) -> float | None:
-        """Clock time by which the oldest unanswered chunk must be answered; None when none is waiting."""
+        """Clock time by which the chunk owed an answer must get it; None when none is waiting.
+
+        Without endpointing every chunk is owed one (a partial, or a newer chunk's answer that
+        settles it); with endpointing only END is (the final), since chunks of silence get none.
+        """
         if timeout is None:
             return None
         with self._lock:
-            waiting = self._answered + 1
-            return self._sent[waiting].sent_at + timeout if waiting < len(self._sent) else None
+            waiting = self._waiting()
+            return None if waiting is None else waiting.sent_at + timeout
 
     def timeout_error(self, timeout: float | None) -> DeadlineExceededError:
         """Error for a chunk left unanswered past the deadline."""
         with self._lock:
-            index = self._answered + 1
+            waiting = self._waiting()
+            index = self._answered + 1 if waiting is None else waiting.index
         return DeadlineExceededError(
             f"{self.describe()}: chunk {index} not answered within the {timeout:g} s deadline", "DEADLINE_EXCEEDED"
         )
@@ -238,6 +308,7 @@ class StreamSession:
                 partials=self._partials,
                 audio_seconds=self._audio_seconds,
                 final_latency=self._final_latency,
+                utterances=self._utterances,
             )
 
 
@@ -256,7 +327,7 @@ class StreamHandleBase:
     ) -> None:
         self.options = options
         self.stream_options = stream_options
-        self.session = StreamSession(options, request)
+        self.session = StreamSession(options, request, endpointing=stream_options.endpointing)
         self._source = source
         self._events = self._run()
 

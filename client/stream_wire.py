@@ -11,17 +11,36 @@ for END, by the final result with every output of ``qwen3_asr``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import tritonclient.grpc as grpcclient
 
 from .errors import MalformedResponseError
-from .options import TranscribeOptions
-from .types import Partial
-from .wire import make_tensor, option_inputs
+from .options import EndpointingOptions, TranscribeOptions
+from .types import Partial, Transcription, Utterance
+from .wire import TIME_DECIMALS, make_tensor, option_inputs
+
+
+def endpointing_inputs(endpointing: EndpointingOptions) -> list[grpcclient.InferInput]:
+    """The START inputs that turn endpointing on: ENDPOINTING plus the knobs that are set, each ``[1, 1]``."""
+    tensors = [make_tensor("ENDPOINTING", np.array([[True]]), "BOOL")]
+    knobs = (
+        ("VAD_THRESHOLD", endpointing.vad_threshold, np.float32, "FP32"),
+        ("VAD_MIN_SILENCE_MS", endpointing.vad_min_silence_ms, np.int32, "INT32"),
+        ("VAD_SPEECH_PAD_MS", endpointing.vad_speech_pad_ms, np.int32, "INT32"),
+    )
+    for name, value, dtype, datatype in knobs:
+        if value is not None:
+            tensors.append(make_tensor(name, np.array([[value]], dtype=dtype), datatype))
+    return tensors
 
 
 def chunk_inputs(
-    samples: np.ndarray, sample_rate: int, options: TranscribeOptions | None = None
+    samples: np.ndarray,
+    sample_rate: int,
+    options: TranscribeOptions | None = None,
+    endpointing: EndpointingOptions | None = None,
 ) -> list[grpcclient.InferInput]:
     """Input tensors of one chunk request.
 
@@ -33,6 +52,8 @@ def chunk_inputs(
         Their rate in Hz; constant within a stream.
     options : TranscribeOptions, optional
         Given for the START chunk only: the stream's language, context, timestamps, token cap.
+    endpointing : EndpointingOptions, optional
+        Given for the START chunk of an endpointing stream only.
     """
     pcm = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
     tensors = [
@@ -41,6 +62,8 @@ def chunk_inputs(
     ]
     if options is not None:
         tensors += option_inputs(options, batched=True)
+    if endpointing is not None:
+        tensors += endpointing_inputs(endpointing)
     return tensors
 
 
@@ -71,6 +94,68 @@ def _text(result, name: str) -> str:
     return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
 
 
+def _scalar(result, name: str):
+    value = result.as_numpy(name)
+    return None if value is None or value.size != 1 else value.reshape(-1)[0]
+
+
+@dataclass(frozen=True)
+class UtteranceInfo:
+    """The utterance outputs of one response; defaults for a server that sends none of them."""
+
+    index: int = 0
+    final: bool | None = None  # None: not sent (read as IS_FINAL)
+    start: float = 0.0
+    end: float | None = None
+
+
+def utterance_info(result, request_id: str) -> UtteranceInfo:
+    """UTTERANCE_INDEX, UTTERANCE_FINAL, UTTERANCE_START and UTTERANCE_END of a response, where present.
+
+    Raises
+    ------
+    MalformedResponseError
+        A negative utterance index.
+    """
+    index, final = _scalar(result, "UTTERANCE_INDEX"), _scalar(result, "UTTERANCE_FINAL")
+    start, end = _scalar(result, "UTTERANCE_START"), _scalar(result, "UTTERANCE_END")
+    info = UtteranceInfo(
+        index=0 if index is None else int(index),
+        final=None if final is None else bool(final),
+        # float32 on the wire: milliseconds are all it carries meaningfully.
+        start=0.0 if start is None else round(float(start), TIME_DECIMALS),
+        end=None if end is None else round(float(end), TIME_DECIMALS),
+    )
+    if info.index < 0:
+        raise MalformedResponseError(f"a negative UTTERANCE_INDEX {info.index} (request {request_id})")
+    return info
+
+
+def make_utterance(
+    info: UtteranceInfo, transcription: Transcription, chunk: int, latency: float, request_id: str, last: bool
+) -> Utterance:
+    """An :class:`Utterance` from a response's utterance outputs and its parsed result.
+
+    Raises
+    ------
+    MalformedResponseError
+        The utterance ends before it starts.
+    """
+    end = info.end if info.end is not None else max(info.start, transcription.audio_seconds)
+    if end < info.start:
+        raise MalformedResponseError(f"utterance {info.index} spans [{info.start}, {end}] s (request {request_id})")
+    return Utterance(
+        index=info.index,
+        start=info.start,
+        end=end,
+        transcription=transcription,
+        chunk=chunk,
+        latency=latency,
+        request_id=request_id,
+        last=last,
+    )
+
+
 def parse_partial(result, chunk: int, latency: float, request_id: str) -> Partial:
     """A :class:`Partial` from a partial response to chunk ``chunk``.
 
@@ -84,6 +169,7 @@ def parse_partial(result, chunk: int, latency: float, request_id: str) -> Partia
     if text is None or text.size != 1 or seconds is None or seconds.size != 1:
         raise MalformedResponseError(f"a partial without one TEXT and AUDIO_SECONDS (request {request_id})")
     token_ids = result.as_numpy("TOKEN_IDS")
+    info = utterance_info(result, request_id)
     return Partial(
         text=_text(result, "TEXT"),
         language=_text(result, "DETECTED_LANGUAGE") or None,
@@ -93,4 +179,6 @@ def parse_partial(result, chunk: int, latency: float, request_id: str) -> Partia
         chunk=chunk,
         latency=latency,
         request_id=request_id,
+        utterance=info.index,
+        utterance_start=info.start,
     )

@@ -141,6 +141,8 @@ class Qwen3ASRClient:
         TranscriptionStream
             Iterator of :class:`~.types.Partial` events and, last, the final
             :class:`~.types.Transcription`, which equals :meth:`transcribe` of the same PCM.
+            With ``stream_options.endpointing``: partials and an :class:`~.types.Utterance`
+            per utterance, each equal to :meth:`transcribe` of its span of the PCM.
             Errors surface while iterating (see :class:`TranscriptionStream`).
 
         Notes

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 class TranscriptionStream(StreamHandleBase):
     """The events of one stream: :class:`~.types.Partial` hypotheses, then the final :class:`~.types.Transcription`.
 
+    With ``StreamOptions.endpointing`` the events are :class:`~.types.Partial` hypotheses of the
+    utterance being spoken and an :class:`~.types.Utterance` for each one that ended; the last
+    utterance has ``last=True`` (a stream that ends in silence ends without one).
+
     Returned by :meth:`Qwen3ASRClient.stream`; nothing is sent before the first ``next()``.
     Iteration ends after the final result. Leaving early (``break``, an exception)
     should be followed by :meth:`close` (or use the stream as a context manager),
@@ -39,7 +43,8 @@ class TranscriptionStream(StreamHandleBase):
     decoded or the server rejects a chunk (bad option, bad audio...),
     :class:`~.errors.ServerUnavailableError` when the server cannot be reached or
     the stream broke, :class:`~.errors.DeadlineExceededError` when a chunk is not
-    answered within ``ClientOptions.timeout``, and whatever a live source raises.
+    answered within ``ClientOptions.timeout`` (with endpointing: the final, within that
+    time after the last chunk), and whatever a live source raises.
     A stream that the server ends without an error and without a final result is
     only noticed at that deadline (tritonclient's blocking stream does not report it).
     """

@@ -150,6 +150,10 @@ class Partial:
         Seconds from sending that chunk to receiving this partial.
     request_id : str
         Id of that chunk's request (it appears in the server's log).
+    utterance : int
+        0-based index of the utterance it belongs to (always 0 without endpointing).
+    utterance_start : float
+        Where that utterance starts, in seconds from the start of the stream (0.0 without endpointing).
     """
 
     text: str
@@ -159,6 +163,8 @@ class Partial:
     chunk: int
     latency: float
     request_id: str = ""
+    utterance: int = 0
+    utterance_start: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +175,58 @@ class Partial:
             "latency": round(self.latency, 4),
             "token_ids": list(self.token_ids),
             "request_id": self.request_id,
+            "utterance": self.utterance,
+            "utterance_start": self.utterance_start,
+        }
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance of an endpointing stream, recognised once the speaker paused (or the stream ended).
+
+    Attributes
+    ----------
+    index : int
+        0-based position of the utterance in the stream.
+    start, end : float
+        Its span, in seconds from the start of the stream (speech padding included).
+    transcription : Transcription
+        What the server recognised in that span: the same as a unary request of those
+        samples, with word and segment times in seconds from the start of the stream.
+    chunk : int
+        0-based index of the chunk whose request this result answered.
+    latency : float
+        Seconds from sending that chunk to receiving this result.
+    request_id : str
+        Id of that chunk's request.
+    last : bool
+        True for the stream's last event (the utterance that ended with the stream).
+    """
+
+    index: int
+    start: float
+    end: float
+    transcription: Transcription
+    chunk: int
+    latency: float
+    request_id: str = ""
+    last: bool = False
+
+    @property
+    def text(self) -> str:
+        """The utterance's transcript (``transcription.text``)."""
+        return self.transcription.text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "start": self.start,
+            "end": self.end,
+            "chunk": self.chunk,
+            "latency": round(self.latency, 4),
+            "request_id": self.request_id,
+            "last": self.last,
+            "transcription": self.transcription.to_dict(),
         }
 
 
@@ -190,6 +248,8 @@ class StreamStats:
     final_latency : float or None
         Seconds from sending the last chunk (END) to receiving the final result;
         None until it arrived.
+    utterances : int
+        Utterance results received (endpointing streams only; 0 otherwise).
     """
 
     sequence_id: int
@@ -197,6 +257,7 @@ class StreamStats:
     partials: int = 0
     audio_seconds: float = 0.0
     final_latency: float | None = None
+    utterances: int = 0
 
     @property
     def chunks(self) -> int:
@@ -210,6 +271,7 @@ class StreamStats:
             "partials": self.partials,
             "audio_seconds": round(self.audio_seconds, 3),
             "final_latency": None if self.final_latency is None else round(self.final_latency, 4),
+            "utterances": self.utterances,
         }
 
 
