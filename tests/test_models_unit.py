@@ -127,7 +127,7 @@ def test_decoder_serves_good_requests_next_to_bad_ones(decoder_model, model_repo
     vocab, hidden = spec.text.vocab_size, spec.text.hidden_size
     rng = np.random.default_rng(0)
     table = rng.standard_normal((20, hidden)).astype(np.float32)
-    prompt = [151644, 8948, 198, *range(vocab, vocab + 20), 151645, 198]
+    prompt = _chat_prompt(model_repository, spec, 20)
     good = _decoder_request(prompt, table, 12)
     out_of_range = _decoder_request([*prompt[:-1], vocab + 50], table, 12)
     too_long = _decoder_request(prompt, table, 10**7)
@@ -154,15 +154,23 @@ def test_decoder_serves_good_requests_next_to_bad_ones(decoder_model, model_repo
     assert streaming.sender.responses[-1] == (None, pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
-def _tiny_prompt(spec, rows=20):
+def _chat_prompt(repository, spec, rows: int) -> list[int]:
+    """The recogniser's prompt with ``rows`` audio positions, in prompt-table form (as the entry model sends it)."""
+    from qwen3_asr_triton.prompt import PromptBuilder, to_prompt_table_ids
+    from qwen3_asr_triton.tokenizer import TextTokenizer
+
+    builder = PromptBuilder(TextTokenizer.from_file(repository / "postprocess" / "1"), spec.audio_token_id)
+    return to_prompt_table_ids(builder.asr_prompt(rows), spec.audio_token_id, spec.text.vocab_size).tolist()
+
+
+def _tiny_prompt(repository, spec, rows=20):
     table = np.random.default_rng(1).standard_normal((rows, spec.text.hidden_size)).astype(np.float32)
-    vocab = spec.text.vocab_size
-    return [151644, 8948, 198, *range(vocab, vocab + rows), 151645, 198], table
+    return _chat_prompt(repository, spec, rows), table
 
 
-def test_decoder_enforces_its_own_limits(decoder_model):
+def test_decoder_enforces_its_own_limits(decoder_model, model_repository):
     """Called directly, the decoder can do nothing the public model cannot (issue: 20,000 tokens were generated)."""
-    prompt, table = _tiny_prompt(decoder_model.spec)
+    prompt, table = _tiny_prompt(model_repository, decoder_model.spec)
     cases = {
         "request_output_len must be between 1 and 4096": _decoder_request(prompt, table, 20000),
         "request_output_len must be between 1 and": _decoder_request(prompt, table, 0),
@@ -182,9 +190,9 @@ def test_decoder_enforces_its_own_limits(decoder_model):
     assert decoder_model.scheduler.stats.steps == 0, "nothing was generated for a refused request"
 
 
-def test_a_stop_request_drops_the_running_generation(decoder_model):
+def test_a_stop_request_drops_the_running_generation(decoder_model, model_repository):
     """TensorRT-LLM's cancellation: ``stop`` with a running request's id frees it at the next step."""
-    prompt, table = _tiny_prompt(decoder_model.spec)
+    prompt, table = _tiny_prompt(model_repository, decoder_model.spec)
     long = _decoder_request(prompt, table, 4000, min_length=np.array([[4000]], np.int32))
     long.request_id_value = "generation-1"
     other = _decoder_request(prompt, table, 6)

@@ -7,7 +7,10 @@ import pytest
 
 from qwen3_asr_triton.decoding.decoder import DecoderRunner, greedy_decode
 from qwen3_asr_triton.decoding.prefix_cache import PrefixCache, text_prefix
+from qwen3_asr_triton.prompt import PromptBuilder, to_prompt_table_ids
+from qwen3_asr_triton.tokenizer import TextTokenizer
 
+# The cache unit tests below key on made-up ids (not prompts): ids >= VOCAB are audio, the rest arbitrary text.
 VOCAB = 1000
 
 
@@ -55,9 +58,10 @@ def prompt(asr_export):
     spec = runner.spec
     rng = np.random.default_rng(3)
     table = rng.standard_normal((30, spec.text.hidden_size)).astype(np.float32)
-    head = [151644, 8948, 198, 151645, 198, 151644, 872, 198]
-    ids = np.array([*head, *range(spec.text.vocab_size, spec.text.vocab_size + 30), 151645, 198, 151644, 77091, 198])
-    return ids, table, len(head)
+    chat = PromptBuilder(TextTokenizer.from_file(asr_export), spec.audio_token_id).asr_prompt(30)
+    head = chat.index(spec.audio_token_id)  # the template's text before the first audio placeholder
+    ids = to_prompt_table_ids(chat, spec.audio_token_id, spec.text.vocab_size)
+    return ids, table, head
 
 
 def test_decoding_from_a_cached_prefix_matches_a_full_prefill(asr_export, prompt):

@@ -23,6 +23,8 @@ from qwen3_asr_triton.decoding.policy import SchedulerPolicy, StepOutputs, StepP
 from qwen3_asr_triton.decoding.prefix_cache import PrefixCache
 from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightScheduler, SchedulerConfig
 from qwen3_asr_triton.errors import CapacityError, InputError, RequestCancelledError
+from qwen3_asr_triton.prompt import PromptBuilder, to_prompt_table_ids
+from qwen3_asr_triton.tokenizer import TextTokenizer
 
 VOCAB = 1000
 EOS = 7
@@ -398,11 +400,17 @@ def runner(asr_export):
     return DecoderRunner(asr_export)
 
 
-def _prompt(runner, n_audio: int, seed: int):
+@pytest.fixture(scope="module")
+def builder(asr_export, runner):
+    return PromptBuilder(TextTokenizer.from_file(asr_export), runner.spec.audio_token_id)
+
+
+def _prompt(runner, builder: PromptBuilder, n_audio: int, seed: int):
+    """The recogniser's prompt in prompt-table form, with a random audio table."""
     spec = runner.spec
     rng = np.random.default_rng(seed)
     table = rng.standard_normal((n_audio, spec.text.hidden_size)).astype(np.float32)
-    ids = np.array([151644, 8948, 198, *range(spec.text.vocab_size, spec.text.vocab_size + n_audio), 151645, 198])
+    ids = to_prompt_table_ids(builder.asr_prompt(n_audio), spec.audio_token_id, spec.text.vocab_size)
     return ids, table
 
 
@@ -417,10 +425,10 @@ def _assert_greedy(runner, seq, prompt, max_new, **kw):
     np.testing.assert_allclose(seq.logprobs, alone.logprobs, rtol=0, atol=1e-4)
 
 
-def test_requests_join_and_leave_on_the_loop_thread_and_match_greedy(runner):
+def test_requests_join_and_leave_on_the_loop_thread_and_match_greedy(runner, builder):
     """Each request arrives when the one before has two tokens; every stream equals greedy decoding."""
     sched = InflightScheduler(runner, SchedulerConfig(max_running_sequences=8, max_kv_tokens=100_000, prefill_chunk=64))
-    jobs = {i: (_prompt(runner, 10 + 37 * i, i), 5 + 9 * i) for i in range(6)}
+    jobs = {i: (_prompt(runner, builder, 10 + 37 * i, i), 5 + 9 * i) for i in range(6)}
     done: dict = {}
     all_done = threading.Event()
 
@@ -456,10 +464,10 @@ def test_requests_join_and_leave_on_the_loop_thread_and_match_greedy(runner):
     assert sched.policy.prefix_cache.hits == len(jobs) - 1  # the chat template's head, shared
 
 
-def test_a_cancelled_generation_frees_its_rows_and_the_others_match_greedy(runner):
+def test_a_cancelled_generation_frees_its_rows_and_the_others_match_greedy(runner, builder):
     sched = InflightScheduler(runner, SchedulerConfig(max_running_sequences=4, prefill_chunk=512))
     done: dict = {}
-    prompt = _prompt(runner, 30, 2)
+    prompt = _prompt(runner, builder, 30, 2)
     streamed: list[int] = []
 
     def on_done(req, seq, error):
@@ -485,9 +493,9 @@ def test_a_cancelled_generation_frees_its_rows_and_the_others_match_greedy(runne
     assert len(sched.batch) == 0 and sched.batch.kv is None and sched.active == 0
 
 
-def test_an_engine_failure_fails_in_flight_requests_but_not_the_scheduler(runner, monkeypatch):
+def test_an_engine_failure_fails_in_flight_requests_but_not_the_scheduler(runner, builder, monkeypatch):
     sched = InflightScheduler(runner, SchedulerConfig())
-    prompt = _prompt(runner, 8, 3)
+    prompt = _prompt(runner, builder, 8, 3)
     original = runner.run
     calls = {"n": 0}
 
