@@ -19,7 +19,10 @@ import tritonclient.grpc as grpcclient
 from .errors import MalformedResponseError
 from .options import EndpointingOptions, TranscribeOptions
 from .types import Partial, Transcription, Utterance
-from .wire import TIME_DECIMALS, make_tensor, option_inputs
+from .wire import make_tensor, option_inputs
+
+# Decimals kept of UTTERANCE_START / UTTERANCE_END (float32 seconds on the wire).
+SPAN_DECIMALS = 6
 
 
 def endpointing_inputs(endpointing: EndpointingOptions) -> list[grpcclient.InferInput]:
@@ -122,9 +125,10 @@ def utterance_info(result, request_id: str) -> UtteranceInfo:
     info = UtteranceInfo(
         index=0 if index is None else int(index),
         final=None if final is None else bool(final),
-        # float32 on the wire: milliseconds are all it carries meaningfully.
-        start=0.0 if start is None else round(float(start), TIME_DECIMALS),
-        end=None if end is None else round(float(end), TIME_DECIMALS),
+        # Kept to the microsecond, not the millisecond of word times: an utterance's span is a whole
+        # number of samples (a 16 kHz sample is 62.5 us), which ``round(seconds * rate)`` gives back.
+        start=0.0 if start is None else round(float(start), SPAN_DECIMALS),
+        end=None if end is None else round(float(end), SPAN_DECIMALS),
     )
     if info.index < 0:
         raise MalformedResponseError(f"a negative UTTERANCE_INDEX {info.index} (request {request_id})")
