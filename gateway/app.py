@@ -7,6 +7,8 @@ Routes
 ``GET  /v1/models``, ``GET /v1/models/{id}``  the one served model
 ``GET  /health``                   200 when Triton's entry model is ready, else 503 (no key needed)
 ``GET  /metrics``                  Prometheus text (no key needed)
+``WS   /v1/realtime?intent=transcription``  OpenAI's Realtime transcription events (see :mod:`.realtime`)
+``GET  /``, ``/static/{name}``     the live-caption and upload page (no key needed to load it)
 
 Every error is answered in OpenAI's shape (see :mod:`.errors`).
 """
@@ -24,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwen3_asr_triton.client import Qwen3ASRError
@@ -35,8 +37,10 @@ from .concurrency import ConcurrencyLimit, Slot
 from .errors import INVALID_REQUEST, SERVER_ERROR, ApiError, error_body, from_client_error, invalid
 from .metrics import CLIENT_CLOSED_STATUS, GatewayMetrics, MetricsMiddleware
 from .options import GatewayOptions
+from .page import PAGE_ROUTES
 from .params import parse_transcription_params
 from .pool import ClientFactory, ClientPool
+from .realtime import realtime_endpoint
 from .responses import MEDIA_TYPES, render
 from .streaming import start_stream
 from .upload import FILE_FIELD, read_form
@@ -262,6 +266,9 @@ def create_app(options: GatewayOptions, client_factory: ClientFactory | None = N
         Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        # OpenAI's Realtime transcription over a WebSocket (see .realtime), and the live-caption page.
+        WebSocketRoute("/v1/realtime", realtime_endpoint),
+        *PAGE_ROUTES,
     ]
     app = Starlette(
         routes=routes,

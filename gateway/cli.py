@@ -131,6 +131,7 @@ def serve(argv: list[str]) -> int:
     import uvicorn
 
     from .app import create_app
+    from .realtime import MAX_FRAME_BYTES, WS_PING_SECONDS
 
     if options.api_key is None and options.host not in ("127.0.0.1", "::1", "localhost"):
         logging.getLogger(__name__).warning(
@@ -142,7 +143,12 @@ def serve(argv: list[str]) -> int:
         port=options.port,
         log_level=level,
         http="h11",
-        ws="none",
+        # WebSockets only for /v1/realtime: frames bounded, pings find clients that vanished silently.
+        ws="websockets-sansio",
+        ws_max_size=MAX_FRAME_BYTES,
+        ws_ping_interval=WS_PING_SECONDS,
+        ws_ping_timeout=WS_PING_SECONDS,
+        ws_per_message_deflate=False,
         lifespan="on",
         limit_concurrency=max(MIN_CONNECTIONS, CONNECTIONS_PER_SLOT * options.max_concurrency),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,

@@ -46,6 +46,17 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.realtime_sessions = Gauge(
+            "qwen3_asr_gateway_realtime_sessions",
+            "Realtime WebSocket sessions open now",
+            registry=self.registry,
+        )
+        self.realtime_streams = Gauge(
+            "qwen3_asr_gateway_realtime_streams",
+            "Streams to Triton that realtime sessions hold open now",
+            registry=self.registry,
+        )
+
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Count one finished request."""
         self.requests.labels(route=route, status=str(status)).inc()
