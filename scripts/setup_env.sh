@@ -5,7 +5,7 @@
 # Knobs (environment):
 #   PYTHON        interpreter to build the venv from (default: python3; 3.10-3.12)
 #   EXTRAS        pip extras to install (default: export,serve,gateway,test)
-#   INSTALL_SYSTEM_PACKAGES=1  also apt-get the tools the tests use (espeak-ng, sox, ffmpeg, openssl, ps, ss)
+#   INSTALL_SYSTEM_PACKAGES=1  also apt-get the tools the tests use (espeak-ng, sox, ffmpeg, openssl, ps, ss, chromium)
 #                              when one is missing
 set -euo pipefail
 
@@ -19,8 +19,8 @@ STAMP="$VENV/.qwen3-asr-stamp"
 
 # --- stage 1: system packages for tests and the sample audio tools (optional) ---
 # Commands the tests run, and the Debian packages that bring them.
-SYSTEM_TOOLS=(espeak-ng sox ffmpeg openssl ps ss)
-SYSTEM_PACKAGES=(espeak-ng sox libsox-fmt-all ffmpeg openssl procps iproute2)
+SYSTEM_TOOLS=(espeak-ng sox ffmpeg openssl ps ss chromium)
+SYSTEM_PACKAGES=(espeak-ng sox libsox-fmt-all ffmpeg openssl procps iproute2 chromium)
 if [[ "$INSTALL_SYSTEM_PACKAGES" == "1" ]]; then
   missing=()
   for tool in "${SYSTEM_TOOLS[@]}"; do
