@@ -5,11 +5,17 @@ chunk, the END-only deadline, the CLI flags and output; without a server (fake r
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import re
+import subprocess
+import sys
 import time
+import wave
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -23,6 +29,7 @@ from qwen3_asr_triton.client import (
     EndpointingOptions,
     MalformedResponseError,
     Partial,
+    Qwen3ASRClient,
     StreamOptions,
     StreamStats,
     TranscribeOptions,
@@ -526,3 +533,111 @@ def test_summary_counts_utterances():
     line = describe(stats, [0.1], 1.0)
     assert line.startswith("2 chunks, 1 partials | audio 2.0 s | 3 utterances |")
     assert "utterances" not in describe(StreamStats(sequence_id=1), [], 1.0)
+
+
+# ----------------------------------------------------------------------------- against a real server
+# Three espeak-ng clips joined by 1.5 s of silence: well past the VAD's default 0.5 s that ends an utterance.
+DIALOGUE = ("en_hello", "fr_weather", "es_numbers")
+GAP_SECONDS = 1.5
+MAX_NEW_TOKENS = 24  # random weights ramble: a cap keeps every request short
+CLI = str(Path(sys.executable).with_name("qwen3-asr"))
+UTTERANCE_LINE = r"^\[(\d+\.\d\d)-(\d+\.\d\d)\] "
+
+
+@pytest.fixture(scope="module")
+def dialogue(clips) -> np.ndarray:
+    """16 kHz float32: 0.5 s of silence, then each clip followed by GAP_SECONDS of silence."""
+    by_name = {c.name: c for c in clips}
+    gap = np.zeros(int(GAP_SECONDS * RATE), np.float32)
+    pieces = [gap[: RATE // 2]]
+    for name in DIALOGUE:
+        pieces += [by_name[name].waveform().astype(np.float32), gap]
+    return np.concatenate(pieces)
+
+
+@pytest.fixture(scope="module")
+def dialogue_file(dialogue, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("endpointing") / "dialogue.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes((np.clip(dialogue, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_client(triton_server):
+    with Qwen3ASRClient(ClientOptions(url=triton_server.grpc_url, timeout=120)) as c:
+        yield c
+
+
+@pytest.mark.server
+def test_utterances_of_a_stream_equal_unary_requests_of_their_spans(server_client, dialogue):
+    options = TranscribeOptions(max_new_tokens=MAX_NEW_TOKENS)
+    stream = server_client.stream(
+        dialogue, options, StreamOptions(speed=0, endpointing=EndpointingOptions()), sample_rate=RATE
+    )
+    with stream:
+        events = list(stream)
+    assert all(isinstance(e, (Partial, Utterance)) for e in events), [type(e) for e in events]
+    utterances = [e for e in events if isinstance(e, Utterance)]
+    assert len(utterances) >= 2, [(u.index, u.start, u.end) for u in utterances]
+    assert events[-1] is utterances[-1] and utterances[-1].last
+    assert not any(u.last for u in utterances[:-1])
+    assert [u.index for u in utterances] == list(range(len(utterances)))
+    seconds = dialogue.size / RATE
+    previous_end = 0.0
+    for u in utterances:
+        assert previous_end <= u.start < u.end <= seconds + 1e-6, (previous_end, u.start, u.end)
+        previous_end = u.end
+    # Partials belong to the utterance being spoken: never one that already ended.
+    done = -1
+    for event in events:
+        if isinstance(event, Utterance):
+            done = event.index
+        else:
+            assert event.utterance > done, (event.utterance, done)
+    stats = stream.stats
+    assert stats.utterances == len(utterances) and stats.final_latency is not None
+    for u in utterances:
+        span = dialogue[round(u.start * RATE) : round(u.end * RATE)]
+        unary = server_client.transcribe(span, options, sample_rate=RATE)
+        assert (u.transcription.text, u.transcription.token_ids, u.transcription.language) == (
+            unary.text,
+            unary.token_ids,
+            unary.language,
+        ), (u.index, u.start, u.end)
+        # Segment times: the unary request's, moved to stream seconds.
+        got = [(s.text, s.start, s.end) for s in u.transcription.segments]
+        want = [(s.text, s.start + u.start, s.end + u.start) for s in unary.segments]
+        assert [g[0] for g in got] == [w[0] for w in want]
+        for g, w in zip(got, want):
+            assert g[1:] == pytest.approx(w[1:], abs=2e-3)
+
+
+@pytest.mark.server
+def test_cli_prints_a_line_per_utterance(triton_server, dialogue_file):
+    done = subprocess.run(
+        [
+            CLI,
+            "stream",
+            str(dialogue_file),
+            "--url",
+            triton_server.grpc_url,
+            "--endpointing",
+            "--speed",
+            "0",
+            "--max-new-tokens",
+            str(MAX_NEW_TOKENS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if re.match(UTTERANCE_LINE, line)]
+    assert len(lines) >= 2, done.stdout
+    spans = [tuple(float(x) for x in re.match(UTTERANCE_LINE, line).groups()) for line in lines]
+    assert all(a < b for a, b in spans) and all(p[1] <= n[0] for p, n in itertools.pairwise(spans)), spans
+    assert f"{len(lines)} utterances" in done.stderr
