@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from qwen3_asr_triton.artifacts import EMBED_FILENAME
+from qwen3_asr_triton.artifacts import EMBED_FILENAME, VAD_FILENAME
 from qwen3_asr_triton.model_spec import SPEC_FILENAME
 from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 
 from .build_options import BuildOptions
-from .files import place_artifact
+from .files import place_artifact, silero_vad_graph
 from .fill_config import parse_model_config
 from .layout import BUILD_INFO, MODEL_PY, TEMPLATE_ROOT, VERSION
 
@@ -35,7 +35,7 @@ def common_artifacts(asr_export: Path, aligner_export: Path | None) -> dict[str,
     files = {
         "qwen3_asr": [spec, tok],
         "qwen3_asr_deltas": [spec, tok],
-        "qwen3_asr_streaming": [spec, tok],
+        "qwen3_asr_streaming": [spec, tok, (silero_vad_graph(), VAD_FILENAME)],
         "preprocess": [spec],
         "postprocess": [tok],
     }

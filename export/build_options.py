@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from qwen3_asr_triton.endpointing import EndpointingOptions
+
 from .quantize import PRECISIONS
 
 TARGETS = ("cpu", "gpu")
@@ -16,7 +18,16 @@ TARGETS = ("cpu", "gpu")
 
 # Knobs for which 0 is meaningful (all threads; no batching delay; no rollback).
 ZERO_ALLOWED = frozenset(
-    {"intra_op_threads", "encoder_queue_delay_us", "preprocess_queue_delay_us", "stream_rollback_tokens"}
+    {
+        "intra_op_threads",
+        "encoder_queue_delay_us",
+        "preprocess_queue_delay_us",
+        "stream_rollback_tokens",
+        # Endpointing knobs: checked by EndpointingOptions (a threshold in (0, 1), no padding, ...).
+        "vad_threshold",
+        "vad_min_silence_ms",
+        "vad_speech_pad_ms",
+    }
 )
 
 
@@ -60,6 +71,13 @@ class BuildOptions:
     stream_idle_seconds: float = 30.0
     stream_rollback_tokens: int = 5
     stream_reuse_windows: bool = True
+    # Endpointing defaults of streams started with ENDPOINTING (Silero VAD; a stream may override the
+    # first three): speech threshold, silence that ends an utterance, padding kept around speech, and
+    # the longest utterance (cut at its quietest point; bounds what a stream holds).
+    vad_threshold: float = 0.5
+    vad_min_silence_ms: int = 500
+    vad_speech_pad_ms: int = 300
+    max_utterance_seconds: float = 30.0
     # cpu target: "fp32" serves the exact graphs (token parity with transformers), "int8" the fast
     # int8-weight copies of the encoder and decoder (export/quantize.py).
     precision: str = "fp32"
@@ -71,6 +89,12 @@ class BuildOptions:
                 minimum = 0 if f.name in ZERO_ALLOWED else 1
                 if value < minimum:
                     raise ValueError(f"{f.name} must be >= {minimum}, got {value}")
+        EndpointingOptions(
+            vad_threshold=self.vad_threshold,
+            vad_min_silence_ms=self.vad_min_silence_ms,
+            vad_speech_pad_ms=self.vad_speech_pad_ms,
+            max_utterance_seconds=self.max_utterance_seconds,
+        )  # raises ValueError on bad endpointing defaults
         if self.max_align_segment_seconds > self.max_segment_seconds:
             raise ValueError("max_align_segment_seconds must not exceed max_segment_seconds")
         if self.precision not in PRECISIONS:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
+
+# The silero-vad wheel's package and its graph for streams: 16 kHz, a block of frames per call.
+SILERO_PACKAGE = "silero_vad"
+SILERO_GRAPH = "data/silero_vad_16k_sequence.onnx"
 
 
 def place_artifact(src: Path, dst: Path) -> None:
@@ -29,3 +34,22 @@ def place_artifact(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.unlink(missing_ok=True)
     shutil.copy2(src, dst)
+
+
+def silero_vad_graph() -> Path:
+    """Silero VAD's sequence graph inside the installed ``silero-vad`` wheel (found without importing it).
+
+    Raises
+    ------
+    FileNotFoundError
+        The wheel is not installed (it comes with the ``export`` extra) or lacks the graph.
+    """
+    spec = importlib.util.find_spec(SILERO_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        graph = Path(folder) / SILERO_GRAPH
+        if graph.is_file():
+            return graph
+    raise FileNotFoundError(
+        f"Silero VAD's {SILERO_GRAPH} not found: install the export extra (pip install silero-vad==6.2.3)"
+    )

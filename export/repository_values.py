@@ -79,6 +79,10 @@ def template_values(
         "STREAM_IDLE_US": int(opts.stream_idle_seconds * 1_000_000),
         "STREAM_ROLLBACK_TOKENS": opts.stream_rollback_tokens,
         "STREAM_REUSE_WINDOWS": "true" if opts.stream_reuse_windows else "false",
+        "VAD_THRESHOLD": opts.vad_threshold,
+        "VAD_MIN_SILENCE_MS": opts.vad_min_silence_ms,
+        "VAD_SPEECH_PAD_MS": opts.vad_speech_pad_ms,
+        "MAX_UTTERANCE_SECONDS": opts.max_utterance_seconds,
     }
     if has_aligner:
         values["ALIGNER_INSTANCES"] = opts.aligner_instances

@@ -23,5 +23,7 @@ def onnx_filename(graph: str) -> str:
 ENCODER_FILENAME = onnx_filename(ENCODER_GRAPH)
 DECODER_FILENAME = onnx_filename(DECODER_GRAPH)
 ALIGNER_FILENAME = onnx_filename(ALIGNER_GRAPH)
+# Silero VAD's 16 kHz sequence graph, copied from the silero-vad wheel next to the streaming model.
+VAD_FILENAME = "silero_vad.onnx"
 # [vocab, hidden] float32 token embeddings, spliced on the host (recogniser and aligner).
 EMBED_FILENAME = "embed_tokens.npy"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -111,6 +112,16 @@ class RequestInputs:
     def integer(self, name: str, default: int | None = None) -> int | None:
         value = self._single(name)
         return default if value is None else int(value)
+
+    def number(self, name: str, default: float | None = None) -> float | None:
+        """A floating-point scalar input; :class:`InputError` when it is NaN or infinite."""
+        value = self._single(name)
+        if value is None:
+            return default
+        number = float(value)
+        if not math.isfinite(number):
+            raise InputError(f"{name} must be a finite number, got {number}")
+        return number
 
 
 INPUT_MARK = "[invalid-input] "

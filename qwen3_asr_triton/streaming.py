@@ -20,6 +20,12 @@ module implements that recipe for many concurrent streams, with two changes:
 
 Partials are produced through the same :class:`~.pipeline.Stages` as unary
 requests, so concurrent streams share the decoder's in-flight batch.
+
+With **endpointing** (:mod:`.endpointing`, Silero VAD from :mod:`.vad`) a
+stream is a sequence of utterances and may run for hours: partials re-decode
+only the open utterance, each utterance that ends is recognised from scratch
+like a unary request of its samples (its final), and the stream keeps only the
+audio the open utterance (or the padding of the next) can still need.
 """
 
 from __future__ import annotations
@@ -27,14 +33,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .audio import AudioLimits, StreamResampler, check_waveform, limit_peak
+from .audio import TARGET_SAMPLE_RATE, AudioLimits, StreamResampler, check_waveform, limit_peak
+from .endpointing import Cut, Endpointer, EndpointingOptions
 from .errors import CapacityError, InputError
 from .features import EncoderWindows, LogMel
 from .pipeline import RecognitionOptions, Recognizer, Transcript, prepare_audio, prepare_segment
+from .vad import SileroVad, VadStream
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,8 @@ class StreamingPolicy:
     reuse_windows : bool
         Reuse encoder outputs of windows whose input did not change (exact).
     max_stream_seconds : float
-        Longest stream accepted; more audio gets an error (partials re-read all audio).
+        Longest stream without endpointing (its partials re-read all audio); more audio gets an
+        error. Streams with endpointing hold one utterance at a time and have no length limit.
     stream_idle_seconds : float
         A stream without a chunk for this long is dropped and its state freed (the same knob, under
         the same name, from ``--stream-idle-seconds`` on).
@@ -75,12 +84,57 @@ class StreamingPolicy:
 
 @dataclass(frozen=True)
 class Partial:
-    """A partial hypothesis."""
+    """A partial hypothesis of the open utterance (of the whole stream without endpointing)."""
 
     text: str
     language: str | None
     token_ids: list[int]
-    audio_seconds: float
+    audio_seconds: float  # stream audio the hypothesis covers (resampled so far), from the stream's start
+    utterance: int = 0
+    start_seconds: float = 0.0  # where the utterance starts in the stream
+
+
+@dataclass(frozen=True)
+class UtteranceFinal:
+    """An utterance that ended, recognised like a unary request of its samples; times in stream seconds."""
+
+    index: int
+    start_seconds: float
+    end_seconds: float
+    transcript: Transcript
+    forced: bool = False
+
+
+class AudioWindow:
+    """The 16 kHz audio a stream still holds: samples ``[first, total)`` of the stream, in pieces."""
+
+    def __init__(self) -> None:
+        self.first = 0
+        self.total = 0
+        self._pieces: list[np.ndarray] = []
+
+    def append(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self._pieces.append(samples)
+            self.total += samples.size
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        """``[end - start]`` float32 samples of the stream (``first <= start <= end <= total``)."""
+        if not self.first <= start <= end <= self.total:
+            raise ValueError(f"samples [{start}, {end}) are not held (holding [{self.first}, {self.total}))")
+        whole = np.concatenate(self._pieces) if len(self._pieces) > 1 else self._whole()
+        self._pieces = [whole] if whole.size else []
+        return whole[start - self.first : end - self.first]
+
+    def drop_before(self, sample: int) -> None:
+        """Forget the samples before ``sample`` (kept: everything from it on)."""
+        sample = min(max(sample, self.first), self.total)
+        if sample > self.first:
+            self._pieces = [self.slice(sample, self.total).copy()] if sample < self.total else []
+            self.first = sample
+
+    def _whole(self) -> np.ndarray:
+        return self._pieces[0] if self._pieces else np.zeros(0, np.float32)
 
 
 @dataclass
@@ -90,18 +144,28 @@ class StreamState:
     key: object
     options: RecognitionOptions
     sample_rate: int
+    endpointing: EndpointingOptions | None = None  # None: the whole stream is one utterance
     resampler: StreamResampler = field(init=False)  # one filter over the whole stream (made in __post_init__)
-    wave16k: list[np.ndarray] = field(default_factory=list)  # the resampler's output so far, in order
+    audio: AudioWindow = field(default_factory=AudioWindow)  # the resampler's output still held
     chunks: int = 0
+    utterance_chunks: int = 0  # chunks since the open utterance began (the prefix rule counts these)
+    utterance: int = 0  # index of the open (or next) utterance
     previous_tokens: list[int] = field(default_factory=list)
     windows: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # index -> (input, embeds)
     last_activity: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock | None = None
     encoded_windows: int = 0
     reused_windows: int = 0
+    endpointer: Endpointer | None = field(init=False, default=None)
+    vad: VadStream | None = field(init=False, default=None)
+    scored: int = 0  # samples the VAD has seen
+    decoded_from: int = 0  # start of the audio that previous_tokens and windows describe
 
     def __post_init__(self) -> None:
         self.resampler = StreamResampler(self.sample_rate)
+        if self.endpointing is not None:
+            self.endpointer = Endpointer(self.endpointing)
+            self.vad = VadStream()
 
     @property
     def raw_samples(self) -> int:
@@ -113,8 +177,24 @@ class StreamState:
         return self.raw_samples / float(self.sample_rate)
 
     def waveform16k(self) -> np.ndarray:
-        """``[n]`` float32: the 16 kHz audio resampled so far (before the peak limit)."""
-        return np.concatenate(self.wave16k) if self.wave16k else np.zeros(0, np.float32)
+        """``[n]`` float32: the 16 kHz audio held, resampled so far (before the peak limit)."""
+        return self.audio.slice(self.audio.first, self.audio.total)
+
+    @property
+    def speaking(self) -> bool:
+        """An utterance is open (always, once audio arrived, without endpointing)."""
+        return self.endpointer.open if self.endpointer is not None else self.audio.total > 0
+
+    def utterance_start(self) -> int:
+        """First sample of the open utterance's audio (0 without endpointing)."""
+        return self.endpointer.start if self.endpointer is not None else 0
+
+    def new_utterance(self, start: int) -> None:
+        """Forget the hypothesis and encoder windows of audio that no longer starts the utterance."""
+        if start != self.decoded_from:
+            self.previous_tokens = []
+            self.windows.clear()
+            self.decoded_from = start
 
 
 class StreamRegistry:
@@ -128,13 +208,19 @@ class StreamRegistry:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def open(self, key: object, options: RecognitionOptions, sample_rate: int) -> StreamState:
+    def open(
+        self,
+        key: object,
+        options: RecognitionOptions,
+        sample_rate: int,
+        endpointing: EndpointingOptions | None = None,
+    ) -> StreamState:
         with self._lock:
             if key in self._streams:
                 raise InputError(f"stream {key} was started twice (START on a running sequence)")
             if len(self._streams) >= self.policy.max_streams:
                 raise CapacityError(f"too many concurrent streams ({self.policy.max_streams})")
-            state = StreamState(key, options, sample_rate)
+            state = StreamState(key, options, sample_rate, endpointing)
             self._streams[key] = state
             return state
 
@@ -163,16 +249,24 @@ class StreamRegistry:
 
 
 class StreamRecognizer:
-    """Partials and finals for streams, on top of a :class:`~.pipeline.Recognizer`."""
+    """Partials and finals for streams, on top of a :class:`~.pipeline.Recognizer`.
+
+    ``vad`` scores the audio of streams opened with endpointing (none: such streams are refused).
+    """
 
     def __init__(
-        self, recognizer: Recognizer, policy: StreamingPolicy | None = None, audio_limits: AudioLimits | None = None
+        self,
+        recognizer: Recognizer,
+        policy: StreamingPolicy | None = None,
+        audio_limits: AudioLimits | None = None,
+        vad: SileroVad | None = None,
     ) -> None:
         self.recognizer = recognizer
         self.policy = policy or StreamingPolicy()
         cfg = recognizer.spec.features
         self.audio_limits = audio_limits or AudioLimits(max_seconds=self.policy.max_stream_seconds)
         self.log_mel = LogMel(cfg)
+        self.vad = vad
 
     def add_chunk(self, state: StreamState, samples: np.ndarray, sample_rate: int) -> None:
         """Validate and append one chunk of PCM (any rate, but constant within a stream)."""
@@ -181,13 +275,15 @@ class StreamRecognizer:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if samples.size:
             total = (state.raw_samples + samples.size) / float(sample_rate)
-            if total > self.policy.max_stream_seconds:
+            if state.endpointing is None and total > self.policy.max_stream_seconds:
                 raise InputError(
                     f"stream exceeds {self.policy.max_stream_seconds:.0f} s of audio; end it and start a new one"
+                    " (or start it with ENDPOINTING, which has no length limit)"
                 )
             mono = check_waveform(samples, sample_rate, self.audio_limits)  # may raise: state untouched
-            state.wave16k.append(state.resampler.push(mono))
+            state.audio.append(state.resampler.push(mono))
         state.chunks += 1
+        state.utterance_chunks += 1
         state.last_activity = time.monotonic()
 
     async def _encode(self, state: StreamState, windows: EncoderWindows) -> np.ndarray:
@@ -217,34 +313,83 @@ class StreamRecognizer:
 
     def prefix(self, state: StreamState) -> list[int]:
         """The part of the previous partial reused as the answer's start (official rollback rule)."""
-        if state.chunks <= self.policy.prefix_after_chunks or not state.previous_tokens:
+        if state.utterance_chunks <= self.policy.prefix_after_chunks or not state.previous_tokens:
             return []
         keep = len(state.previous_tokens) - self.policy.rollback_tokens
         return state.previous_tokens[:keep] if keep > 0 else []
 
     async def partial(self, state: StreamState) -> Partial:
-        """Hypothesis for the audio received so far: the stream as one segment, decoded as a request's are."""
+        """Hypothesis for the open utterance so far, decoded as a request's segments are."""
         rec = self.recognizer
-        wave = limit_peak(state.waveform16k())
+        start = state.utterance_start()
+        state.new_utterance(start)
+        wave = limit_peak(state.audio.slice(start, state.audio.total))
+        covered = state.audio.total / TARGET_SAMPLE_RATE  # what the resampler has finished, from the stream's start
         if wave.size == 0:
-            return Partial("", None, [], 0.0)
+            return Partial("", None, [], covered, state.utterance, start / TARGET_SAMPLE_RATE)
         segment = prepare_segment(wave, 0, wave.size, rec.spec.features, self.log_mel)
         audio = await self._encode(state, segment.windows)
         _, seconds = segment.seconds()
         decoded = await rec.decode_segment(segment.windows, audio, seconds, state.options, prefix=self.prefix(state))
         state.previous_tokens = decoded.token_ids
-        return Partial(decoded.text, decoded.language, decoded.token_ids, seconds)
+        text, language, ids = decoded.text, decoded.language, decoded.token_ids
+        return Partial(text, language, ids, covered, state.utterance, start / TARGET_SAMPLE_RATE)
+
+    async def advance(self, state: StreamState, end: bool = False) -> list[UtteranceFinal]:
+        """Score the audio that arrived with the VAD; the finals of the utterances it ended, in order.
+
+        ``end``: the stream ends here (flushes the resampler and closes the open utterance).
+        Without endpointing there are no utterance finals (the stream's final is :meth:`final`).
+        """
+        if state.endpointer is None or state.vad is None:
+            return []
+        if self.vad is None:
+            raise InputError("this model has no VAD; start the stream without ENDPOINTING")
+        if end:
+            state.audio.append(state.resampler.finish())
+        # Later chunks may arrive while the VAD runs: this call scores the audio that is in now.
+        received = state.audio.total
+        fresh = state.audio.slice(state.scored, received)
+        probs = await asyncio.to_thread(self.vad.score, state.vad, fresh, end)
+        state.scored = received
+        cuts: list[Cut] = state.endpointer.push(probs)
+        if end and (last := state.endpointer.finish(received)) is not None:
+            cuts.append(last)
+        waves = [state.audio.slice(cut.start, cut.end).copy() for cut in cuts]
+        state.audio.drop_before(state.endpointer.keep_from(received))
+        if cuts or not state.endpointer.open:
+            state.utterance_chunks = 0
+        finals = []
+        for cut, wave in zip(cuts, waves, strict=True):
+            index = state.utterance
+            state.utterance += 1
+            offset = cut.start / TARGET_SAMPLE_RATE
+            transcript = shift_times(await self._recognise(wave, state.options), offset)
+            finals.append(UtteranceFinal(index, offset, cut.end / TARGET_SAMPLE_RATE, transcript, cut.forced))
+        return finals
+
+    async def _recognise(self, wave16k: np.ndarray, options: RecognitionOptions) -> Transcript:
+        """Recognise 16 kHz audio exactly as a unary request with the same samples is."""
+        rec = self.recognizer
+        seconds = rec.limits.segment_seconds(options.return_timestamps)
+        audio = prepare_audio(limit_peak(wave16k), rec.spec.features, seconds, self.log_mel)
+        return await rec.transcribe(audio, options)
 
     async def final(self, state: StreamState) -> Transcript:
         """The whole stream recognised from scratch, exactly like a unary request with the same PCM.
 
-        Flushes the stream's resampler: call it once, at the stream's end.
+        Flushes the stream's resampler: call it once, at the stream's end (streams without endpointing).
         """
-        rec = self.recognizer
         if state.raw_samples == 0:
             raise InputError("the stream ended without any audio")
-        state.wave16k.append(state.resampler.finish())
-        wave = limit_peak(state.waveform16k())
-        seconds = rec.limits.segment_seconds(state.options.return_timestamps)
-        audio = prepare_audio(wave, rec.spec.features, seconds, self.log_mel)
-        return await rec.transcribe(audio, state.options)
+        state.audio.append(state.resampler.finish())
+        return await self._recognise(state.waveform16k(), state.options)
+
+
+def shift_times(transcript: Transcript, seconds: float) -> Transcript:
+    """``transcript`` with its word and segment times moved ``seconds`` later (utterance -> stream time)."""
+    if seconds == 0.0:
+        return transcript
+    words = [replace(w, start=w.start + seconds, end=w.end + seconds) for w in transcript.words]
+    segments = [replace(s, start=s.start + seconds, end=s.end + seconds) for s in transcript.segments]
+    return replace(transcript, words=words, segments=segments)

@@ -216,3 +216,17 @@ def stop_server(server: TritonServer, timeout: float = 60) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait(10)
+
+
+def speech_with_pauses(clips, names=("en_hello", "de_greeting", "es_numbers"), pause: float = 1.5):
+    """``[n]`` float32 16 kHz speech of the clips ``names`` with ``pause`` seconds of silence around each.
+
+    Several utterances in one stream, for the endpointing tests (the VAD ends one after 0.5 s of silence).
+    """
+    import numpy as np
+
+    silence = np.zeros(int(pause * 16000), np.float32)
+    parts = [silence]
+    for name in names:
+        parts += [next(c for c in clips if c.name == name).waveform(), silence]
+    return np.concatenate(parts)

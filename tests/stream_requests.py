@@ -13,13 +13,15 @@ import numpy as np
 @dataclass
 class StreamResult:
     partials: list[dict] = field(default_factory=list)
+    utterances: list[dict] = field(default_factory=list)  # UTTERANCE_FINAL responses (the last may be final too)
     final: dict | None = None
     errors: list[str] = field(default_factory=list)
 
 
 def _decode(result) -> dict:
     out = {}
-    for name in ("TEXT", "DETECTED_LANGUAGE", "TOKEN_IDS", "IS_FINAL", "AUDIO_SECONDS"):
+    names = ("TEXT", "DETECTED_LANGUAGE", "TOKEN_IDS", "IS_FINAL", "AUDIO_SECONDS", "WORDS", "WORD_START")
+    for name in (*names, "UTTERANCE_INDEX", "UTTERANCE_FINAL", "UTTERANCE_START", "UTTERANCE_END"):
         value = result.as_numpy(name)
         if value is None:
             continue
@@ -65,10 +67,12 @@ def stream_pcm(
                 result.errors.append(str(err))
                 continue
             decoded = _decode(res)
+            if "UTTERANCE_FINAL" in decoded and bool(decoded["UTTERANCE_FINAL"][0]):
+                result.utterances.append(decoded)
             if bool(decoded["IS_FINAL"][0]):
                 result.final = decoded
                 done.set()
-            else:
+            elif not result.utterances or result.utterances[-1] is not decoded:
                 result.partials.append(decoded)
 
     reader = threading.Thread(target=read, daemon=True)

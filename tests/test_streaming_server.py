@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from tests.harness import speech_with_pauses
 from tests.stream_requests import stream_pcm
 from tests.triton_requests import transcribe
 
@@ -130,3 +131,67 @@ def test_stream_errors_are_clear(triton_server):
         time.sleep(0.1)
     client.stop_stream()
     assert errors and "must specify the START flag" in errors[0]
+
+
+# ----------------------------------------------------------------------------- endpointing
+ENDPOINTING = {"ENDPOINTING": (np.array([[True]]), "BOOL"), "MAX_NEW_TOKENS": (MAX_NEW, "INT32")}
+
+
+def test_an_endpointed_stream_sends_one_final_per_utterance(triton_server, clips):
+    wave = speech_with_pauses(clips)
+    result = stream_pcm(
+        triton_server.grpc_url, wave, sequence_id=1301, chunk_seconds=0.5, pace=0.25, start_inputs=ENDPOINTING
+    )
+    assert not result.errors, result.errors
+    assert [int(u["UTTERANCE_INDEX"][0]) for u in result.utterances] == [0, 1, 2]
+    assert result.final is not None and result.final is not result.utterances[-1]  # it ends in silence
+    for utterance in result.utterances:
+        start, end = float(utterance["UTTERANCE_START"][0]), float(utterance["UTTERANCE_END"][0])
+        assert 0 <= start < end <= wave.size / 16000 + 1e-3
+        unary = transcribe(
+            triton_server.grpc_url,
+            waveform=wave[round(start * 16000) : round(end * 16000)],
+            rate=16000,
+            max_new_tokens=24,
+        )
+        assert utterance["TOKEN_IDS"].tolist() == unary["TOKEN_IDS"].tolist()
+        assert utterance["TEXT"][0] == unary["TEXT"][0]
+    starts = {int(u["UTTERANCE_INDEX"][0]): float(u["UTTERANCE_START"][0]) for u in result.utterances}
+    assert result.partials, "the utterances got partials while they were spoken"
+    for partial in result.partials:
+        assert not bool(partial["UTTERANCE_FINAL"][0])
+        assert float(partial["UTTERANCE_START"][0]) == starts[int(partial["UTTERANCE_INDEX"][0])]
+    assert _counter(triton_server, "utterances") >= 3
+    time.sleep(0.3)
+    assert _active_streams(triton_server) == 0
+
+
+def test_an_endpointed_stream_ending_in_silence_closes_with_an_empty_final(triton_server, clips):
+    wave = speech_with_pauses(clips, names=("en_hello",), pause=2.0)
+    result = stream_pcm(triton_server.grpc_url, wave, sequence_id=1302, chunk_seconds=1.0, start_inputs=ENDPOINTING)
+    assert not result.errors, result.errors
+    assert len(result.utterances) == 1 and result.final is not None
+    assert result.final is not result.utterances[0]
+    assert result.final["TEXT"][0] == "" and not bool(result.final["UTTERANCE_FINAL"][0])
+    assert int(result.final["UTTERANCE_INDEX"][0]) == 1
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (
+            {"ENDPOINTING": (np.array([[True]]), "BOOL"), "VAD_THRESHOLD": (np.array([[1.5]], np.float32), "FP32")},
+            "vad_threshold",
+        ),
+        ({"VAD_MIN_SILENCE_MS": (np.array([[300]], np.int32), "INT32")}, "need ENDPOINTING"),
+        (
+            {"ENDPOINTING": (np.array([[True]]), "BOOL"), "VAD_SPEECH_PAD_MS": (np.array([[-5]], np.int32), "INT32")},
+            "vad_speech_pad_ms",
+        ),
+    ],
+)
+def test_bad_endpointing_knobs_are_refused_at_start(triton_server, inputs, message):
+    result = stream_pcm(triton_server.grpc_url, np.zeros(8000, np.float32), sequence_id=1310, start_inputs=inputs)
+    assert result.errors and message in result.errors[0], result.errors
+    time.sleep(0.3)
+    assert _active_streams(triton_server) == 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import numpy as np
 import pytest
 
 from qwen3_asr_triton.errors import CapacityError, InputError
 from qwen3_asr_triton.streaming import StreamingPolicy, StreamRecognizer, StreamRegistry
+from tests.harness import speech_with_pauses
 
 
 def _stream(streamer, registry, wave, rate, chunk_seconds, options, key="s"):
@@ -73,9 +75,9 @@ def test_prefix_follows_the_rollback_rule(recognizer):
     registry = StreamRegistry(streamer.policy)
     state = registry.open("p", recognizer.recognizer.options(None, "", False, 10), 16000)
     state.previous_tokens = list(range(100, 112))
-    state.chunks = 2
+    state.utterance_chunks = 2
     assert streamer.prefix(state) == []
-    state.chunks = 3
+    state.utterance_chunks = 3
     assert streamer.prefix(state) == list(range(100, 107))
     state.previous_tokens = [1, 2, 3]
     assert streamer.prefix(state) == []
@@ -101,3 +103,72 @@ def test_registry_bounds_and_expiry(recognizer):
     with pytest.raises(InputError, match="unknown"):
         registry.get("a")
     assert len(registry) == 1
+
+
+# ----------------------------------------------------------------------------- endpointing
+def _endpointed(recognizer, wave, chunk_seconds, options=None, endpointing=None):
+    from qwen3_asr_triton.endpointing import EndpointingOptions
+    from qwen3_asr_triton.export.files import silero_vad_graph
+    from qwen3_asr_triton.vad import SileroVad
+
+    streamer = StreamRecognizer(recognizer.recognizer, vad=SileroVad(silero_vad_graph()))
+    options = options or recognizer.recognizer.options(None, "", False, 12)
+    state = StreamRegistry(streamer.policy).open("e", options, 16000, endpointing or EndpointingOptions())
+    finals, partials, held = [], [], []
+    step = int(chunk_seconds * 16000)
+    for start in range(0, wave.size, step):
+        streamer.add_chunk(state, wave[start : start + step], 16000)
+        finals += asyncio.run(streamer.advance(state))
+        if state.speaking:
+            partials.append(asyncio.run(streamer.partial(state)))
+        held.append(state.audio.total - state.audio.first)
+    finals += asyncio.run(streamer.advance(state, end=True))
+    return finals, partials, held
+
+
+def test_endpointing_cuts_utterances_recognised_like_unary_requests(recognizer, clips):
+    wave = speech_with_pauses(clips)
+    finals, partials, held = _endpointed(recognizer, wave, 0.5)
+    assert [f.index for f in finals] == [0, 1, 2]
+    for before, after in itertools.pairwise(finals):
+        assert before.end_seconds <= after.start_seconds
+    for final in finals:
+        assert 0 <= final.start_seconds < final.end_seconds <= wave.size / 16000
+        piece = wave[round(final.start_seconds * 16000) : round(final.end_seconds * 16000)]
+        unary = recognizer.transcribe(piece, None, "", False, 12)
+        assert final.transcript.token_ids == unary.token_ids and final.transcript.text == unary.text
+    # Partials belong to the utterance being spoken and start where its final will.
+    assert {p.utterance for p in partials} == {0, 1, 2}
+    for p in partials:
+        assert p.start_seconds == finals[p.utterance].start_seconds
+    # The stream holds one utterance's audio (plus padding and a chunk), never the whole stream.
+    longest = max(f.end_seconds - f.start_seconds for f in finals)
+    assert max(held) / 16000 <= longest + 0.5 + 0.3 + 0.1
+    assert max(held) < wave.size * 0.6
+
+
+def test_endpointed_word_times_are_stream_times(recognizer, clips):
+    wave = speech_with_pauses(clips, names=("en_hello", "en_hello"))
+    finals, _, _ = _endpointed(recognizer, wave, 1.0, options=recognizer.recognizer.options("English", "", True, 12))
+    assert len(finals) == 2
+    for final in finals:
+        piece = wave[round(final.start_seconds * 16000) : round(final.end_seconds * 16000)]
+        unary = recognizer.transcribe(piece, "English", "", True, 12)
+        assert [w.word for w in final.transcript.words] == [w.word for w in unary.words]
+        assert [w.start for w in final.transcript.words] == pytest.approx(
+            [w.start + final.start_seconds for w in unary.words], abs=1e-6
+        )
+        # (No bound against the utterance's end: the random aligner's classes put words anywhere.)
+        assert final.transcript.words and final.transcript.words[0].start >= final.start_seconds
+
+
+def test_endpointing_without_a_vad_is_refused(recognizer):
+    from qwen3_asr_triton.endpointing import EndpointingOptions
+
+    streamer = StreamRecognizer(recognizer.recognizer)
+    state = StreamRegistry(streamer.policy).open(
+        "n", recognizer.recognizer.options(None, "", False, 5), 16000, EndpointingOptions()
+    )
+    streamer.add_chunk(state, np.zeros(1600, np.float32), 16000)
+    with pytest.raises(InputError, match="ENDPOINTING"):
+        asyncio.run(streamer.advance(state))

@@ -7,6 +7,11 @@ partial hypothesis; the END request answers with the final one. The policy
 reuse) is qwen3_asr_triton.streaming; the neural stages are the same BLS
 stages as qwen3_asr, so partials of all streams share the decoder's batch.
 State is freed on END, on errors at START, and after an idle timeout.
+
+With ENDPOINTING at START (Silero VAD, qwen3_asr_triton.endpointing) a chunk
+gets zero or more responses: the finals of the utterances that ended
+(UTTERANCE_FINAL true), then a partial of the utterance being spoken; silence
+gets none. The last response of the stream carries IS_FINAL.
 """
 
 import asyncio
@@ -15,8 +20,10 @@ import threading
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from qwen3_asr_triton.artifacts import VAD_FILENAME
 from qwen3_asr_triton.audio import decode_audio_bytes
 from qwen3_asr_triton.bls import recognizer_from_parameters
+from qwen3_asr_triton.endpointing import EndpointingOptions
 from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.metrics import ModelMetrics
 from qwen3_asr_triton.serving import (
@@ -29,11 +36,13 @@ from qwen3_asr_triton.serving import (
     version_dir,
 )
 from qwen3_asr_triton.streaming import StreamingPolicy, StreamRecognizer, StreamRegistry
+from qwen3_asr_triton.vad import SileroVad
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 COUNTERS = {
     "partials": "partial hypotheses sent",
-    "finals": "final hypotheses sent",
+    "finals": "final hypotheses sent (stream ends)",
+    "utterances": "utterance finals sent (streams with endpointing)",
     "superseded": "partials skipped because a newer chunk of the stream had arrived",
     "expired": "streams dropped after the idle timeout",
     "windows_encoded": "8 s encoder windows encoded for partials",
@@ -52,8 +61,17 @@ class TritonPythonModel:
             stream_idle_seconds=float(params["stream_idle_seconds"]),
             max_streams=int(params["max_streams"]),
         )
-        recognizer = recognizer_from_parameters(pb_utils, params, version_dir(args))
-        self.streamer = StreamRecognizer(recognizer, self.policy)
+        folder = version_dir(args)
+        recognizer = recognizer_from_parameters(pb_utils, params, folder)
+        self.endpointing = EndpointingOptions(
+            vad_threshold=float(params["vad_threshold"]),
+            vad_min_silence_ms=int(params["vad_min_silence_ms"]),
+            vad_speech_pad_ms=int(params["vad_speech_pad_ms"]),
+            max_utterance_seconds=float(params["max_utterance_seconds"]),
+        )
+        vad_path = folder / VAD_FILENAME
+        vad = SileroVad(vad_path) if vad_path.is_file() else None
+        self.streamer = StreamRecognizer(recognizer, self.policy, vad=vad)
         self.registry = StreamRegistry(self.policy)
         self.metrics = ModelMetrics(
             pb_utils,
@@ -107,7 +125,7 @@ class TritonPythonModel:
                 )
                 if rate is None:
                     raise InputError("the START chunk needs SAMPLE_RATE (or AUDIO bytes)")
-                state = self.registry.open(key, options, int(rate))
+                state = self.registry.open(key, options, int(rate), self._endpointing(inputs))
                 opened = True
                 state.lock = asyncio.Lock()
             else:
@@ -116,32 +134,41 @@ class TritonPythonModel:
             self.streamer.add_chunk(state, samples, rate)
             self.metrics.set("active_streams", len(self.registry))
             chunk = state.chunks
+            responses = []
             async with state.lock:
+                for utterance in await self.streamer.advance(state, end=end):
+                    outputs = transcript_outputs(pb_utils, utterance.transcript)
+                    outputs += self._utterance(utterance.index, True, utterance.start_seconds, utterance.end_seconds)
+                    responses.append(outputs + self._flags(False, state.seconds))
+                    self.metrics.increment("utterances")
                 if end:
-                    result = await self.streamer.final(state)
+                    responses = self._stream_end(state, responses) if state.endpointing else [await self._final(state)]
                     self.registry.close(key)
-                    outputs = transcript_outputs(pb_utils, result)
-                    outputs += self._flags(True, state.seconds)
                     self.metrics.increment("finals")
                 elif chunk < state.chunks:
                     self.metrics.increment("superseded")
-                    sender.send(flags=FINAL)
-                    return
-                else:
+                elif state.speaking:
                     before = (state.encoded_windows, state.reused_windows)
                     partial = await self.streamer.partial(state)
                     self.metrics.increment("windows_encoded", state.encoded_windows - before[0])
                     self.metrics.increment("windows_reused", state.reused_windows - before[1])
-                    outputs = [
-                        string_tensor(pb_utils, "TEXT", [partial.text]),
-                        string_tensor(pb_utils, "DETECTED_LANGUAGE", [partial.language or ""]),
-                        pb_utils.Tensor("TOKEN_IDS", np.asarray(partial.token_ids, np.int32)),
-                        *self._flags(False, partial.audio_seconds),
-                    ]
+                    responses.append(
+                        [
+                            string_tensor(pb_utils, "TEXT", [partial.text]),
+                            string_tensor(pb_utils, "DETECTED_LANGUAGE", [partial.language or ""]),
+                            pb_utils.Tensor("TOKEN_IDS", np.asarray(partial.token_ids, np.int32)),
+                            *self._flags(False, partial.audio_seconds),
+                            *self._utterance(partial.utterance, False, partial.start_seconds, partial.audio_seconds),
+                        ]
+                    )
                     self.metrics.increment("partials")
-            # max_batch_size > 0: every output carries the request's batch dimension of 1.
-            batched = [pb_utils.Tensor(t.name(), t.as_numpy()[None]) for t in outputs]
-            sender.send(pb_utils.InferenceResponse(output_tensors=batched), flags=FINAL)
+            for i, outputs in enumerate(responses):
+                # max_batch_size > 0: every output carries the request's batch dimension of 1.
+                batched = [pb_utils.Tensor(t.name(), t.as_numpy()[None]) for t in outputs]
+                last = i == len(responses) - 1
+                sender.send(pb_utils.InferenceResponse(output_tensors=batched), flags=FINAL if last else 0)
+            if not responses:
+                sender.send(flags=FINAL)
         except Exception as exc:  # per-request isolation; a failed START or END still frees the stream
             if key is not None and (opened or inputs_say_end(request)):
                 self.registry.close(key)
@@ -150,6 +177,56 @@ class TritonPythonModel:
             )
         finally:
             self.metrics.set("active_streams", len(self.registry))
+
+    def _endpointing(self, inputs):
+        """The stream's endpointing options from the START inputs (None: one utterance, as without VAD)."""
+        knobs = (
+            inputs.number("VAD_THRESHOLD"),
+            inputs.integer("VAD_MIN_SILENCE_MS"),
+            inputs.integer("VAD_SPEECH_PAD_MS"),
+        )
+        if not inputs.flag("ENDPOINTING"):
+            if any(k is not None for k in knobs):
+                raise InputError("VAD_THRESHOLD, VAD_MIN_SILENCE_MS and VAD_SPEECH_PAD_MS need ENDPOINTING true")
+            return None
+        if self.streamer.vad is None:
+            raise InputError(f"ENDPOINTING needs the VAD graph ({VAD_FILENAME}), which this repository lacks")
+        try:
+            return self.endpointing.with_overrides(*knobs)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+
+    async def _final(self, state):
+        """The END response of a stream without endpointing: the whole stream, as a unary request."""
+        result = await self.streamer.final(state)
+        return (
+            transcript_outputs(pb_utils, result)
+            + self._flags(True, state.seconds)
+            + self._utterance(0, True, 0.0, state.seconds)
+        )
+
+    def _stream_end(self, state, responses):
+        """END with endpointing: the last utterance final carries IS_FINAL, or an empty closing response."""
+        if responses:
+            last = [t for t in responses[-1] if t.name() != "IS_FINAL"]
+            return [*responses[:-1], [*last, pb_utils.Tensor("IS_FINAL", np.array([True]))]]
+        closing = [
+            string_tensor(pb_utils, "TEXT", [""]),
+            string_tensor(pb_utils, "DETECTED_LANGUAGE", [""]),
+            pb_utils.Tensor("TOKEN_IDS", np.zeros(0, np.int32)),
+        ]
+        return [
+            closing + self._flags(True, state.seconds) + self._utterance(state.utterance, False, *[state.seconds] * 2)
+        ]
+
+    @staticmethod
+    def _utterance(index, final, start, end):
+        return [
+            pb_utils.Tensor("UTTERANCE_INDEX", np.array([index], np.int32)),
+            pb_utils.Tensor("UTTERANCE_FINAL", np.array([final])),
+            pb_utils.Tensor("UTTERANCE_START", np.array([start], np.float32)),
+            pb_utils.Tensor("UTTERANCE_END", np.array([end], np.float32)),
+        ]
 
     @staticmethod
     def _flags(final, seconds):
