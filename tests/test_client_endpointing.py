@@ -546,13 +546,16 @@ UTTERANCE_LINE = r"^\[(\d+\.\d\d)-(\d+\.\d\d)\] "
 
 @pytest.fixture(scope="module")
 def dialogue(clips) -> np.ndarray:
-    """16 kHz float32: 0.5 s of silence, then each clip followed by GAP_SECONDS of silence."""
+    """16 kHz float32: 0.5 s of silence, then the clips with GAP_SECONDS of silence between them.
+
+    The audio ends with the last clip, so its utterance is still open at END and ends with the stream.
+    """
     by_name = {c.name: c for c in clips}
     gap = np.zeros(int(GAP_SECONDS * RATE), np.float32)
     pieces = [gap[: RATE // 2]]
     for name in DIALOGUE:
         pieces += [by_name[name].waveform().astype(np.float32), gap]
-    return np.concatenate(pieces)
+    return np.concatenate(pieces[:-1])
 
 
 @pytest.fixture(scope="module")
