@@ -61,7 +61,7 @@ MAX_FRAME_BYTES = 1024 * 1024
 MAX_BUFFERED_SECONDS = 30.0
 # Audio of one manual (turn_detection null) commit.
 MAX_COMMIT_SECONDS = 300.0
-# A session with no client event for this long is closed.
+# A session with no client event for this long, and no transcription under way, is closed.
 IDLE_TIMEOUT_SECONDS = 120.0
 # A server-VAD stream with no audio for this long is ended (its open utterance finalised); Triton
 # drops a stream that gets no chunk for a few seconds.
@@ -69,6 +69,8 @@ STREAM_PAUSE_SECONDS = 1.5
 # Seconds between WebSocket pings, and to wait for the pong before closing (a client that vanished
 # without a close frame or a TCP reset is found within twice this).
 WS_PING_SECONDS = 20.0
+# After the client went away, its live streams get this long to deliver their END to Triton.
+CLOSE_GRACE_SECONDS = 2.0
 # Refused events (malformed JSON, binary frames...) before the session is closed with 1008.
 MAX_ERRORS = 100
 # Audio per streaming request to Triton: one partial per chunk at most.
@@ -175,6 +177,15 @@ class AudioQueue:
         self._queue.put_nowait(frame)
         return True
 
+    def finish_now(self) -> None:
+        """Drop the audio not yet sent and end the stream: its END reaches Triton next, which frees its state."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.samples = 0
+        self.accepting = False
+        self._queue.put_nowait(None)
+        self._drained.set()
+
     def abort(self) -> None:
         """The stream is over: take no more audio and wake a waiting :meth:`put`."""
         self.accepting = False
@@ -213,6 +224,7 @@ class RealtimeSession:
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._live: AudioQueue | None = None
+        self._queues: set[AudioQueue] = set()  # every live stream's queue, the one being ended included
         self._manual = bytearray()
         self._manual_item: str | None = None
         self._manual_offset = 0  # session samples before the manual buffer
@@ -269,6 +281,8 @@ class RealtimeSession:
                 try:
                     message = await asyncio.wait_for(self.ws.receive(), IDLE_TIMEOUT_SECONDS)
                 except asyncio.TimeoutError:
+                    if self._tasks:  # still transcribing what the client sent: not idle
+                        continue
                     await self.send(
                         error_event(f"no event for {IDLE_TIMEOUT_SECONDS:g} s: closing", code="idle_timeout")
                     )
@@ -308,14 +322,24 @@ class RealtimeSession:
                 await self.ws.close(code, reason)
 
     async def shutdown(self) -> None:
-        """Cancel every stream at once (the client is gone or the session ends)."""
+        """End every stream at once (the client is gone or the session ends).
+
+        A live stream's unsent audio is dropped and its END sent right away, so Triton frees the
+        stream's state as soon as it answers (rather than after its idle timeout, as it would for a
+        cancelled stream); what is still running after :data:`CLOSE_GRACE_SECONDS` is cancelled.
+        Manual commits being transcribed are cancelled at once.
+        """
         self.closed = True
-        if self._live is not None:
-            self._live.end()
+        for queue in list(self._queues):
+            queue.finish_now()
         tasks = list(self._tasks)
         for task in tasks:
-            task.cancel()
+            if task.get_name() == "realtime-commit":
+                task.cancel()
         if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def handle_text(self, text: str) -> None:
@@ -435,6 +459,7 @@ class RealtimeSession:
         )
         queue = AudioQueue(self.config.sample_rate)
         self._live = queue
+        self._queues.add(queue)
         translator = StreamTranslator(self.audio_seconds, vad=True, words=self.config.words, last_item=self._note_item)
         options = StreamOptions(chunk_seconds=CHUNK_SECONDS, endpointing=endpointing)
         stream = self.client.stream(
@@ -456,9 +481,7 @@ class RealtimeSession:
         self.metrics.realtime_streams.inc()
         try:
             async for item in stream:
-                await self.send_all(translator.handle(item))
-                if self.closed:
-                    return
+                await self.send_all(translator.handle(item))  # nothing is sent once the client is gone
         except asyncio.CancelledError:
             raise
         except Qwen3ASRError as exc:
@@ -474,6 +497,7 @@ class RealtimeSession:
         finally:
             if queue is not None:
                 queue.abort()
+                self._queues.discard(queue)
                 if self._live is queue:
                     self._live = None
             with contextlib.suppress(Exception):

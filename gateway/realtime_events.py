@@ -447,9 +447,24 @@ def stable_prefix(hypothesis: str) -> str:
     return hypothesis[:cut] if cut > 0 else ""
 
 
-def next_delta(sent: str, hypothesis: str) -> str:
+def common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def next_delta(sent: str, hypothesis: str, previous: str | None = None) -> str:
     """What to send after ``sent`` for a partial ``hypothesis``: its new stable words, or nothing
-    when it does not extend what was sent (a revision of sent words: wait for the final)."""
+    when it does not extend what was sent (a revision of sent words: wait for the final).
+
+    With ``previous`` (the hypothesis before), only the words both agree on count as stable
+    ("local agreement": a word is sent once two consecutive partials agree on it).
+    """
+    if previous is not None:
+        hypothesis = common_prefix(previous, hypothesis)
     stable = stable_prefix(hypothesis)
     if len(stable) > len(sent) and stable.startswith(sent):
         return stable[len(sent) :]
@@ -492,6 +507,7 @@ class _Item:
     id: str
     sent: str = ""
     started: bool = False
+    last: str | None = None  # the previous partial hypothesis
 
 
 class StreamTranslator:
@@ -580,7 +596,9 @@ class StreamTranslator:
             if not (partial.text or "").strip() and not item.started:
                 return []
             events += self._started(item, float(getattr(partial, "utterance_start", 0.0) or 0.0))
-        events += self._delta(item, next_delta(item.sent, partial.text or ""))
+        text = partial.text or ""
+        events += self._delta(item, next_delta(item.sent, text, item.last if item.last is not None else ""))
+        item.last = text
         return events
 
     def _completed(self, item: _Item, transcription: Any, seconds: float, extra: dict[str, Any]) -> list[dict]:

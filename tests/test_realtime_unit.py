@@ -132,6 +132,9 @@ def test_deltas_carry_only_words_that_stay():
     assert final_delta("hello world", "hello world again") == " again"
     assert final_delta("hello world", "yellow world") == ""
     assert stable_prefix("今天天气") == "今天天"
+    # Local agreement: only words two consecutive partials share.
+    assert next_delta("", "hello world and", "hello word") == "hello"
+    assert next_delta("", "hello world and", None) == "hello world"
 
 
 @dataclass
@@ -177,6 +180,7 @@ def test_translator_one_item_per_utterance():
         P("", 0),
         P("hello wor", 0, 0.5),
         P("hello world and", 0, 0.5),
+        P("hello world and m", 0, 0.5),
         U(0, 0.5, 2.0, T("hello world and more", words=(W("hello", 0.6, 0.9),))),
         P("second one", 1, 3.0),
         U(1, 3.0, 4.0, T("second one"), last=True),
@@ -192,7 +196,6 @@ def test_translator_one_item_per_utterance():
         DELTA,
         COMPLETED,
         "input_audio_buffer.speech_started",
-        DELTA,
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
         DELTA,
@@ -206,14 +209,15 @@ def test_translator_one_item_per_utterance():
     assert completed["transcript"] == "hello world and more" and completed["item_id"] == first
     assert completed["usage"] == {"type": "duration", "seconds": 1.5}
     assert completed["words"] == [{"word": "hello", "start": 10.6, "end": 10.9}]
-    assert events[11]["delta"] == " one"
+    assert events[10]["delta"] == "second one"  # one partial agrees with nothing: all comes with the final
     assert translator.open_items() == []
 
 
 def test_translator_manual_item():
     translator = StreamTranslator(offset_s=0.0, vad=False, item_id="item_x")
-    events = translator.handle(P("one two", 0)) + translator.handle(T("one two three"))
+    events = [e for x in (P("one t"), P("one two"), T("one two three")) for e in translator.handle(x)]
     assert [e["type"] for e in events] == [DELTA, DELTA, COMPLETED]
+    assert [e.get("delta") for e in events[:2]] == ["one", " two three"]
     assert {e["item_id"] for e in events} == {"item_x"}
 
 
