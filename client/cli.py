@@ -214,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="output format (default: %(default)s)")
     st.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     _add_connection_arguments(
-        st, STREAM_TIMEOUT_SECONDS, DEFAULT_STREAM_MODEL, "deadline for each chunk's answer in seconds"
+        st,
+        STREAM_TIMEOUT_SECONDS,
+        DEFAULT_STREAM_MODEL,
+        "deadline for each chunk's answer in seconds (with --endpointing: for the final, after the last chunk)",
     )
 
     health = commands.add_parser("health", help="server and model readiness", description="Check readiness.")
