@@ -1,6 +1,7 @@
 """Partial-result latency of ``qwen3_asr_streaming`` at several numbers of concurrent streams.
 
     python perf/stream_latency.py --url 127.0.0.1:8001 --streams 1 8 32 [--json out.json] [FILE ...]
+    python perf/stream_latency.py --endpointing --streams 1 8 32 64 --max-new-tokens 32 [--server-pid PID]
 
 For each stream count N, N streams play real speech in real time (1 s chunks
 by default, each stream looping its clip to ``--seconds``), starting at random
@@ -19,6 +20,16 @@ Reported per N (times in seconds, measured on the client):
   below 1 when the server coalesces;
 - final latency: from sending the END chunk to receiving the final result;
 - errors: streams that failed, with the first messages.
+
+With ``--endpointing`` the streams are live captions: sentences separated by
+``--pause-seconds`` of silence, cut into utterances by the server's VAD. Then
+only chunks inside an utterance count for partials per chunk and visible
+latency (silence gets no partial), and the final latency is per utterance:
+from sending the chunk that holds the end of its speech (its end minus the
+padding) to receiving its final, so it includes the silence the VAD waits for
+(``vad_min_silence_ms``, 500 ms by default) to know the speaker stopped. With
+``--server-pid`` the server tree's resident memory is sampled every second
+(first, last and peak per stream count).
 
 The chunk's own duration (waiting for 1 s of audio to be captured) is not part
 of any latency. The client runs in one Python process: at high N its own event
@@ -43,15 +54,20 @@ from pathlib import Path
 
 import numpy as np
 
-from qwen3_asr_triton.audio import TARGET_SAMPLE_RATE, load_audio
-from qwen3_asr_triton.client import (
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from qwen3_asr_triton.audio import TARGET_SAMPLE_RATE, load_audio  # noqa: E402
+from qwen3_asr_triton.client import (  # noqa: E402
     AsyncQwen3ASRClient,
     ClientOptions,
+    EndpointingOptions,
     Partial,
     Qwen3ASRError,
     StreamOptions,
     StreamStats,
     TranscribeOptions,
+    Utterance,
 )
 
 logger = logging.getLogger("stream_latency")
@@ -60,8 +76,14 @@ logger = logging.getLogger("stream_latency")
 DEFAULT_STREAMS = (1, 8, 32)
 # 30 s of audio per stream: ~29 partials each, enough for a p95 even at N = 1.
 DEFAULT_SECONDS = 30.0
-# Silence between two plays of a clip when it is looped, like a pause between sentences.
+# Silence between two plays of a clip when it is looped, like a pause between sentences (with endpointing,
+# 1 s: longer than the 500 ms of silence that ends an utterance, as between a speaker's sentences).
 LOOP_GAP_SECONDS = 0.5
+ENDPOINTING_GAP_SECONDS = 1.0
+# The server's default speech padding (vad_speech_pad_ms): an utterance's end lies this far after its speech.
+SPEECH_PAD_SECONDS = 0.3
+# Period of the server-memory samples (one /proc read per process of the tree).
+MEMORY_PERIOD = 1.0
 # Pause between two stream counts, so the next one starts on an idle server.
 SETTLE_SECONDS = 2.0
 # Deadline of each chunk's answer: far above any sane latency, so overload shows as a latency, not an error.
@@ -91,9 +113,9 @@ def synthesise(directory: Path) -> list[Path]:
     return paths
 
 
-def looped(wave: np.ndarray, seconds: float) -> np.ndarray:
-    """``wave`` repeated (with short pauses) until it lasts at least ``seconds``."""
-    gap = np.zeros(round(LOOP_GAP_SECONDS * TARGET_SAMPLE_RATE), np.float32)
+def looped(wave: np.ndarray, seconds: float, gap_seconds: float = LOOP_GAP_SECONDS) -> np.ndarray:
+    """``wave`` repeated (with pauses of ``gap_seconds``) until it lasts at least ``seconds``."""
+    gap = np.zeros(round(gap_seconds * TARGET_SAMPLE_RATE), np.float32)
     parts, total = [], 0
     while total < seconds * TARGET_SAMPLE_RATE:
         parts += [wave, gap]
@@ -107,19 +129,44 @@ class StreamRecord:
     """What one stream measured."""
 
     partials: list[Partial] = field(default_factory=list)
+    utterances: list[Utterance] = field(default_factory=list)
     stats: StreamStats | None = None
     error: str | None = None
+    chunk_seconds: float = 1.0
+
+    def speech_chunks(self) -> list[int]:
+        """Chunks but END that hold audio of an utterance (endpointing: silence gets no partial)."""
+        if self.stats is None:
+            return []
+        chunks = range(self.stats.chunks - 1)
+        if not self.utterances:
+            return list(chunks)
+        spans = [(u.start, u.end) for u in self.utterances]
+        c = self.chunk_seconds
+        return [i for i in chunks if any(start < (i + 1) * c and i * c < end for start, end in spans)]
+
+    def utterance_final_latencies(self) -> list[float]:
+        """Per utterance: from sending the chunk holding the end of its speech to receiving its final."""
+        if self.stats is None:
+            return []
+        offsets, c = self.stats.chunk_offsets, self.chunk_seconds
+        out = []
+        for u in self.utterances:
+            chunk = min(len(offsets) - 1, max(0, int((u.end - SPEECH_PAD_SECONDS) / c)))
+            out.append(offsets[u.chunk] + u.latency - offsets[chunk])
+        return out
 
     def visible_latencies(self) -> list[float]:
         """Per chunk but END: time from sending it to the first hypothesis covering it."""
         if self.stats is None:
             return []
         offsets = self.stats.chunk_offsets
-        arrivals = sorted((offsets[p.chunk] + p.latency, p.chunk) for p in self.partials)
+        answers = [*self.partials, *self.utterances]
+        arrivals = sorted((offsets[p.chunk] + p.latency, p.chunk) for p in answers)
         if self.stats.final_latency is not None:
             arrivals.append((offsets[-1] + self.stats.final_latency, len(offsets) - 1))
         out = []
-        for chunk in range(len(offsets) - 1):
+        for chunk in self.speech_chunks():
             covering = [at for at, answered in arrivals if answered >= chunk]
             if covering:
                 out.append(min(covering) - offsets[chunk])
@@ -135,13 +182,15 @@ async def play(
 ) -> StreamRecord:
     """Play ``wave`` as one stream after ``delay`` seconds."""
     await asyncio.sleep(delay)
-    record = StreamRecord()
+    record = StreamRecord(chunk_seconds=pacing.chunk_seconds)
     stream = client.stream(wave, options, pacing, sample_rate=TARGET_SAMPLE_RATE)
     try:
         async with stream:
             async for event in stream:
                 if isinstance(event, Partial):
                     record.partials.append(event)
+                elif isinstance(event, Utterance):
+                    record.utterances.append(event)
     except Qwen3ASRError as exc:
         record.error = str(exc)
     record.stats = stream.stats
@@ -164,8 +213,9 @@ def measure_level(records: list[StreamRecord], streams: int, wall: float) -> dic
     """The numbers of one stream count."""
     stats = [r.stats for r in records if r.stats is not None]
     partials = [p for r in records for p in r.partials]
-    eligible = sum(max(0, s.chunks - 1) for s in stats)
+    eligible = sum(len(r.speech_chunks()) for r in records)
     errors = [r.error for r in records if r.error]
+    endpointed = any(r.utterances for r in records)
     return {
         "streams": streams,
         "chunks": sum(s.chunks for s in stats),
@@ -173,7 +223,12 @@ def measure_level(records: list[StreamRecord], streams: int, wall: float) -> dic
         "partials_per_chunk": round(len(partials) / eligible, 4) if eligible else None,
         "partial_latency": summary([p.latency for p in partials]),
         "visible_latency": summary([v for r in records for v in r.visible_latencies()]),
-        "final_latency": summary([s.final_latency for s in stats if s.final_latency is not None]),
+        "final_latency": summary(
+            [v for r in records for v in r.utterance_final_latencies()]
+            if endpointed
+            else [s.final_latency for s in stats if s.final_latency is not None]
+        ),
+        "utterances": sum(len(r.utterances) for r in records),
         "errors": len(errors),
         "error_messages": sorted(set(errors))[:5],
         "audio_seconds": round(sum(s.audio_seconds for s in stats), 3),
@@ -188,13 +243,43 @@ async def run_level(
     options: TranscribeOptions,
     pacing: StreamOptions,
     rng: random.Random,
+    server_pid: int | None = None,
 ) -> dict:
     delays = [rng.uniform(0, pacing.chunk_seconds) if streams > 1 else 0.0 for _ in range(streams)]
     began = time.perf_counter()
+    memory = MemorySampler(server_pid) if server_pid else None
+    sampling = asyncio.create_task(memory.run()) if memory else None
     records = await asyncio.gather(
         *(play(client, waves[i % len(waves)], options, pacing, delays[i]) for i in range(streams))
     )
-    return measure_level(list(records), streams, time.perf_counter() - began)
+    level = measure_level(list(records), streams, time.perf_counter() - began)
+    if memory is not None and sampling is not None:
+        sampling.cancel()
+        await asyncio.gather(sampling, return_exceptions=True)
+        level["server_rss_mib"] = memory.summary()
+    return level
+
+
+class MemorySampler:
+    """The server tree's resident memory (MiB), sampled every :data:`MEMORY_PERIOD` while :meth:`run` runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[float] = []
+
+    async def run(self) -> None:
+        from perf.procmem import tree_memory  # psutil: the perf extra, only needed with --server-pid
+
+        while True:
+            rss, _, _ = await asyncio.to_thread(tree_memory, self.pid, False)
+            self.samples.append(round(rss, 1))
+            await asyncio.sleep(MEMORY_PERIOD)
+
+    def summary(self) -> dict[str, float | None]:
+        """First, last and peak sample."""
+        if not self.samples:
+            return {"first": None, "last": None, "max": None}
+        return {"first": self.samples[0], "last": self.samples[-1], "max": max(self.samples)}
 
 
 # ----------------------------------------------------------------------------- report
@@ -216,6 +301,9 @@ def table(levels: list[dict]) -> str:
             stats = level[key]
             cells.append(f"{_cell(stats['p50']):>{width}} {_cell(stats['p95']):>6} {_cell(stats['max']):>6}")
         cells.append(f"{level['errors']:>6}")
+        if "server_rss_mib" in level:
+            rss = level["server_rss_mib"]
+            cells.append(f"rss {rss['first']}->{rss['last']} (max {rss['max']}) MiB")
         lines.append(" | ".join(cells))
     for level in levels:
         for message in level["error_messages"]:
@@ -238,12 +326,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--language", help="force a language (default: detect)")
     parser.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default: the server's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the start offsets (default: %(default)s)")
+    parser.add_argument(
+        "--endpointing", action="store_true", help="live captions: the server's VAD cuts utterances (see above)"
+    )
+    parser.add_argument(
+        "--pause-seconds",
+        type=float,
+        help=f"silence between sentences (default {LOOP_GAP_SECONDS:g}, "
+        f"{ENDPOINTING_GAP_SECONDS:g} with --endpointing)",
+    )
+    parser.add_argument("--server-pid", type=int, help="sample this process tree's memory (the tritonserver pid)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
-    if any(n < 1 for n in args.streams) or args.seconds <= 0:
+    if args.pause_seconds is None:
+        args.pause_seconds = ENDPOINTING_GAP_SECONDS if args.endpointing else LOOP_GAP_SECONDS
+    if any(n < 1 for n in args.streams) or args.seconds <= 0 or args.pause_seconds < 0:
         parser.error("--streams must be positive integers and --seconds positive")
     try:
-        args.pacing = StreamOptions(chunk_seconds=args.chunk_seconds, speed=args.speed)
+        endpointing = EndpointingOptions() if args.endpointing else None
+        args.pacing = StreamOptions(chunk_seconds=args.chunk_seconds, speed=args.speed, endpointing=endpointing)
         args.options = TranscribeOptions(language=args.language, max_new_tokens=args.max_new_tokens)
         args.client_options = ClientOptions(url=args.url, stream_model=args.model, timeout=CHUNK_TIMEOUT_SECONDS)
     except ValueError as exc:
@@ -251,14 +352,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_speech(files: list[Path], seconds: float) -> list[np.ndarray]:
+def load_speech(files: list[Path], seconds: float, pause: float = LOOP_GAP_SECONDS) -> list[np.ndarray]:
     """The given files (or synthesised speech), decoded to 16 kHz mono and looped to ``seconds``."""
     if files:
         waves = [load_audio(path.read_bytes()) for path in files]
     else:
         with tempfile.TemporaryDirectory(prefix="stream-latency-") as tmp:
             waves = [load_audio(path.read_bytes()) for path in synthesise(Path(tmp))]
-    return [looped(wave, seconds) for wave in waves if wave.size]
+    return [looped(wave, seconds, pause) for wave in waves if wave.size]
 
 
 async def benchmark(args: argparse.Namespace, waves: list[np.ndarray]) -> list[dict]:
@@ -272,7 +373,7 @@ async def benchmark(args: argparse.Namespace, waves: list[np.ndarray]) -> list[d
         levels = []
         for n in args.streams:
             logger.info("%d stream%s of >= %g s of audio each...", n, "" if n == 1 else "s", args.seconds)
-            levels.append(await run_level(client, waves, n, args.options, args.pacing, rng))
+            levels.append(await run_level(client, waves, n, args.options, args.pacing, rng, args.server_pid))
             await asyncio.sleep(SETTLE_SECONDS)
     return levels
 
@@ -281,18 +382,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
     try:
-        waves = load_speech(args.files, args.seconds)
+        waves = load_speech(args.files, args.seconds, args.pause_seconds)
         levels = asyncio.run(benchmark(args, waves))
     except (OSError, RuntimeError, ValueError, Qwen3ASRError) as exc:
         logger.error("%s", exc)
         return 1
     print(
         f"qwen3_asr_streaming at {args.url}: {args.chunk_seconds:g} s chunks at {args.speed:g}x real time, "
-        f"{args.seconds:g} s per stream; latencies in seconds"
+        f"{args.seconds:g} s per stream{', endpointing' if args.endpointing else ''}; latencies in seconds"
     )
     print(table(levels))
     if args.json:
-        config = {k: getattr(args, k) for k in ("url", "model", "seconds", "chunk_seconds", "speed", "seed")}
+        keys = ("url", "model", "seconds", "chunk_seconds", "speed", "seed", "endpointing", "pause_seconds")
+        config = {k: getattr(args, k) for k in (*keys, "max_new_tokens")}
+        from perf.machine import describe_machine
+
+        config["machine"] = describe_machine()
         config["files"] = [str(f) for f in args.files] or [f"espeak-ng:{voice}" for voice, _ in SENTENCES]
         args.json.write_text(json.dumps({"config": config, "levels": levels}, indent=2) + "\n", encoding="utf-8")
         logger.info("wrote %s", args.json)
