@@ -264,8 +264,13 @@ class RealtimeSession:
     def _spawn(self, coro: Any, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("realtime task %s failed", task.get_name(), exc_info=task.exception())
 
     def _options(self) -> TranscribeOptions:
         return TranscribeOptions(

@@ -483,10 +483,10 @@ def _kind(event: Any) -> str:
     """``partial``, ``utterance`` (an endpointed final) or ``final`` (a whole stream's Transcription)."""
     if hasattr(event, "transcription") and hasattr(event, "index"):
         return "utterance"
+    if hasattr(event, "confidence") and hasattr(event, "segments"):  # (a Transcription has audio_seconds too)
+        return "final"
     if hasattr(event, "audio_seconds"):
         return "partial"
-    if hasattr(event, "confidence"):
-        return "final"
     return "other"
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import websockets
 
+from qwen3_asr_triton.gateway.realtime_events import INCLUDE_WORDS
 from tests.harness import CACHE, GATEWAY_API_KEY
 from tests.speech import ClipSpec, make_clip, require_tools
 
@@ -163,6 +164,37 @@ def test_one_completed_transcript_per_utterance(triton_server, rate):
     check_items(events, len(SENTENCES))
 
 
+def test_manual_commits_without_turn_detection(triton_server):
+    """turn_detection null: the buffer is transcribed as one item at each commit (beta names here)."""
+    rate = 24000
+    pcm = sentences_pcm(rate, SENTENCES[:1])
+
+    async def run() -> list[dict]:
+        async with websockets.connect(ws_url(triton_server), additional_headers=auth()) as ws:
+            await ws.recv()
+            session = {"input_audio_format": "pcm16", "turn_detection": None, "include": [INCLUDE_WORDS]}
+            await ws.send(json.dumps({"type": "transcription_session.update", "session": session}))
+            updated = json.loads(await ws.recv())
+            assert updated["type"] == "transcription_session.updated", updated
+            assert updated["session"]["turn_detection"] is None
+            for start in range(0, pcm.size, 2400):
+                await ws.send(append_event(pcm[start : start + 2400]))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            events = []
+            while not events or events[-1]["type"] != COMPLETED:
+                events.append(json.loads(await asyncio.wait_for(ws.recv(), RESULT_TIMEOUT)))
+                assert events[-1]["type"] != "error", events[-1]
+            return events
+
+    events = asyncio.run(run())
+    assert events[0]["type"] == "input_audio_buffer.committed"
+    assert {e["item_id"] for e in events} == {events[0]["item_id"]}
+    assert set(e["type"] for e in events[1:-1]) <= {DELTA}
+    completed = events[-1]
+    assert completed["usage"]["seconds"] == pytest.approx(pcm.size / rate, abs=0.05)
+    assert isinstance(completed["words"], list)
+
+
 def test_bad_frames_and_the_socket_stays_usable(triton_server):
     async def run() -> None:
         async with websockets.connect(ws_url(triton_server), additional_headers=auth()) as ws:
@@ -250,3 +282,29 @@ def test_a_client_that_vanishes_frees_its_stream_at_once(triton_server):
             break
         time.sleep(0.05)
     assert (streams, sessions, server) == (0, 0, 0)
+
+
+# Sentences of the long session: each is spoken three times, 30 utterances in about two and a half minutes.
+LONG_SENTENCES = (
+    "Good morning, and welcome to the weekly meeting.",
+    "The first topic is the release of the new version.",
+    "Testing finished yesterday and no blocking issues remain.",
+    "The documentation still needs a few more examples.",
+    "Next we will look at the performance numbers.",
+    "Latency went down by almost a third since last month.",
+    "Memory use stayed the same on every machine we tried.",
+    "The team would like to try a larger model next.",
+    "Please send your questions before Friday afternoon.",
+    "Thank you all for joining, see you next week.",
+)
+
+
+@pytest.mark.slow
+def test_minutes_of_speech_give_one_completed_per_utterance(triton_server):
+    """The issue's bar: a few minutes of multi-utterance speech, one completed transcript per utterance."""
+    rate = 24000
+    sentences = LONG_SENTENCES * 3
+    pcm = sentences_pcm(rate, sentences)
+    assert pcm.size / rate > 120
+    events = asyncio.run(_transcribe(ws_url(triton_server), pcm, rate, utterances=len(sentences)))
+    check_items(events, len(sentences))

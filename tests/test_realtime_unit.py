@@ -161,6 +161,10 @@ class T:  # a Transcription
     words: tuple = ()
     segments: tuple = ()
 
+    @property
+    def audio_seconds(self) -> float:  # as the real Transcription has
+        return self.segments[-1].end if self.segments else 0.0
+
 
 @dataclass
 class U:  # an Utterance
@@ -429,3 +433,19 @@ def test_the_page_is_served_without_a_key(app_client):
     assert app_client.get("/static/app.js").status_code == 200
     assert app_client.get("/static/pcm-worklet.js").status_code == 200
     assert app_client.get("/static/..%2fapp.py").status_code == 404
+
+
+def test_translator_tells_the_client_librarys_own_events_apart():
+    """The real Partial, Transcription and Utterance (a Transcription has audio_seconds, as a Partial does)."""
+    from qwen3_asr_triton.client import Partial, Segment, Transcription, Utterance, Word
+
+    final = Transcription("one two", "English", 0.9, (Word("one", 0.1, 0.4),), (Segment("one two", 0.0, 1.0),))
+    manual = StreamTranslator(vad=False, words=True)
+    events = manual.handle(Partial("one t", "English", (), 0.5, 0, 0.01)) + manual.handle(final)
+    assert [e["type"] for e in events] == [DELTA, COMPLETED]
+    assert events[-1]["usage"]["seconds"] == 1.0 and events[-1]["words"][0]["word"] == "one"
+    vad = StreamTranslator(vad=True)
+    events = vad.handle(Partial("one t", "English", (), 0.5, 0, 0.01, utterance=2, utterance_start=0.2))
+    events += vad.handle(Utterance(2, 0.2, 1.0, final, 3, 0.01, last=True))
+    assert events[0]["type"] == "input_audio_buffer.speech_started"
+    assert events[-1]["type"] == COMPLETED and events[-1]["transcript"] == "one two"
