@@ -144,7 +144,7 @@ def serve(argv: list[str]) -> int:
         log_level=level,
         http="h11",
         # WebSockets only for /v1/realtime: frames bounded, pings find clients that vanished silently.
-        ws="websockets-sansio",
+        ws=_websocket_protocol(),
         ws_max_size=MAX_FRAME_BYTES,
         ws_ping_interval=WS_PING_SECONDS,
         ws_ping_timeout=WS_PING_SECONDS,
@@ -157,6 +157,16 @@ def serve(argv: list[str]) -> int:
         server_header=False,
     )
     return EXIT_OK
+
+
+def _websocket_protocol() -> str:
+    """uvicorn's sans-I/O websockets protocol; "none" (no /v1/realtime) where the package is missing."""
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        logging.getLogger(__name__).warning("the websockets package is missing: /v1/realtime is disabled")
+        return "none"
+    return "websockets-sansio"
 
 
 def _command_index(argv: list[str]) -> int | None:

@@ -29,9 +29,10 @@ HEADERS = {
 
 def _file(name: str) -> Response:
     media_type = FILES.get(name)
-    if media_type is None:
+    path = STATIC / name
+    if media_type is None or not path.is_file():  # (an install without the package's static files)
         return Response("not found", status_code=404, media_type="text/plain")
-    return Response((STATIC / name).read_bytes(), media_type=media_type, headers=HEADERS)
+    return Response(path.read_bytes(), media_type=media_type, headers=HEADERS)
 
 
 async def index(request: Request) -> Response:
