@@ -172,17 +172,20 @@ def _int(value: Any, param: str, low: int, high: int) -> int:
     return value
 
 
+def _require_type(value: dict[str, Any], param: str, expected: str, hint: str) -> None:
+    """Refuse ``value["type"]`` (default ``expected``) unless it is ``expected``."""
+    kind = value.get("type", expected)
+    if kind != expected:
+        raise ProtocolError(
+            f"{param}.type {excerpt(kind)} is not supported; {hint}", code="unsupported_value", param=f"{param}.type"
+        )
+
+
 def _turn_detection(value: Any, param: str, current: TurnDetection | None) -> TurnDetection | None:
     if value is None:
         return None
     value = _object(value, param)
-    kind = value.get("type", "server_vad")
-    if kind != "server_vad":
-        raise ProtocolError(
-            f"{param}.type {excerpt(kind)} is not supported; use 'server_vad' or null (manual commits)",
-            code="unsupported_value",
-            param=f"{param}.type",
-        )
+    _require_type(value, param, "server_vad", "use 'server_vad' or null (manual commits)")
     base = current or TurnDetection()
     threshold = value.get("threshold")
     padding = value.get("prefix_padding_ms")
@@ -255,13 +258,7 @@ def _include(value: Any, param: str) -> tuple[str, ...]:
 
 def _format_rate(value: Any, param: str) -> int:
     value = _object(value, param)
-    kind = value.get("type", "audio/pcm")
-    if kind != "audio/pcm":
-        raise ProtocolError(
-            f"{param}.type {excerpt(kind)} is not supported; send 'audio/pcm' (16-bit little-endian mono)",
-            code="unsupported_value",
-            param=f"{param}.type",
-        )
+    _require_type(value, param, "audio/pcm", "send 'audio/pcm' (16-bit little-endian mono)")
     rate = value.get("rate", DEFAULT_SAMPLE_RATE)
     if isinstance(rate, bool) or rate not in SAMPLE_RATES:
         raise ProtocolError(

@@ -2,6 +2,7 @@
 
     python perf/stream_latency.py --url 127.0.0.1:8001 --streams 1 8 32 [--json out.json] [FILE ...]
     python perf/stream_latency.py --endpointing --streams 1 8 32 64 --max-new-tokens 32 [--server-pid PID]
+    python perf/stream_latency.py --size tiny --endpointing ...   # builds (cached) and starts its own server
 
 For each stream count N, N streams play real speech in real time (1 s chunks
 by default, each stream looping its clip to ``--seconds``), starting at random
@@ -29,7 +30,9 @@ from sending the chunk that holds the end of its speech (its end minus the
 padding) to receiving its final, so it includes the silence the VAD waits for
 (``vad_min_silence_ms``, 500 ms by default) to know the speaker stopped. With
 ``--server-pid`` the server tree's resident memory is sampled every second
-(first, last and peak per stream count).
+(first, last and peak per stream count). ``--size`` builds (once, cached) an fp32 cpu repository of a
+random checkpoint of those dimensions, as ``perf/soak.py`` does, serves it with ``scripts/serve_cpu.sh``
+on free loopback ports and samples that server's memory.
 
 The chunk's own duration (waiting for 1 s of audio to be captured) is not part
 of any latency. The client runs in one Python process: at high N its own event
@@ -336,6 +339,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{ENDPOINTING_GAP_SECONDS:g} with --endpointing)",
     )
     parser.add_argument("--server-pid", type=int, help="sample this process tree's memory (the tritonserver pid)")
+    parser.add_argument("--size", choices=("tiny", "0.6b", "1.7b"), help="build and serve a repository of this size")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     if args.pause_seconds is None:
@@ -378,22 +382,49 @@ async def benchmark(args: argparse.Namespace, waves: list[np.ndarray]) -> list[d
     return levels
 
 
+def start_own_server(args: argparse.Namespace):
+    """Build (cached) and start a server of ``args.size``; points ``args`` at it."""
+    from datetime import datetime, timezone
+
+    from perf.soak import build
+    from perf.systems.base import BENCH_CACHE
+    from tests.harness import start_server
+
+    log_dir = BENCH_CACHE / "logs" / f"stream-latency-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # The build's concurrency defaults (16 entry instances and decoder sequences), as perf/benchmark.py uses.
+    repository = build(args.size, 16, log_dir)
+    server = start_server(repository, log_dir / "server.log")
+    args.url, args.server_pid = server.grpc_url, server.process.pid
+    args.client_options = ClientOptions(url=args.url, stream_model=args.model, timeout=CHUNK_TIMEOUT_SECONDS)
+    logger.info("serving %s at %s (logs in %s)", repository.name, args.url, log_dir)
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
+    server = None
     try:
         waves = load_speech(args.files, args.seconds, args.pause_seconds)
+        if args.size:
+            server = start_own_server(args)
         levels = asyncio.run(benchmark(args, waves))
     except (OSError, RuntimeError, ValueError, Qwen3ASRError) as exc:
         logger.error("%s", exc)
         return 1
+    finally:
+        if server is not None:
+            from tests.harness import stop_server
+
+            stop_server(server)
     print(
         f"qwen3_asr_streaming at {args.url}: {args.chunk_seconds:g} s chunks at {args.speed:g}x real time, "
         f"{args.seconds:g} s per stream{', endpointing' if args.endpointing else ''}; latencies in seconds"
     )
     print(table(levels))
     if args.json:
-        keys = ("url", "model", "seconds", "chunk_seconds", "speed", "seed", "endpointing", "pause_seconds")
+        keys = ("url", "model", "size", "seconds", "chunk_seconds", "speed", "seed", "endpointing", "pause_seconds")
         config = {k: getattr(args, k) for k in (*keys, "max_new_tokens")}
         from perf.machine import describe_machine
 

@@ -218,15 +218,23 @@ def stop_server(server: TritonServer, timeout: float = 60) -> int:
         return proc.wait(10)
 
 
-def speech_with_pauses(clips, names=("en_hello", "de_greeting", "es_numbers"), pause: float = 1.5):
-    """``[n]`` float32 16 kHz speech of the clips ``names`` with ``pause`` seconds of silence around each.
+def speech_with_pauses(
+    clips,
+    names=("en_hello", "de_greeting", "es_numbers"),
+    pause: float = 1.5,
+    lead: float | None = None,
+    trailing: bool = True,
+):
+    """``[n]`` float32 16 kHz speech of the clips ``names`` with ``pause`` seconds of silence between them.
 
     Several utterances in one stream, for the endpointing tests (the VAD ends one after 0.5 s of silence).
+    ``lead`` seconds of silence come first (default ``pause``); ``trailing`` ends with a pause too, else
+    with the last clip (its utterance is then still open at END).
     """
     import numpy as np
 
     silence = np.zeros(int(pause * 16000), np.float32)
-    parts = [silence]
+    parts = [np.zeros(int((pause if lead is None else lead) * 16000), np.float32)]
     for name in names:
-        parts += [next(c for c in clips if c.name == name).waveform(), silence]
-    return np.concatenate(parts)
+        parts += [next(c for c in clips if c.name == name).waveform().astype(np.float32), silence]
+    return np.concatenate(parts if trailing else parts[:-1])

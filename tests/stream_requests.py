@@ -42,9 +42,11 @@ def stream_pcm(
     drop_after: int | None = None,
     start_inputs: dict | None = None,
     timeout: float = 120.0,
+    stop_on_error: bool = True,
 ) -> StreamResult:
     """Send ``wave`` in chunks on one gRPC stream; ``pace`` seconds between chunks; ``drop_after`` chunks
-    then close the stream without END. Returns the partials and the final (IS_FINAL) response."""
+    then close the stream without END; ``stop_on_error`` stops waiting for the final at the first error
+    response. Returns the partials and the final (IS_FINAL) response."""
     import tritonclient.grpc as grpcclient
 
     responses: queue.Queue = queue.Queue()
@@ -99,7 +101,7 @@ def stream_pcm(
                 time.sleep(pace)
         if drop_after is None:
             deadline = time.monotonic() + timeout
-            while not done.is_set() and not result.errors and time.monotonic() < deadline:
+            while not done.is_set() and not (stop_on_error and result.errors) and time.monotonic() < deadline:
                 time.sleep(0.05)
         else:
             time.sleep(max(pace, 0.5))

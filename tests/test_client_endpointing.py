@@ -42,6 +42,7 @@ from qwen3_asr_triton.client.stream_command import EventPrinter, describe
 from qwen3_asr_triton.client.stream_session import StreamSession
 from qwen3_asr_triton.client.stream_source import PcmChunk
 from qwen3_asr_triton.client.stream_wire import chunk_inputs
+from tests.harness import speech_with_pauses
 from tests.test_client_stream_unit import RUNNERS, _text
 
 RATE = 16000
@@ -550,12 +551,7 @@ def dialogue(clips) -> np.ndarray:
 
     The audio ends with the last clip, so its utterance is still open at END and ends with the stream.
     """
-    by_name = {c.name: c for c in clips}
-    gap = np.zeros(int(GAP_SECONDS * RATE), np.float32)
-    pieces = [gap[: RATE // 2]]
-    for name in DIALOGUE:
-        pieces += [by_name[name].waveform().astype(np.float32), gap]
-    return np.concatenate(pieces[:-1])
+    return speech_with_pauses(clips, DIALOGUE, GAP_SECONDS, lead=0.5, trailing=False)
 
 
 @pytest.fixture(scope="module")

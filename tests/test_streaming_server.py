@@ -195,3 +195,15 @@ def test_bad_endpointing_knobs_are_refused_at_start(triton_server, inputs, messa
     assert result.errors and message in result.errors[0], result.errors
     time.sleep(0.3)
     assert _active_streams(triton_server) == 0
+
+
+def test_a_bad_chunk_in_an_endpointed_stream_is_refused_and_the_stream_goes_on(triton_server, clips):
+    wave = speech_with_pauses(clips, names=("en_hello", "es_numbers"), pause=1.0)
+    wave[16000 * 3 : 16000 * 3 + 100] = np.nan  # inside the fourth 1 s chunk
+    result = stream_pcm(
+        triton_server.grpc_url, wave, sequence_id=1320, chunk_seconds=1.0, start_inputs=ENDPOINTING, stop_on_error=False
+    )
+    assert len(result.errors) == 1 and "NaN" in result.errors[0], result.errors
+    assert result.final is not None and len(result.utterances) == 2
+    time.sleep(0.3)
+    assert _active_streams(triton_server) == 0
