@@ -182,8 +182,8 @@ class StreamState:
 
     @property
     def speaking(self) -> bool:
-        """An utterance is open (always, once audio arrived, without endpointing)."""
-        return self.endpointer.open if self.endpointer is not None else self.audio.total > 0
+        """An utterance is open: without endpointing always (every chunk gets a partial, even an empty one)."""
+        return self.endpointer.open if self.endpointer is not None else True
 
     def utterance_start(self) -> int:
         """First sample of the open utterance's audio (0 without endpointing)."""

@@ -973,6 +973,16 @@ def _s(build, xfail: str = "") -> Case:
     return Case(build, "", "", MODEL, xfail=xfail)
 
 
+# A stream without endpointing holds all its audio, so its length is capped (the test repository's 300 s).
+STREAM_TOO_LONG = r"^stream exceeds 300 s of audio; end it and start a new one \(or start it with ENDPOINTING,"
+# Endpointing on a START chunk, and a VAD threshold (inputs with the batch dimension).
+ENDPOINT = ("ENDPOINTING", "BOOL", np.array([[True]]))
+
+
+def vad(threshold: float) -> tuple:
+    return ("VAD_THRESHOLD", "FP32", np.array([[threshold]], np.float32))
+
+
 def _refused_start(pattern: str, **kw) -> Callable[[Assets], list[Step]]:
     """A START refused for its options; the same id then starts and ends cleanly."""
     return lambda a: [
@@ -1057,9 +1067,7 @@ STREAM_CASES: dict[str, Case] = {
     "stream over 300 s": _s(
         lambda a: [
             Step(chunk(pcm(4000), rate=4000, max_new=4), start=True),
-            Step(
-                chunk(pcm(300 * 4000), rate=4000), expect=r"^stream exceeds 300 s of audio; end it and start a new one$"
-            ),
+            Step(chunk(pcm(300 * 4000), rate=4000), expect=STREAM_TOO_LONG),
             Step(chunk(pcm(4000), rate=4000)),
             Step(chunk(pcm(4000), rate=4000), end=True, expect=FINAL),
         ]
@@ -1103,6 +1111,18 @@ STREAM_CASES: dict[str, Case] = {
     # --- START options
     "START with an unknown LANGUAGE": _s(_refused_start(r"^unknown LANGUAGE 'Klingon'; ", language="Klingon")),
     "START with a 100,000-character LANGUAGE": _s(_refused_start(LANGUAGE_100K, language="x" * 100_000)),
+    "START with ENDPOINTING and VAD_THRESHOLD 2": _s(
+        _refused_start(r"^vad_threshold must be between 0 and 1 \(exclusive\), got 2\.0$", extra=(ENDPOINT, vad(2.0)))
+    ),
+    "START with ENDPOINTING and a NaN VAD_THRESHOLD": _s(
+        _refused_start(r"^VAD_THRESHOLD must be a finite number, got nan$", extra=(ENDPOINT, vad(float("nan"))))
+    ),
+    "START with VAD_SPEECH_PAD_MS but no ENDPOINTING": _s(
+        _refused_start(
+            r"^VAD_THRESHOLD, VAD_MIN_SILENCE_MS and VAD_SPEECH_PAD_MS need ENDPOINTING true$",
+            extra=(("VAD_SPEECH_PAD_MS", "INT32", np.array([[300]], np.int32)),),
+        )
+    ),
     "START with an invalid UTF-8 CONTEXT": _s(_refused_start(r"^CONTEXT is not valid UTF-8$", context=b"\xc3\x28")),
     "START with <|audio_pad|> in CONTEXT": _s(
         _refused_start(CONTROL.format(re.escape("<|audio_pad|>")), context="a<|audio_pad|>b")
