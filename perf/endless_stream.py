@@ -37,9 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from perf.machine import describe_machine  # noqa: E402
 from perf.procmem import tree_memory  # noqa: E402
-from perf.soak import build  # noqa: E402
+from perf.soak import build, run_folders  # noqa: E402
 from perf.stream_latency import SENTENCES, synthesise  # noqa: E402
-from perf.systems.base import BENCH_CACHE  # noqa: E402
 from qwen3_asr_triton.audio import TARGET_SAMPLE_RATE, load_audio  # noqa: E402
 from qwen3_asr_triton.client import (  # noqa: E402
     AsyncQwen3ASRClient,
@@ -198,11 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes < 2 * WINDOW_MINUTES or args.speed <= 0:
         parser.error(f"--minutes must be at least {2 * WINDOW_MINUTES} and --speed positive")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    label = args.size or args.model_repository.name
-    out = args.out or REPO / "perf" / "results" / f"endless-stream-{label}-{args.minutes:g}min"
-    out.mkdir(parents=True, exist_ok=True)
-    log_dir = BENCH_CACHE / "logs" / f"endless-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    out, log_dir = run_folders("endless-stream", args)
     repository = args.model_repository or build(args.size, 1, log_dir)
     with tempfile.TemporaryDirectory(prefix="endless-") as tmp:
         waves = [load_audio(path.read_bytes()) for path in synthesise(Path(tmp))]

@@ -75,6 +75,16 @@ class Minute:
         }
 
 
+def run_folders(kind: str, args: argparse.Namespace) -> tuple[Path, Path]:
+    """The results folder (``args.out`` or perf/results/KIND-LABEL-Mmin) and a fresh log folder, both made."""
+    label = args.size or args.model_repository.name
+    out = args.out or REPO / "perf" / "results" / f"{kind}-{label}-{args.minutes:g}min"
+    out.mkdir(parents=True, exist_ok=True)
+    log_dir = BENCH_CACHE / "logs" / f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return out, log_dir
+
+
 def build(size: str, concurrency: int, log_dir: Path) -> Path:
     """The cached fp32 repository of ``size``, built in a child process (the export's memory, 4 GB at 0.6B
     dimensions, would otherwise stay with the load generator for the whole soak)."""
@@ -155,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes <= 0 or args.concurrency < 1:
         parser.error("--minutes must be positive and --concurrency at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    label = args.size or args.model_repository.name
-    out = args.out or REPO / "perf" / "results" / f"soak-{label}-{args.minutes:g}min"
-    out.mkdir(parents=True, exist_ok=True)
-    log_dir = BENCH_CACHE / "logs" / f"soak-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    out, log_dir = run_folders("soak", args)
     repository = args.model_repository or build(args.size, args.concurrency, log_dir)
     clips = clip_pool(BENCH_CACHE / "clips", CLIP_SECONDS, POOL)
 
