@@ -24,7 +24,6 @@ import json
 import logging
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -36,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from perf.machine import describe_machine  # noqa: E402
-from perf.procmem import tree_memory  # noqa: E402
+from perf.procmem import TreeSampler  # noqa: E402
 from perf.soak import build, run_folders  # noqa: E402
 from perf.stream_latency import SENTENCES, synthesise  # noqa: E402
 from qwen3_asr_triton.audio import TARGET_SAMPLE_RATE, load_audio  # noqa: E402
@@ -84,34 +83,6 @@ async def paced(frames: list[np.ndarray], seconds_per_frame: float) -> AsyncIter
         if wait > 0:
             await asyncio.sleep(wait)
         yield frame
-
-
-class MemoryLog:
-    """The server tree's RSS (and now and then PSS) against wall time, in a background thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.rows: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.began = time.monotonic()
-
-    def _run(self) -> None:
-        last_pss = -PSS_PERIOD
-        while not self._stop.wait(RSS_PERIOD):
-            now = time.monotonic() - self.began
-            with_pss = now - last_pss >= PSS_PERIOD
-            rss, pss, _ = tree_memory(self.pid, with_pss)
-            self.rows.append({"wall": round(now, 1), "rss_mib": round(rss, 1), "pss_mib": round(pss, 1) or None})
-            last_pss = now if with_pss else last_pss
-
-    def __enter__(self) -> MemoryLog:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def play(url: str, frames: list[np.ndarray], speed: float, chunk_seconds: float) -> tuple[list, list, float]:
@@ -208,13 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(timezone.utc)
     server = start_server(repository, log_dir / "server.log")
     try:
-        with MemoryLog(server.process.pid) as memory:
+        with TreeSampler(server.process.pid, RSS_PERIOD, PSS_PERIOD) as sampler:
             partials, utterances, wall = asyncio.run(play(server.grpc_url, frames, args.speed, args.chunk_seconds))
     finally:
         stop_server(server)
+    memory = [
+        {"wall": round(t, 1), "rss_mib": round(rss, 1), "pss_mib": None if pss is None else round(pss, 1)}
+        for t, rss, pss in sampler.history
+    ]
     minutes = per_minute(partials, utterances, int(args.minutes))
     scale = args.minutes * 60 / wall  # wall seconds -> stream seconds
-    pss = [(m["wall"] * scale / 60, m["pss_mib"]) for m in memory.rows if m["pss_mib"]]
+    pss = [(m["wall"] * scale / 60, m["pss_mib"]) for m in memory if m["pss_mib"]]
     first = [v for t, v in pss if 1 <= t < WINDOW_MINUTES + 1]
     last = [v for t, v in pss if t >= args.minutes - WINDOW_MINUTES]
     first_lat = [p.latency for p in partials if 60 <= p.audio_seconds < (WINDOW_MINUTES + 1) * 60]
@@ -227,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(wall, 1),
         "pss_first_mib": max(first) if first else None,
         "pss_last_mib": max(last) if last else None,
-        "rss_max_mib": max(m["rss_mib"] for m in memory.rows) if memory.rows else None,
+        "rss_max_mib": max(m["rss_mib"] for m in memory) if memory else None,
         "partial_p50_first": _p(first_lat, 50),
         "partial_p50_last": _p(last_lat, 50),
         "partial_p95_first": _p(first_lat, 95),
@@ -250,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": MAX_NEW_TOKENS,
         "totals": totals,
         "minutes": minutes,
-        "memory": memory.rows,
+        "memory": memory,
     }
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(out, minutes, memory.rows, wall, args.minutes)
+    plot(out, minutes, memory, wall, args.minutes)
     logger.info("totals: %s", json.dumps(totals))
     return 0 if totals["memory_flat"] else 1
 

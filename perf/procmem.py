@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import psutil
@@ -64,12 +65,19 @@ def tree_memory(root_pid: int, pss: bool = True) -> tuple[float, float, int]:
 
 
 class TreeSampler:
-    """Samples a process tree's memory in a background thread; ``peak`` holds the maxima so far."""
+    """Samples a process tree's memory in a background thread; ``peak`` holds the maxima so far.
 
-    def __init__(self, root_pid: int, period: float = SAMPLE_SECONDS) -> None:
+    ``history`` keeps every sample as ``(seconds since start, RSS MiB, PSS MiB or None)``; with
+    ``pss_period`` the background thread also reads PSS that often (it is costly; see above).
+    """
+
+    def __init__(self, root_pid: int, period: float = SAMPLE_SECONDS, pss_period: float | None = None) -> None:
         self.root_pid = root_pid
         self.period = period
+        self.pss_period = pss_period
         self.peak = MemoryPeak()
+        self.history: list[tuple[float, float, float | None]] = []
+        self._began = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"mem-{root_pid}", daemon=True)
 
@@ -91,6 +99,7 @@ class TreeSampler:
     def sample(self, pss: bool = False) -> None:
         """Take one sample now (``pss``: also the costly proportional set size)."""
         rss, proportional, count = tree_memory(self.root_pid, pss)
+        self.history.append((time.monotonic() - self._began, rss, proportional if pss else None))
         peak = self.peak
         peak.rss_mib = max(peak.rss_mib, rss)
         peak.pss_mib = max(peak.pss_mib, proportional)
@@ -98,7 +107,11 @@ class TreeSampler:
         peak.samples += 1
 
     def _run(self) -> None:
+        last_pss = None
         while not self._stop.wait(self.period):
-            self.sample()
+            now = time.monotonic()
+            due = self.pss_period is not None and (last_pss is None or now - last_pss >= self.pss_period)
+            self.sample(pss=due)
+            last_pss = now if due else last_pss
         self.sample(pss=True)
         logger.debug("memory sampler of %s: %s", self.root_pid, self.peak)

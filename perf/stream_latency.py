@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -250,39 +251,20 @@ async def run_level(
 ) -> dict:
     delays = [rng.uniform(0, pacing.chunk_seconds) if streams > 1 else 0.0 for _ in range(streams)]
     began = time.perf_counter()
-    memory = MemorySampler(server_pid) if server_pid else None
-    sampling = asyncio.create_task(memory.run()) if memory else None
-    records = await asyncio.gather(
-        *(play(client, waves[i % len(waves)], options, pacing, delays[i]) for i in range(streams))
-    )
+    sampler = contextlib.nullcontext()
+    if server_pid:
+        from perf.procmem import TreeSampler  # psutil: the perf extra, only needed with --server-pid
+
+        sampler = TreeSampler(server_pid, MEMORY_PERIOD)
+    with sampler:
+        records = await asyncio.gather(
+            *(play(client, waves[i % len(waves)], options, pacing, delays[i]) for i in range(streams))
+        )
     level = measure_level(list(records), streams, time.perf_counter() - began)
-    if memory is not None and sampling is not None:
-        sampling.cancel()
-        await asyncio.gather(sampling, return_exceptions=True)
-        level["server_rss_mib"] = memory.summary()
+    if server_pid:
+        rss = [round(value, 1) for _, value, _ in sampler.history]
+        level["server_rss_mib"] = {"first": rss[0], "last": rss[-1], "max": max(rss)}
     return level
-
-
-class MemorySampler:
-    """The server tree's resident memory (MiB), sampled every :data:`MEMORY_PERIOD` while :meth:`run` runs."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.samples: list[float] = []
-
-    async def run(self) -> None:
-        from perf.procmem import tree_memory  # psutil: the perf extra, only needed with --server-pid
-
-        while True:
-            rss, _, _ = await asyncio.to_thread(tree_memory, self.pid, False)
-            self.samples.append(round(rss, 1))
-            await asyncio.sleep(MEMORY_PERIOD)
-
-    def summary(self) -> dict[str, float | None]:
-        """First, last and peak sample."""
-        if not self.samples:
-            return {"first": None, "last": None, "max": None}
-        return {"first": self.samples[0], "last": self.samples[-1], "max": max(self.samples)}
 
 
 # ----------------------------------------------------------------------------- report
