@@ -5,9 +5,9 @@ audio in frames of 512 samples, each seen together with the last 64 samples of
 the frame before it, and carries an LSTM state from frame to frame. The wheel's
 "sequence" graph runs that recurrence over a whole block of frames in one call
 and gives the same probabilities as the per-frame graph. A stream's chunk is
-therefore scored in one call: measured on a 2-core AVX2 EPYC, 31 frames (1 s)
-take 4.5 ms in one call against 29 ms frame by frame, and that is no more per
-frame than the per-frame graph batched across 32 streams (0.15 ms a frame), so
+therefore scored in one call: measured on a 2-core AVX2 EPYC (perf/vad_choice.py),
+0.14 ms per 32 ms frame against 0.33 ms frame by frame, and within 15% of the
+per-frame graph batched across 8 to 64 streams (0.12-0.15 ms a frame), so
 streams are not batched together: each chunk is one call, made in a worker
 thread (ONNX Runtime releases the GIL), and streams never wait for each other.
 

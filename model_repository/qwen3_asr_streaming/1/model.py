@@ -136,13 +136,18 @@ class TritonPythonModel:
             chunk = state.chunks
             responses = []
             async with state.lock:
-                for utterance in await self.streamer.advance(state, end=end):
+                finals = await self.streamer.advance(state, end=end)
+                for i, utterance in enumerate(finals):
                     outputs = transcript_outputs(pb_utils, utterance.transcript)
                     outputs += self._utterance(utterance.index, True, utterance.start_seconds, utterance.end_seconds)
-                    responses.append(outputs + self._flags(False, state.seconds))
+                    # With endpointing, the last utterance that ends with the stream is the stream's final.
+                    responses.append(outputs + self._flags(end and i == len(finals) - 1, state.seconds))
                     self.metrics.increment("utterances")
                 if end:
-                    responses = self._stream_end(state, responses) if state.endpointing else [await self._final(state)]
+                    if not state.endpointing:
+                        responses.append(await self._final(state))
+                    elif not finals:
+                        responses.append(self._closing(state))
                     self.registry.close(key)
                     self.metrics.increment("finals")
                 elif chunk < state.chunks:
@@ -205,19 +210,14 @@ class TritonPythonModel:
             + self._utterance(0, True, 0.0, state.seconds)
         )
 
-    def _stream_end(self, state, responses):
-        """END with endpointing: the last utterance final carries IS_FINAL, or an empty closing response."""
-        if responses:
-            last = [t for t in responses[-1] if t.name() != "IS_FINAL"]
-            return [*responses[:-1], [*last, pb_utils.Tensor("IS_FINAL", np.array([True]))]]
-        closing = [
+    def _closing(self, state):
+        """END of an endpointed stream that ended in silence: an empty response that carries IS_FINAL."""
+        empty = [
             string_tensor(pb_utils, "TEXT", [""]),
             string_tensor(pb_utils, "DETECTED_LANGUAGE", [""]),
             pb_utils.Tensor("TOKEN_IDS", np.zeros(0, np.int32)),
         ]
-        return [
-            closing + self._flags(True, state.seconds) + self._utterance(state.utterance, False, *[state.seconds] * 2)
-        ]
+        return empty + self._flags(True, state.seconds) + self._utterance(state.utterance, False, *[state.seconds] * 2)
 
     @staticmethod
     def _utterance(index, final, start, end):
