@@ -500,11 +500,13 @@ class RealtimeSession:
             logger.exception("realtime stream failed")
             await self.send(error_event("the transcription stream failed", SERVER_ERROR, "internal_error"))
         finally:
-            if queue is not None:
-                queue.abort()
-                self._queues.discard(queue)
-                if self._live is queue:
-                    self._live = None
-            with contextlib.suppress(Exception):
-                await asyncio.shield(stream.aclose())
-            self.metrics.realtime_streams.dec()
+            try:
+                if queue is not None:
+                    queue.abort()
+                    self._queues.discard(queue)
+                    if self._live is queue:
+                        self._live = None
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(stream.aclose())
+            finally:  # also when the shutdown's grace ends (a cancel) while the stream is closing
+                self.metrics.realtime_streams.dec()

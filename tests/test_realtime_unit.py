@@ -4,6 +4,7 @@ TestClient with a fake client library whose streams cut utterances at silent fra
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from dataclasses import dataclass, field
@@ -424,6 +425,40 @@ def test_a_vanished_client_frees_its_stream_at_once(app_client):
         assert "qwen3_asr_gateway_realtime_sessions 0.0" in metrics
         assert "qwen3_asr_gateway_realtime_streams 0.0" in metrics
         assert FakeStream.live_streams == 0
+
+
+class SlowClosingStream(FakeStream):
+    """A stream whose close outlasts the session's grace period: the shutdown cancels it mid-close."""
+
+    async def aclose(self):
+        await asyncio.sleep(30)
+
+
+class SlowClosingClient(FakeClient):
+    def stream(self, audio, options=None, stream_options=None, *, sample_rate=None):
+        return SlowClosingStream(audio, stream_options, sample_rate)
+
+
+def test_a_stream_cancelled_while_closing_leaves_the_gauges_at_zero(monkeypatch):
+    import time
+
+    import qwen3_asr_triton.gateway.realtime as realtime
+
+    monkeypatch.setattr(realtime, "CLOSE_GRACE_SECONDS", 0.2)
+    app = create_app(GatewayOptions(triton_url=TRITON, api_key=KEY), SlowClosingClient)
+    with TestClient(app) as client:
+        with _connect(client) as ws:
+            ws.receive_json()
+            _append(ws, _speech())
+            ws.receive_json()  # speech started: the stream is open
+            ws.send({"type": "websocket.disconnect", "code": 1006})
+            for _ in range(300):
+                metrics = client.get("/metrics").text
+                if "realtime_sessions 0.0" in metrics:
+                    break
+                time.sleep(0.01)
+        assert "qwen3_asr_gateway_realtime_sessions 0.0" in metrics
+        assert "qwen3_asr_gateway_realtime_streams 0.0" in metrics
 
 
 def test_the_page_is_served_without_a_key(app_client):
