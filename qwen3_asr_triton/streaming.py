@@ -31,6 +31,7 @@ audio the open utterance (or the padding of the next) can still need.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,20 @@ from .errors import CapacityError, InputError
 from .features import EncoderWindows, LogMel
 from .pipeline import RecognitionOptions, Recognizer, Transcript, prepare_audio, prepare_segment
 from .vad import SileroVad, VadStream
+
+# A partial's answer (prefix included) has at most PARTIAL_BASE_TOKENS + PARTIAL_TOKENS_PER_SECOND
+# tokens per second of its utterance (and never more than the request's budget). The answer's header
+# ("language English<asr_text>") is 3-4 tokens and dense speech about 5 tokens/s in English or
+# Chinese, so a trained model's partial stops on its own well inside it; the cap only binds on a
+# model that loops (or random weights, which ramble until a budget), whose partials then cost
+# decoder steps in proportion to the audio, not the request's budget. Finals are never capped.
+PARTIAL_BASE_TOKENS = 8
+PARTIAL_TOKENS_PER_SECOND = 8.0
+
+
+def partial_budget(seconds: float) -> int:
+    """Most tokens a partial's answer (prefix included) may hold for ``seconds`` of utterance."""
+    return PARTIAL_BASE_TOKENS + math.ceil(PARTIAL_TOKENS_PER_SECOND * seconds)
 
 
 @dataclass(frozen=True)
@@ -330,7 +345,16 @@ class StreamRecognizer:
         segment = prepare_segment(wave, 0, wave.size, rec.spec.features, self.log_mel)
         audio = await self._encode(state, segment.windows)
         _, seconds = segment.seconds()
-        decoded = await rec.decode_segment(segment.windows, audio, seconds, state.options, prefix=self.prefix(state))
+        # A partial shows text only: its tokens' log-probabilities are not computed.
+        decoded = await rec.decode_segment(
+            segment.windows,
+            audio,
+            seconds,
+            state.options,
+            prefix=self.prefix(state),
+            logprobs=False,
+            max_tokens=partial_budget(seconds),
+        )
         state.previous_tokens = decoded.token_ids
         text, language, ids = decoded.text, decoded.language, decoded.token_ids
         return Partial(text, language, ids, covered, state.utterance, start / TARGET_SAMPLE_RATE)

@@ -154,6 +154,34 @@ def test_decoder_serves_good_requests_next_to_bad_ones(decoder_model, model_repo
     assert streaming.sender.responses[-1] == (None, pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
+def test_a_request_without_log_probabilities_gets_the_same_ids_and_none_computed(
+    decoder_model, model_repository, monkeypatch
+):
+    """Stream partials ask for no log-probabilities: same ids, no log-prob outputs, no log-softmax run."""
+    from qwen3_asr_triton.decoding import decoder as decoding
+
+    prompt, table = _tiny_prompt(model_repository, decoder_model.spec)
+    with_scores = _decoder_request(prompt, table, 8)
+    without = _decoder_request(prompt, table, 8, return_log_probs=np.array([[False]]))
+    calls = []
+    original = decoding._log_softmax_at
+    monkeypatch.setattr(
+        decoding, "_log_softmax_at", lambda logits, index: calls.append(index) or original(logits, index)
+    )
+    assert decoder_model.execute([without]) is None
+    assert without.sender.done.wait(60)
+    assert calls == []  # nothing scored for the request that asked for no log-probabilities
+    assert decoder_model.execute([with_scores]) is None
+    assert with_scores.sender.done.wait(60)
+    scored, bare = with_scores.sender.responses[-1][0], without.sender.responses[-1][0]
+    assert not scored.has_error() and not bare.has_error()
+    ids = pb.get_output_tensor_by_name(scored, "output_ids").as_numpy().tolist()
+    assert pb.get_output_tensor_by_name(bare, "output_ids").as_numpy().tolist() == ids
+    assert len(calls) == len(ids[0][0])  # one score per generated id when asked
+    assert pb.get_output_tensor_by_name(bare, "output_log_probs") is None
+    assert pb.get_output_tensor_by_name(bare, "cum_log_probs") is None
+
+
 def _chat_prompt(repository, spec, rows: int) -> list[int]:
     """The recogniser's prompt with ``rows`` audio positions, in prompt-table form (as the entry model sends it)."""
     from qwen3_asr_triton.prompt import PromptBuilder, to_prompt_table_ids

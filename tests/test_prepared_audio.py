@@ -56,7 +56,9 @@ def test_decode_segment_canonicalises_the_language_and_keeps_the_prefix(recogniz
     answer = tokenizer.encode("language english<asr_text>hello")
 
     class Stages:
-        async def generate(self, prompt_ids, prompt_table, max_new_tokens, min_new_tokens=0, on_token=None):
+        async def generate(
+            self, prompt_ids, prompt_table, max_new_tokens, min_new_tokens=0, on_token=None, logprobs=True
+        ):
             from qwen3_asr_triton.pipeline import Generation
 
             assert max_new_tokens == 20 - 2  # the budget shrinks by the prefix

@@ -172,3 +172,18 @@ def test_endpointing_without_a_vad_is_refused(recognizer):
     streamer.add_chunk(state, np.zeros(1600, np.float32), 16000)
     with pytest.raises(InputError, match="ENDPOINTING"):
         asyncio.run(streamer.advance(state))
+
+
+def test_a_partial_is_capped_by_its_audio_and_the_final_is_not(recognizer, clips):
+    """Random weights ramble to any budget: a partial's answer stays within ``partial_budget`` of its audio."""
+    from qwen3_asr_triton.streaming import partial_budget
+
+    wave = next(c for c in clips if c.name == "en_long").waveform()[: 16000 * 4]
+    streamer = StreamRecognizer(recognizer.recognizer)
+    options = recognizer.recognizer.options(None, "", False, 200)
+    state, partials = _stream(streamer, StreamRegistry(streamer.policy), wave, 16000, 1.0, options)
+    caps = [partial_budget(p.audio_seconds) for p in partials]
+    assert all(len(p.token_ids) <= cap for p, cap in zip(partials, caps, strict=True))
+    assert any(len(p.token_ids) == cap for p, cap in zip(partials, caps, strict=True))  # the cap did bind
+    final = asyncio.run(streamer.final(state))
+    assert final.token_ids == recognizer.transcribe(wave, None, "", False, 200).token_ids  # the request's budget

@@ -32,6 +32,7 @@ the caller (the scheduler's policy, or the one :func:`greedy_decode` is given), 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -165,6 +166,9 @@ class Sequence:
         Log-probability of each generated id.
     min_new_tokens : int
         End tokens are not chosen before this many tokens were generated (benchmarks force lengths).
+    want_logprobs : bool
+        Whether ``logprobs`` are computed; when False they are NaN (a stream's partials need none, and
+        the log-softmax over the vocabulary costs about as much as the tiny model's whole step).
     request : any
         The in-flight scheduler's request this sequence decodes (None for a direct caller).
     """
@@ -177,6 +181,7 @@ class Sequence:
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str | None = None
     min_new_tokens: int = 0
+    want_logprobs: bool = True
     request: Any = field(default=None, repr=False)
 
     @property
@@ -212,7 +217,7 @@ def greedy_choice(seq: Sequence, logits: np.ndarray) -> Choice:
         logits = logits.copy()
         logits[list(seq.eos_ids)] = -np.inf
     token = int(np.argmax(logits))
-    return Choice(token, _log_softmax_at(logits, token))
+    return Choice(token, _log_softmax_at(logits, token) if seq.want_logprobs else math.nan)
 
 
 class KVBuffers:
@@ -584,11 +589,13 @@ def greedy_decode(
     min_new_tokens: int = 0,
     prefix_cache: PrefixCache | None = None,
     eos_ids: frozenset[int] | None = None,
+    want_logprobs: bool = True,
 ) -> GreedyResult:
     """Greedy generation for one prompt in prompt-table form (audio ids ``>= vocab_size``).
 
     ``prefix_cache`` (the caller's, kept across calls) serves and stores the prompt's text prefix;
     ``eos_ids`` end the sequence (default: the checkpoint's EOS ids; empty: only the budget does).
+    Without ``want_logprobs`` the result's log-probabilities are empty.
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
@@ -597,9 +604,10 @@ def greedy_decode(
         max_new_tokens=max_new_tokens,
         eos_ids=frozenset(runner.spec.eos_token_ids) if eos_ids is None else eos_ids,
         min_new_tokens=min_new_tokens,
+        want_logprobs=want_logprobs,
     )
     batch = DecodeBatch(runner, prefix_cache=prefix_cache)
     batch.prefill(seq, runner.embed_prompt(prompt_ids, prompt_table), prompt_ids=prompt_ids)
     while not seq.finished:
         batch.step()
-    return GreedyResult(list(seq.tokens), list(seq.logprobs), seq.finish_reason or "")
+    return GreedyResult(list(seq.tokens), list(seq.logprobs) if want_logprobs else [], seq.finish_reason or "")

@@ -133,6 +133,7 @@ class GenerationRequest:
     is_cancelled: Callable[[], bool] | None = None
     eos_ids: frozenset[int] | None = None
     min_new_tokens: int = 0
+    want_logprobs: bool = True
     submitted_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -397,6 +398,7 @@ class SchedulerPolicy:
             max_new_tokens=req.max_new_tokens,
             eos_ids=self._eos if req.eos_ids is None else req.eos_ids,
             min_new_tokens=req.min_new_tokens,
+            want_logprobs=req.want_logprobs,
             request=req,
         )
         prefix = self.prefix_cache.shareable_prefix(req.prompt_ids, self._vocab_size)

@@ -217,6 +217,7 @@ class TritonPythonModel:
             is_cancelled=lambda: sender.is_cancelled() or key in self._stopped,
             eos_ids=frozenset(eos),
             min_new_tokens=min_new,
+            want_logprobs=want_logprobs,
         )
 
     def finalize(self):
