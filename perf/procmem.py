@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -62,6 +64,41 @@ def tree_memory(root_pid: int, pss: bool = True) -> tuple[float, float, int]:
         pss_total += getattr(info, "pss", info.rss) if pss else 0
         count += 1
     return rss / MIB, pss_total / MIB, count
+
+
+# A python backend stub's command line names its model instance ("decoder_0_0": model, group, index).
+_INSTANCE = re.compile(r"^(?P<model>.+)_\d+_\d+$")
+
+
+def process_label(cmdline: list[str]) -> str:
+    """A short name for a server process: the model of a Triton python stub, else its program or module."""
+    if not cmdline:
+        return "?"
+    if "triton_python_backend_stub" in cmdline[0]:
+        for arg in cmdline[1:]:
+            if match := _INSTANCE.match(arg):
+                return match["model"]
+        return "python-stub"
+    if "-m" in cmdline[:-1]:
+        return cmdline[cmdline.index("-m") + 1].rsplit(".", 1)[-1]
+    return Path(cmdline[0]).name
+
+
+def tree_cpu_seconds(root_pid: int) -> dict[str, float]:
+    """User + system CPU seconds used so far by ``root_pid`` and its live descendants, per :func:`process_label`."""
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    totals: dict[str, float] = {}
+    for proc in procs:
+        try:
+            times, label = proc.cpu_times(), process_label(proc.cmdline())
+        except psutil.Error:
+            continue
+        totals[label] = totals.get(label, 0.0) + times.user + times.system
+    return totals
 
 
 class TreeSampler:

@@ -253,17 +253,28 @@ async def run_level(
     began = time.perf_counter()
     sampler = contextlib.nullcontext()
     if server_pid:
-        from perf.procmem import TreeSampler  # psutil: the perf extra, only needed with --server-pid
+        from perf.procmem import TreeSampler, tree_cpu_seconds  # psutil: the perf extra, needed with --server-pid
 
         sampler = TreeSampler(server_pid, MEMORY_PERIOD)
+        server_cpu = tree_cpu_seconds(server_pid)
+    client_cpu = time.process_time()
     with sampler:
         records = await asyncio.gather(
             *(play(client, waves[i % len(waves)], options, pacing, delays[i]) for i in range(streams))
         )
-    level = measure_level(list(records), streams, time.perf_counter() - began)
+    wall = time.perf_counter() - began
+    level = measure_level(list(records), streams, wall)
+    # Cores in use over the level: CPU seconds / wall seconds (2.0 is all of a 2-core machine).
+    level["client_cores"] = round((time.process_time() - client_cpu) / wall, 3)
     if server_pid:
         rss = [round(value, 1) for _, value, _ in sampler.history]
         level["server_rss_mib"] = {"first": rss[0], "last": rss[-1], "max": max(rss)}
+        spent = tree_cpu_seconds(server_pid)
+        cores = {name: (seconds - server_cpu.get(name, 0.0)) / wall for name, seconds in spent.items()}
+        level["server_cores"] = round(sum(cores.values()), 3)
+        level["server_cores_by_process"] = {
+            name: round(v, 3) for name, v in sorted(cores.items(), key=lambda kv: -kv[1])
+        }
     return level
 
 
@@ -286,10 +297,16 @@ def table(levels: list[dict]) -> str:
             stats = level[key]
             cells.append(f"{_cell(stats['p50']):>{width}} {_cell(stats['p95']):>6} {_cell(stats['max']):>6}")
         cells.append(f"{level['errors']:>6}")
+        if "server_cores" in level:
+            cells.append(f"cores server {level['server_cores']:.2f} client {level['client_cores']:.2f}")
         if "server_rss_mib" in level:
             rss = level["server_rss_mib"]
             cells.append(f"rss {rss['first']}->{rss['last']} (max {rss['max']}) MiB")
         lines.append(" | ".join(cells))
+    for level in levels:
+        if "server_cores_by_process" in level:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in level["server_cores_by_process"].items() if v >= 0.01)
+            lines.append(f"  N={level['streams']} server cores by process: {parts}")
     for level in levels:
         for message in level["error_messages"]:
             lines.append(f"  N={level['streams']} error: {message}")
