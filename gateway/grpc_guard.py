@@ -14,7 +14,10 @@ it. The guard listens where clients connect, speaks the same ``inference.GRPCInf
   (``PERMISSION_DENIED``); unknown methods are ``UNIMPLEMENTED``;
 - more than ``max_concurrent_rpcs`` calls at once are refused at once (``RESOURCE_EXHAUSTED``);
 - deadlines, metadata and cancellation travel with the call; Triton's answers come back unchanged,
-  except that error details are cut to a bounded length.
+  except that error details are cut to a bounded length;
+- a client that vanishes from a stream (its call cancelled or its connection lost before it
+  half-closed) leaves no state behind: the guard sends Triton an END for every sequence it started
+  there and did not end (:mod:`.open_sequences`), so the streaming model frees them at once.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from qwen3_asr_triton.client.options import parse_url
 from qwen3_asr_triton.errors import bounded_message
 
 from .infer_check import RejectedRequestError, check_infer_request, parse_infer_request
+from .open_sequences import OpenSequences
 from .options import GRACEFUL_SHUTDOWN_SECONDS, MAX_GRPC_CHANNELS, check_int
 
 logger = logging.getLogger(__name__)
@@ -112,6 +116,9 @@ UPSTREAM_METADATA_BYTES = 64 * 1024
 RECONNECT_BACKOFF_MS = (100, 1000)
 # Metadata gRPC itself sets on each hop: never copied from the client's call to Triton's.
 HOP_METADATA = ("user-agent", "content-type", "te", "host", "grpc-")
+# Longest wait for Triton to answer the ENDs of a vanished client's sequences (each END makes the
+# streaming model finish the open utterance, one decode, before it frees the state).
+END_TIMEOUT_SECONDS = 60.0
 # Said instead of the channel's own text (which names Triton's internal address) when Triton is down.
 UNREACHABLE = "the inference server is not reachable (starting or restarting); retry shortly"
 
@@ -216,8 +223,12 @@ class Guard(grpc.GenericRpcHandler):
             for _ in range(options.upstream_channels)
         ]
         self._next = itertools.cycle(self._channels)
+        self._cleanups: set[asyncio.Task] = set()  # ENDs of vanished clients' sequences, under way
 
     async def close(self) -> None:
+        for task in list(self._cleanups):
+            task.cancel()
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
         for channel in self._channels:
             await channel.close()
 
@@ -294,6 +305,8 @@ class Guard(grpc.GenericRpcHandler):
             metadata=_forwarded_metadata(context), timeout=context.time_remaining()
         )
         out: asyncio.Queue[bytes | _UpstreamError | None] = asyncio.Queue(STREAM_BUFFER)
+        sequences = OpenSequences()
+        completed = False  # Triton ended the stream after the client half-closed it: a normal end
 
         async def pump() -> None:
             # Client -> Triton, each message checked; a refused one is answered on the stream.
@@ -309,6 +322,7 @@ class Guard(grpc.GenericRpcHandler):
                     await out.put(_stream_error(str(exc), parsed))
                     continue
                 await call.write(raw)
+                sequences.note(parsed)
             await call.done_writing()
 
         async def relay() -> None:
@@ -332,10 +346,30 @@ class Guard(grpc.GenericRpcHandler):
                     await context.abort(*self._upstream_status(item.code, item.details))
                 yield item
             await pumping  # a client error while reading surfaces here
+            completed = True
         finally:
             for task in (pumping, relaying):
                 task.cancel()
             call.cancel()  # no-op once finished; otherwise the client left, and Triton's stream ends too
+            if len(sequences) and not completed:  # the client vanished mid-stream (or Triton's stream broke)
+                task = asyncio.ensure_future(self._end_sequences(sequences))
+                self._cleanups.add(task)
+                task.add_done_callback(self._cleanups.discard)
+
+    async def _end_sequences(self, sequences: OpenSequences) -> None:
+        """Send Triton an END for each sequence a vanished client left open (on a stream of the guard's own)."""
+        ends = sequences.ends()
+        call = self._channel().stream_stream(STREAM_INFER)(timeout=END_TIMEOUT_SECONDS)
+        try:
+            for request in ends:
+                await call.write(request.SerializeToString())
+            await call.done_writing()
+            async for _ in call:  # the answers (the open utterances' finals) have no one to go to
+                pass
+        except grpc.aio.AioRpcError as exc:
+            logger.warning("ending %d stream(s) a client left open failed: %s", len(ends), exc.code().name)
+        else:
+            logger.info("a client vanished with %d stream(s) open: ended them", len(ends))
 
 
 async def serve(options: GuardOptions, stop: asyncio.Event, grace: float = GRACEFUL_SHUTDOWN_SECONDS) -> None:

@@ -8,6 +8,7 @@ health checking passed through.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +102,46 @@ def test_a_refused_stream_message_is_answered_and_the_stream_goes_on(triton_serv
         tokens = np.frombuffer(response.infer_response.raw_output_contents[0], np.int32).tolist()
         assert tokens == expected, request_id
     assert sorted(children(int(_tritonserver_pid(triton_server)))) == workers, "a python worker died"
+
+
+def _active_streams(server) -> float:
+    return sum(v for k, v in server.metrics().items() if k.startswith("qwen3_asr_streaming_active_streams"))
+
+
+def test_a_stream_client_that_vanishes_has_its_state_freed_at_once(triton_server, clips):
+    """Killed mid-stream (no END, no half-close): the guard ends the stream, well before the idle timeout."""
+    wave = clips[-1].waveform()[:16000]
+    start = pb.ModelInferRequest(model_name="qwen3_asr_streaming", id="vanish-0")
+    start.parameters["sequence_id"].int64_param = 5001
+    start.parameters["sequence_start"].bool_param = True
+    start.inputs.add(name="WAVEFORM", datatype="FP32", shape=[1, wave.size])
+    start.inputs.add(name="SAMPLE_RATE", datatype="INT32", shape=[1, 1])
+    start.raw_input_contents.extend([wave.astype(np.float32).tobytes(), np.int32(16000).tobytes()])
+    expired_before = sum(
+        v for k, v in triton_server.metrics().items() if k.startswith("qwen3_asr_streaming_expired_total")
+    )
+    gone = threading.Event()
+
+    def requests():  # START, then nothing: the stream never ends nor half-closes
+        yield start
+        gone.wait(60)
+
+    with grpc.insecure_channel(triton_server.grpc_url) as channel:
+        call = channel.stream_stream(
+            STREAM_INFER, pb.ModelInferRequest.SerializeToString, pb.ModelStreamInferResponse.FromString
+        )(requests(), timeout=120)
+        first = next(call)  # the partial: the stream's state exists
+        assert first.error_message == "", first.error_message
+        assert _active_streams(triton_server) >= 1
+        call.cancel()
+        vanished = time.monotonic()
+        gone.set()
+    # The tests' repository drops an idle stream after 3 s; the guard's END frees it sooner.
+    while _active_streams(triton_server) and time.monotonic() < vanished + 2.5:
+        time.sleep(0.05)
+    assert _active_streams(triton_server) == 0
+    expired = sum(v for k, v in triton_server.metrics().items() if k.startswith("qwen3_asr_streaming_expired_total"))
+    assert expired == expired_before  # ended, not expired
 
 
 def _tritonserver_pid(server) -> int:

@@ -432,3 +432,76 @@ def test_calls_succeed_at_once_when_triton_comes_back():
         await upstream.stop(None)
 
     asyncio.run(scenario())
+
+
+# ---- streams a client leaves open -------------------------------------------------------------------
+
+
+def _chunk(sequence_id: int, request_id: str, start: bool = False, end: bool = False) -> pb.ModelInferRequest:
+    request = _good("qwen3_asr_streaming", request_id)
+    request.parameters["sequence_id"].int64_param = sequence_id
+    request.parameters["sequence_start"].bool_param = start
+    request.parameters["sequence_end"].bool_param = end
+    return request
+
+
+def test_open_sequences_are_those_started_and_not_ended():
+    from qwen3_asr_triton.gateway.open_sequences import END_INPUT, END_REQUEST_ID, OpenSequences
+
+    sequences = OpenSequences()
+    sequences.note(_good())  # not a sequence
+    sequences.note(_chunk(7, "a", start=True))
+    sequences.note(_chunk(8, "b", start=True))
+    sequences.note(_chunk(7, "c"))
+    sequences.note(_chunk(8, "d", end=True))
+    assert len(sequences) == 1
+    (end,) = sequences.ends()
+    assert (end.model_name, end.id) == ("qwen3_asr_streaming", END_REQUEST_ID)
+    assert end.parameters["sequence_id"].int64_param == 7
+    assert end.parameters["sequence_end"].bool_param and "sequence_start" not in end.parameters
+    assert [(i.name, i.datatype, list(i.shape)) for i in end.inputs] == [(END_INPUT, "FP32", [1, 0])]
+    assert list(end.raw_input_contents) == [b""]
+    check_infer_request(end)  # the guard's own message passes the guard's checks
+
+
+async def _stream_then(channel, requests, leave: str) -> None:
+    call = channel.stream_stream(
+        STREAM_INFER, pb.ModelInferRequest.SerializeToString, pb.ModelStreamInferResponse.FromString
+    )(timeout=10)
+    for request in requests:
+        await call.write(request)
+    for _ in requests:
+        await call.read()  # every message reached the upstream
+    if leave == "vanish":
+        call.cancel()  # as a killed client: no END, no half-close
+    else:
+        await call.done_writing()
+        assert await call.read() == grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    ("leave", "sent", "ended"),
+    [
+        ("vanish", [(5, True, False), (5, False, False), (6, True, False)], [5, 6]),
+        ("vanish", [(5, True, False), (5, False, True)], []),  # its stream was ended: nothing to end
+        ("half-close", [(5, True, False)], []),  # a clean close is the client's choice: no END for it
+    ],
+)
+def test_a_client_that_vanishes_has_its_open_streams_ended(leave, sent, ended):
+    from qwen3_asr_triton.gateway.open_sequences import END_REQUEST_ID
+
+    async def scenario():
+        async with _guard() as (channel, upstream):
+            chunks = [_chunk(seq, f"r{i}", start, end) for i, (seq, start, end) in enumerate(sent)]
+            await _stream_then(channel, chunks, leave)
+            deadline = time.monotonic() + 5
+            while len(upstream.requests) < len(sent) + len(ended) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)  # and nothing more arrives
+            extra = upstream.requests[len(sent) :]
+            assert [r.id for r in extra] == [END_REQUEST_ID] * len(ended)
+            assert [r.parameters["sequence_id"].int64_param for r in extra] == ended
+            assert all(r.parameters["sequence_end"].bool_param for r in extra)
+
+    asyncio.run(scenario())
