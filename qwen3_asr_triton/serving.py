@@ -20,6 +20,7 @@ model, which answers clients, sends clean messages with the right code.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import math
@@ -46,9 +47,13 @@ def version_dir(args: dict[str, str]) -> Path:
 
 
 def setup_logging(level: str = "INFO") -> None:
+    """Log to the server's output at ``level``; a worker that crashes (a fault in native code) first
+    writes every thread's Python traceback there, so a dead stub says where it died."""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)
 
 
 class RequestInputs:
