@@ -90,6 +90,9 @@ SPEECH_PAD_SECONDS = 0.3
 MEMORY_PERIOD = 1.0
 # Pause between two stream counts, so the next one starts on an idle server.
 SETTLE_SECONDS = 2.0
+# Longest wait for the model to be ready before a level: serve_cpu.sh's watchdog restarts Triton after a
+# worker dies (21 s measured for the tiny repository; 0.6B loads take about a minute).
+READY_WAIT_SECONDS = 180.0
 # Deadline of each chunk's answer: far above any sane latency, so overload shows as a latency, not an error.
 CHUNK_TIMEOUT_SECONDS = 120.0
 PERCENTILES = (50, 95)
@@ -365,6 +368,22 @@ def load_speech(files: list[Path], seconds: float, pause: float = LOOP_GAP_SECON
     return [looped(wave, seconds, pause) for wave in waves if wave.size]
 
 
+async def wait_ready(client: AsyncQwen3ASRClient, model: str, limit: float = READY_WAIT_SECONDS) -> None:
+    """Wait until ``model`` is ready (after a crash the server's watchdog restarts Triton); log the wait."""
+    began = time.monotonic()
+    while True:
+        try:
+            if (await client.health(timeout=5, model=model)).ok:
+                break
+        except Qwen3ASRError:  # the server is restarting: not yet
+            pass
+        if time.monotonic() - began > limit:
+            raise RuntimeError(f"{model} not ready after {limit:g} s")
+        await asyncio.sleep(1.0)
+    if time.monotonic() - began > 1.0:
+        logger.warning("waited %.0f s for %s to be ready again before the next level", time.monotonic() - began, model)
+
+
 async def benchmark(args: argparse.Namespace, waves: list[np.ndarray]) -> list[dict]:
     rng = random.Random(args.seed)
     async with AsyncQwen3ASRClient(args.client_options) as client:
@@ -375,6 +394,7 @@ async def benchmark(args: argparse.Namespace, waves: list[np.ndarray]) -> list[d
         await play(client, waves[0][: 2 * TARGET_SAMPLE_RATE], args.options, StreamOptions(speed=0), 0.0)
         levels = []
         for n in args.streams:
+            await wait_ready(client, args.model)
             logger.info("%d stream%s of >= %g s of audio each...", n, "" if n == 1 else "s", args.seconds)
             levels.append(await run_level(client, waves, n, args.options, args.pacing, rng, args.server_pid))
             await asyncio.sleep(SETTLE_SECONDS)
