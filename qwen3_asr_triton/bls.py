@@ -179,7 +179,7 @@ class BlsStages:
             await self.stop_generation(request_id)
             raise
         tokens: list[int] = []
-        logprobs: list[float] = []
+        scores: list[float] = []
         for response in collected:
             raise_for_bls_error(response, cfg.decoder)
             if not response.output_tensors():
@@ -189,11 +189,11 @@ class BlsStages:
                 self._out(response, "output_log_probs").reshape(-1)[: len(step_ids)].tolist() if logprobs else []
             )
             if on_token is None:  # one response with the whole sequence
-                tokens, logprobs = step_ids, step_logprobs
+                tokens, scores = step_ids, step_logprobs
             else:
                 tokens += step_ids
-                logprobs += step_logprobs
-        return Generation(tokens, logprobs)
+                scores += step_logprobs
+        return Generation(tokens, scores)
 
     def _step_ids(self, response) -> list[int]:
         """The generated ids of a decoder response (``sequence_length`` of ``output_ids``)."""

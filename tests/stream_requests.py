@@ -20,7 +20,7 @@ class StreamResult:
 
 def _decode(result) -> dict:
     out = {}
-    names = ("TEXT", "DETECTED_LANGUAGE", "TOKEN_IDS", "IS_FINAL", "AUDIO_SECONDS", "WORDS", "WORD_START")
+    names = ("TEXT", "DETECTED_LANGUAGE", "TOKEN_IDS", "CONFIDENCE", "IS_FINAL", "AUDIO_SECONDS", "WORDS", "WORD_START")
     for name in (*names, "UTTERANCE_INDEX", "UTTERANCE_FINAL", "UTTERANCE_START", "UTTERANCE_END"):
         value = result.as_numpy(name)
         if value is None:

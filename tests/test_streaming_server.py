@@ -156,6 +156,9 @@ def test_an_endpointed_stream_sends_one_final_per_utterance(triton_server, clips
         )
         assert utterance["TOKEN_IDS"].tolist() == unary["TOKEN_IDS"].tolist()
         assert utterance["TEXT"][0] == unary["TEXT"][0]
+        # Partials skip log-probabilities; a final has them, as the unary result does.
+        assert float(utterance["CONFIDENCE"][0]) == pytest.approx(float(unary["CONFIDENCE"][0]), abs=1e-5)
+        assert 0.0 < float(utterance["CONFIDENCE"][0]) <= 1.0
     starts = {int(u["UTTERANCE_INDEX"][0]): float(u["UTTERANCE_START"][0]) for u in result.utterances}
     assert result.partials, "the utterances got partials while they were spoken"
     for partial in result.partials:
