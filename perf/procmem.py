@@ -38,19 +38,23 @@ class MemoryPeak:
     samples: int = 0
 
 
+def tree_processes(root_pid: int) -> list[psutil.Process]:
+    """``root_pid`` and all its descendants now (empty when it is gone)."""
+    try:
+        root = psutil.Process(root_pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def tree_memory(root_pid: int, pss: bool = True) -> tuple[float, float, int]:
     """(sum of RSS MiB, sum of PSS MiB, process count) of ``root_pid`` and all its descendants now.
 
     With ``pss=False`` only the cheap resident-set read is done and the PSS sum is 0.
     """
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0, 0.0, 0
     rss = pss_total = 0
     count = 0
-    for proc in procs:
+    for proc in tree_processes(root_pid):
         try:
             info = proc.memory_full_info() if pss else proc.memory_info()
         except psutil.AccessDenied:
@@ -86,13 +90,8 @@ def process_label(cmdline: list[str]) -> str:
 
 def tree_cpu_seconds(root_pid: int) -> dict[str, float]:
     """User + system CPU seconds used so far by ``root_pid`` and its live descendants, per :func:`process_label`."""
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return {}
     totals: dict[str, float] = {}
-    for proc in procs:
+    for proc in tree_processes(root_pid):
         try:
             times, label = proc.cpu_times(), process_label(proc.cmdline())
         except psutil.Error:

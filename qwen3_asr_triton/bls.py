@@ -131,7 +131,7 @@ class BlsStages:
         max_new_tokens: int,
         min_new_tokens: int = 0,
         on_token: TokenCallback | None = None,
-        logprobs: bool = True,
+        want_logprobs: bool = True,
     ) -> Generation:
         pb, cfg = self.pb, self.config
         ids = np.asarray(prompt_ids, dtype=np.int32)[None]
@@ -145,7 +145,7 @@ class BlsStages:
             "stop_words_list": stop_words_list(cfg.stop_ids),
             "prompt_embedding_table": np.ascontiguousarray(prompt_table[None], dtype=cfg.prompt_table_dtype),
             "prompt_vocab_size": np.array([[prompt_table.shape[0]]], np.int32),
-            "return_log_probs": np.array([[logprobs]]),
+            "return_log_probs": np.array([[want_logprobs]]),
             "streaming": np.array([[on_token is not None]]),
         }
         inputs = [pb.Tensor(name, values[name]) for name in DECODER_INPUTS]
@@ -186,7 +186,7 @@ class BlsStages:
                 continue
             step_ids = self._step_ids(response)
             step_logprobs = (
-                self._out(response, "output_log_probs").reshape(-1)[: len(step_ids)].tolist() if logprobs else []
+                self._out(response, "output_log_probs").reshape(-1)[: len(step_ids)].tolist() if want_logprobs else []
             )
             if on_token is None:  # one response with the whole sequence
                 tokens, scores = step_ids, step_logprobs

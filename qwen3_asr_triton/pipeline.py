@@ -252,12 +252,12 @@ class Stages(Protocol):
         max_new_tokens: int,
         min_new_tokens: int = 0,
         on_token: TokenCallback | None = None,
-        logprobs: bool = True,
+        want_logprobs: bool = True,
     ) -> Generation:
         """Greedy generation for ``[S]`` prompt-table ids and ``[N, H]`` audio embeddings;
         end tokens are suppressed until ``min_new_tokens`` tokens were generated. ``on_token``, when
         given, is called on the event loop with each step's new ids while the generation runs.
-        Without ``logprobs`` the generation's log-probabilities are not computed (left empty)."""
+        Without ``want_logprobs`` the generation's log-probabilities are not computed (left empty)."""
 
     async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:
         """Detokenise and parse generated ids."""
@@ -360,7 +360,7 @@ class Recognizer:
         prefix: list[int] | None = None,
         min_new_tokens: int = 0,
         on_token: TokenCallback | None = None,
-        logprobs: bool = True,
+        want_logprobs: bool = True,
         max_tokens: int | None = None,
     ) -> DecodedSegment:
         """Prompt, generate and parse one segment: the one decode both requests and stream partials use.
@@ -381,7 +381,7 @@ class Recognizer:
             End tokens are suppressed until this many were generated (capped at the budget).
         on_token : callable, optional
             Receives each step's new ids while the decoder streams them.
-        logprobs : bool
+        want_logprobs : bool
             Whether the generated tokens' log-probabilities are computed (empty otherwise).
         max_tokens : int, optional
             A cap on the answer's length, prefix included, below the request's budget (partials).
@@ -389,10 +389,12 @@ class Recognizer:
         prefix = list(prefix or [])
         prompt = self.prompts.asr_prompt(windows.total_tokens, options.context, options.language) + prefix
         table_ids = to_prompt_table_ids(prompt, self.spec.audio_token_id, self.spec.text.vocab_size)
-        limit = self.budget(seconds, options) if max_tokens is None else min(max_tokens, self.budget(seconds, options))
+        limit = self.budget(seconds, options)
+        if max_tokens is not None:
+            limit = min(limit, max_tokens)
         budget = max(1, limit - len(prefix))
         gen = await self.stages.generate(
-            table_ids, audio, budget, min(min_new_tokens, budget), on_token=on_token, logprobs=logprobs
+            table_ids, audio, budget, min(min_new_tokens, budget), on_token=on_token, want_logprobs=want_logprobs
         )
         tokens = prefix + list(gen.tokens)
         while tokens and tokens[-1] in self.eos_ids:
@@ -468,7 +470,7 @@ class OrtStages:
         max_new_tokens: int,
         min_new_tokens: int = 0,
         on_token: TokenCallback | None = None,
-        logprobs: bool = True,
+        want_logprobs: bool = True,
     ) -> Generation:
         from .decoding.decoder import greedy_decode
 
@@ -479,7 +481,7 @@ class OrtStages:
             max_new_tokens,
             min_new_tokens=min_new_tokens,
             prefix_cache=self.prefix_cache,
-            want_logprobs=logprobs,
+            want_logprobs=want_logprobs,
         )
         if on_token is not None:  # offline: the whole generation at once
             on_token(list(out.tokens))

@@ -352,7 +352,7 @@ class StreamRecognizer:
             seconds,
             state.options,
             prefix=self.prefix(state),
-            logprobs=False,
+            want_logprobs=False,
             max_tokens=partial_budget(seconds),
         )
         state.previous_tokens = decoded.token_ids

@@ -57,7 +57,7 @@ def test_decode_segment_canonicalises_the_language_and_keeps_the_prefix(recogniz
 
     class Stages:
         async def generate(
-            self, prompt_ids, prompt_table, max_new_tokens, min_new_tokens=0, on_token=None, logprobs=True
+            self, prompt_ids, prompt_table, max_new_tokens, min_new_tokens=0, on_token=None, want_logprobs=True
         ):
             from qwen3_asr_triton.pipeline import Generation
 
