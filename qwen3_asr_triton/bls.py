@@ -1,6 +1,7 @@
 """The neural stages as BLS calls to the other Triton models (used by the entry models).
 
-Implements :class:`~.pipeline.Stages` with ``pb_utils.InferenceRequest.async_exec``:
+Implements :class:`~.pipeline.Stages` with ``pb_utils.InferenceRequest.exec`` run in worker threads
+(:func:`run_bls`, never ``async_exec``):
 
 - ``encode``: one request per 8 s window to ``encoder`` (all in flight at once;
   Triton's dynamic batcher packs windows of concurrent requests together);
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
+from typing import TypeVar
 
 import numpy as np
 
@@ -43,14 +46,29 @@ DECODER_INPUTS = (
     "streaming",
 )
 DECODER_OUTPUTS = ("output_ids", "sequence_length", "output_log_probs")
-# Triton 2.51's iterator over a decoupled BLS call blocks its thread until the next response, so every
-# generation in flight holds one draining thread for as long as it decodes (and a stop request one
-# more, briefly). asyncio's default pool has min(32, cores + 4) threads, 6 on a 2-core machine: a
-# seventh concurrent generation would get its tokens (and a cancellation its answer) only once another
-# ended. The drains get their own pool, sized far above the decoder's running sequences; idle threads
-# cost nothing and are created only when needed.
-DRAIN_THREADS = 512
-_DRAIN_POOL = ThreadPoolExecutor(max_workers=DRAIN_THREADS, thread_name_prefix="bls-drain")
+# Every BLS call is the blocking ``exec`` in a thread of this pool, never ``async_exec``. Triton 2.51's
+# python backend (the newest server the cpu target runs) completes ``async_exec`` through a callback
+# that can touch an object already destroyed when the awaiting coroutine was cancelled, a use-after-free
+# fixed upstream in June 2026 (python_backend#439). Streams cancel superseded partials all the time:
+# at 32 live streams the streaming worker died of heap corruption in 2 of 8 runs. A thread blocked in
+# ``exec`` owns its call until the answer arrives, whatever happens to the coroutine that waited for it.
+# A decoupled call's iterator also blocks its thread until the next response, so every generation in
+# flight holds one thread for as long as it decodes (a stop request one more, briefly) and every
+# encoder window one while it is encoded. asyncio's default pool has min(32, cores + 4) threads, 6 on
+# a 2-core machine: the calls get their own pool, sized far above the decoder's running sequences;
+# idle threads cost nothing and are created only when needed.
+BLS_THREADS = 512
+_BLS_POOL = ThreadPoolExecutor(max_workers=BLS_THREADS, thread_name_prefix="bls")
+
+T = TypeVar("T")
+
+
+async def run_bls(call: Callable[[], T]) -> T:
+    """Run ``call`` (a blocking BLS ``exec`` and whatever reads its answer) in a thread of the BLS pool.
+
+    Cancelling the awaiting coroutine leaves the thread to finish the call; its answer is dropped.
+    """
+    return await asyncio.get_running_loop().run_in_executor(_BLS_POOL, call)
 
 
 @dataclass(frozen=True)
@@ -97,7 +115,7 @@ class BlsStages:
 
     async def _call(self, model: str, inputs: list, outputs: list[str]):
         request = self.pb.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs)
-        response = await request.async_exec()
+        response = await run_bls(request.exec)
         raise_for_bls_error(response, model)
         return response
 
@@ -158,21 +176,18 @@ class BlsStages:
         )
         loop = asyncio.get_running_loop()
 
-        def drain(responses) -> list:
+        def call() -> list:
             # Streaming: each response holds one step's ids, handed to on_token on the event loop
-            # (in order, and all of them before this drain's result arrives there).
+            # (in order, and all of them before this call's result arrives there).
             collected = []
-            for response in responses:
+            for response in request.exec(decoupled=True):
                 collected.append(response)
                 if on_token is not None and not response.has_error() and response.output_tensors():
                     loop.call_soon_threadsafe(on_token, self._step_ids(response))
             return collected
 
         try:
-            # A decoupled async_exec returns once the first response is there (for a non-streaming
-            # generation: the whole answer); the iterator blocks while waiting: drain it off the event loop.
-            responses = await request.async_exec(decoupled=True)
-            collected = await loop.run_in_executor(_DRAIN_POOL, drain, responses)
+            collected = await run_bls(call)
         except asyncio.CancelledError:
             # Our caller's client went away: have the decoder drop the sequence at its next step
             # (the draining thread ends with the decoder's CANCELLED answer).
@@ -214,8 +229,7 @@ class BlsStages:
             requested_output_names=[],
             request_id=request_id,
         )
-        responses = await stop.async_exec(decoupled=True)
-        await asyncio.get_running_loop().run_in_executor(_DRAIN_POOL, list, responses)
+        await run_bls(lambda: list(stop.exec(decoupled=True)))
 
     async def postprocess(self, tokens: list[int], forced_language: str | None) -> ParsedOutput:
         pb = self.pb

@@ -47,7 +47,7 @@ class FakeBls:
                 self.request_id = request_id
                 self.inputs = {t.name(): t.as_numpy() for t in inputs}
 
-            async def async_exec(self, decoupled=False):
+            def exec(self, decoupled=False):
                 response = outer.handle(self.model, self.inputs)
                 return iter([response]) if decoupled else response
 
