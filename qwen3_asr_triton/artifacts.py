@@ -27,3 +27,5 @@ ALIGNER_FILENAME = onnx_filename(ALIGNER_GRAPH)
 VAD_FILENAME = "silero_vad.onnx"
 # [vocab, hidden] float32 token embeddings, spliced on the host (recogniser and aligner).
 EMBED_FILENAME = "embed_tokens.npy"
+# CAM++ speaker embeddings for diarization (fbank [B, T, 80] -> [B, 192]), from export/speaker_model.py.
+SPEAKER_FILENAME = "speaker_embedding.onnx"
