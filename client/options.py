@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qwen3_asr_triton.diarization.options import MAX_SPEAKERS
 from qwen3_asr_triton.languages import normalize_language
 
 # The public entry model of the repository (model_repository/qwen3_asr).
@@ -267,6 +268,12 @@ class TranscribeOptions:
         Cap on generated tokens per segment; None keeps the server's default.
     min_new_tokens : int or None
         No end token before this many tokens per segment (benchmarks use it to fix output lengths).
+    diarize : bool
+        Label who spoke: a speaker per segment and per word, segments split where the speaker changes
+        (needs the server's diarizer; word times need its aligner too).
+    num_speakers, min_speakers, max_speakers : int or None
+        With ``diarize``: the number of speakers when known, else bounds of the estimate (1 to
+        :data:`MAX_SPEAKERS`); None keeps the server's defaults.
     """
 
     language: str | None = None
@@ -274,6 +281,10 @@ class TranscribeOptions:
     timestamps: bool = False
     max_new_tokens: int | None = None
     min_new_tokens: int | None = None
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     def __post_init__(self) -> None:
         if self.language is not None and not isinstance(self.language, str):
@@ -290,6 +301,24 @@ class TranscribeOptions:
             _check_int("min_new_tokens", self.min_new_tokens, 0)
             if self.max_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
                 raise ValueError("min_new_tokens must not exceed max_new_tokens")
+        self._check_speakers()
+
+    def _check_speakers(self) -> None:
+        if not isinstance(self.diarize, bool):
+            raise ValueError(f"diarize must be True or False, got {self.diarize!r}")
+        counts = {"num_speakers": self.num_speakers, "min_speakers": self.min_speakers}
+        counts["max_speakers"] = self.max_speakers
+        given = {name: value for name, value in counts.items() if value is not None}
+        if given and not self.diarize:
+            raise ValueError(f"{', '.join(given)} apply only with diarize")
+        for name, value in given.items():
+            if _check_int(name, value, 1) > MAX_SPEAKERS:
+                raise ValueError(f"{name} must be at most {MAX_SPEAKERS}, got {value}")
+        low, high = self.min_speakers or 1, self.max_speakers or MAX_SPEAKERS
+        if low > high:
+            raise ValueError(f"min_speakers ({low}) must not exceed max_speakers ({high})")
+        if self.num_speakers is not None and not low <= self.num_speakers <= high:
+            raise ValueError(f"num_speakers ({self.num_speakers}) must lie between {low} and {high}")
 
 
 def _check_vad_ms(name: str, value: object) -> int | None:

@@ -9,6 +9,9 @@ into cues greedily. A new cue starts when
 - the cue would last longer than ``max_cue_seconds``, or
 - its text would not fit in ``max_lines`` lines of ``max_line_width`` columns.
 
+With speaker labels (a diarized transcription) a cue never holds two speakers: the speaker's name
+leads its cue, as ``[Speaker 1]`` in SRT and a ``<v Speaker 1>`` voice span in WebVTT.
+
 A cue cut for length or duration ends, when it can, after its last clause
 mark (comma, semicolon, colon) in its second half, so the next cue starts a
 phrase. Lines inside a cue are balanced (the split that makes the longest line
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 
 from qwen3_asr_triton.alignment import is_cjk_char, is_kept_char
 
-from .types import Segment, Transcription, Word
+from .types import Segment, Transcription, Word, speaker_name
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +80,12 @@ class SubtitleLimits:
 
 @dataclass(frozen=True)
 class Cue:
-    """One subtitle: times in seconds (millisecond precision) and its lines."""
+    """One subtitle: times in seconds (millisecond precision), its lines and who speaks (None: not diarized)."""
 
     start: float
     end: float
     lines: tuple[str, ...]
+    speaker: int | None = None
 
     @property
     def text(self) -> str:
@@ -90,12 +94,13 @@ class Cue:
 
 @dataclass(frozen=True)
 class _Piece:
-    """A timed unit of text and the separator that precedes it in the transcript ("" or " ")."""
+    """A timed unit of text, the separator that precedes it in the transcript ("" or " ") and its speaker."""
 
     text: str
     sep: str
     start: float
     end: float
+    speaker: int | None = None
 
 
 def display_width(text: str) -> int:
@@ -156,10 +161,10 @@ def _word_pieces(text: str, words: tuple[Word, ...]) -> list[_Piece]:
         pieces: list[_Piece] = []
         for word in words:
             sep = _joiner(pieces[-1].text, word.text) if pieces else ""
-            pieces.append(_Piece(word.text, sep, word.start, word.end))
+            pieces.append(_Piece(word.text, sep, word.start, word.end, word.speaker))
         return pieces
     return [
-        _Piece(" ".join(text[a:b].split()), " " if space else "", w.start, w.end)
+        _Piece(" ".join(text[a:b].split()), " " if space else "", w.start, w.end, w.speaker)
         for w, (a, b, space) in zip(words, spans)
     ]
 
@@ -201,7 +206,7 @@ def _segment_pieces(segments: tuple[Segment, ...]) -> list[_Piece]:
             width = display_width(token)
             start = segment.start + span * done / total
             done += width
-            pieces.append(_Piece(token, sep, start, segment.start + span * done / total))
+            pieces.append(_Piece(token, sep, start, segment.start + span * done / total, segment.speaker))
     return pieces
 
 
@@ -299,7 +304,11 @@ def _group(pieces: list[_Piece], limits: SubtitleLimits) -> list[list[_Piece]]:
     groups: list[list[_Piece]] = []
     current: list[_Piece] = []
     for piece in pieces:
-        if current and (piece.start - current[-1].end > limits.pause_seconds or _ends_sentence(current[-1].text)):
+        if current and (
+            piece.start - current[-1].end > limits.pause_seconds
+            or _ends_sentence(current[-1].text)
+            or piece.speaker != current[-1].speaker
+        ):
             groups.append(current)
             current = []
         elif current and overflows([*current, piece]):
@@ -358,7 +367,7 @@ def build_cues(result: Transcription, limits: SubtitleLimits | None = None) -> l
     for group, (start, end) in zip(groups, _timings(groups, limits)):
         count = _lines_needed(group, limits.max_line_width)
         lines = tuple(_render_line(line) for line in _balanced_lines(group, count))
-        cues.append(Cue(start / 1000, end / 1000, lines))
+        cues.append(Cue(start / 1000, end / 1000, lines, group[0].speaker))
     return cues
 
 
@@ -377,6 +386,8 @@ def to_srt(cues: list[Cue]) -> str:
     for index, cue in enumerate(cues, 1):
         # SRT has no escaping; an arrow inside text could be taken for a timing line.
         lines = "\n".join(line.replace("-->", "->") for line in cue.lines)
+        if cue.speaker is not None:
+            lines = f"[{speaker_name(cue.speaker)}] {lines}"
         blocks.append(f"{index}\n{_clock(cue.start, ',')} --> {_clock(cue.end, ',')}\n{lines}\n")
     return "\n".join(blocks)
 
@@ -390,5 +401,7 @@ def to_vtt(cues: list[Cue]) -> str:
     blocks = ["WEBVTT\n"]
     for cue in cues:
         lines = "\n".join(_vtt_escape(line) for line in cue.lines)
+        if cue.speaker is not None:
+            lines = f"<v {speaker_name(cue.speaker)}>{lines}"
         blocks.append(f"{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}\n{lines}\n")
     return "\n".join(blocks)

@@ -20,14 +20,21 @@ class Word:
         The word as the aligner timed it (letters, digits and apostrophes only).
     start, end : float
         Seconds from the start of the audio.
+    speaker : int or None
+        Who said it, when the request asked for diarization: 0, 1, ... in order of first appearance
+        (shown as "Speaker 1", "Speaker 2", ...); None otherwise, or where no speaker was found.
     """
 
     text: str
     start: float
     end: float
+    speaker: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "start": self.start, "end": self.end}
+        out: dict[str, Any] = {"text": self.text, "start": self.start, "end": self.end}
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
+        return out
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class Segment:
     avg_logprob : float or None
         Mean natural-log probability of the generated tokens (end token included); None when the
         server did not report it.
+    speaker : int or None
+        Who spoke, when the request asked for diarization (segments are then split where the speaker
+        changes): 0, 1, ... in order of first appearance; None otherwise, or where no speaker was found.
     """
 
     text: str
@@ -52,15 +62,24 @@ class Segment:
     end: float
     token_ids: tuple[int, ...] = ()
     avg_logprob: float | None = None
+    speaker: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "text": self.text,
             "start": self.start,
             "end": self.end,
             "token_ids": list(self.token_ids),
             "avg_logprob": self.avg_logprob,
         }
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
+        return out
+
+
+def speaker_name(speaker: int) -> str:
+    """How a speaker number is shown to people: 0 -> "Speaker 1"."""
+    return f"Speaker {speaker + 1}"
 
 
 @dataclass(frozen=True)

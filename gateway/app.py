@@ -32,13 +32,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qwen3_asr_triton.client import Qwen3ASRError
 
 from .auth import check_api_key
-from .calls import AlignerState, ClientGoneError, transcribe
+from .calls import ClientGoneError, OptionalModel, aligner_state, diarizer_state, transcribe
 from .concurrency import ConcurrencyLimit, Slot
 from .errors import INVALID_REQUEST, SERVER_ERROR, ApiError, error_body, from_client_error, invalid
 from .metrics import CLIENT_CLOSED_STATUS, GatewayMetrics, MetricsMiddleware
 from .options import GatewayOptions
 from .page import PAGE_ROUTES
-from .params import parse_transcription_params
+from .params import diarizing_model, parse_transcription_params
 from .pool import ClientFactory, ClientPool
 from .realtime import realtime_endpoint
 from .responses import MEDIA_TYPES, render
@@ -59,7 +59,8 @@ class GatewayState:
     metrics: GatewayMetrics
     limit: ConcurrencyLimit
     created: int = field(default_factory=lambda: int(time.time()))
-    aligner: AlignerState = field(default_factory=AlignerState)
+    aligner: OptionalModel = field(default_factory=aligner_state)
+    diarizer: OptionalModel = field(default_factory=diarizer_state)
     pool: ClientPool | None = None
 
     def clients(self) -> ClientPool:
@@ -134,26 +135,36 @@ async def create_translation(request: Request) -> Response:
     )
 
 
-def _model_card(state: GatewayState) -> dict:
-    return {"id": state.options.served_model_name, "object": "model", "created": state.created, "owned_by": OWNED_BY}
+def _model_card(state: GatewayState, model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": state.created, "owned_by": OWNED_BY}
+
+
+async def _model_ids(state: GatewayState) -> list[str]:
+    """The served model, and its diarizing name when the deployment has a diarizer."""
+    served = state.options.served_model_name
+    try:
+        diarizer = await state.diarizer.available(state.clients().next())
+    except Qwen3ASRError as exc:
+        raise from_client_error(exc, state.options.triton_url) from None
+    return [served, diarizing_model(served)] if diarizer else [served]
 
 
 async def list_models(request: Request) -> Response:
-    """``GET /v1/models``: OpenAI's list with the served model."""
+    """``GET /v1/models``: OpenAI's list with the served model (and its diarizing name)."""
     state = _state(request)
     check_api_key(request.headers, state.options.api_key)
-    return JSONResponse({"object": "list", "data": [_model_card(state)]})
+    return JSONResponse({"object": "list", "data": [_model_card(state, m) for m in await _model_ids(state)]})
 
 
 async def retrieve_model(request: Request) -> Response:
-    """``GET /v1/models/{model_id}``: the served model, 404 ``model_not_found`` for any other id."""
+    """``GET /v1/models/{model_id}``: a served model, 404 ``model_not_found`` for any other id."""
     state = _state(request)
     check_api_key(request.headers, state.options.api_key)
     model_id = request.path_params["model_id"]
-    if model_id != state.options.served_model_name:
+    if model_id not in await _model_ids(state):
         shown = model_id if len(model_id) <= 100 else model_id[:97] + "..."
         raise ApiError(404, f"The model '{shown}' does not exist", param="model", code="model_not_found")
-    return JSONResponse(_model_card(state))
+    return JSONResponse(_model_card(state, model_id))
 
 
 async def health(request: Request) -> Response:

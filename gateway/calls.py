@@ -26,8 +26,9 @@ T = TypeVar("T")
 
 # Formats whose cues are timed by words when the deployment can align them.
 SUBTITLE_FORMATS = ("srt", "vtt")
-# The forced aligner's model in a repository built with --aligner.
+# The forced aligner's model in a repository built with --aligner, the diarizer's with --diarizer.
 ALIGNER_MODEL = "aligner"
+DIARIZER_MODEL = "diarizer"
 
 
 class ClientGoneError(Exception):
@@ -64,23 +65,33 @@ async def cancel_on_disconnect(awaitable: Awaitable[T], receive: Receive) -> T:
         await asyncio.gather(work, watcher, return_exceptions=True)
 
 
-class AlignerState:
-    """Whether the deployment has a forced aligner, read from its repository index once."""
+class OptionalModel:
+    """Whether the deployment has an optional model (the aligner, the diarizer), read from its index once."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, missing: str) -> None:
+        self.name = name
+        self.missing = missing  # logged when the model is absent
         self.present: bool | None = None
 
     async def available(self, client: Any) -> bool:
         if self.present is None:
             models = await client.models()
-            self.present = any(m.name == ALIGNER_MODEL and m.state == "READY" for m in models)
+            self.present = any(m.name == self.name and m.state == "READY" for m in models)
             if not self.present:
-                logger.info("the deployment has no forced aligner: subtitles are timed by segments")
+                logger.info("the deployment has no %s: %s", self.name, self.missing)
         return self.present
 
 
+def aligner_state() -> OptionalModel:
+    return OptionalModel(ALIGNER_MODEL, "subtitles are timed by segments")
+
+
+def diarizer_state() -> OptionalModel:
+    return OptionalModel(DIARIZER_MODEL, "speaker labels are refused")
+
+
 async def transcribe(
-    client: Any, audio: bytes, params: TranscriptionParams, aligner: AlignerState, receive: Receive
+    client: Any, audio: bytes, params: TranscriptionParams, aligner: OptionalModel, receive: Receive
 ) -> Transcription:
     """One unary transcription for ``params``; subtitles try word timestamps first.
 

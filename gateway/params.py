@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qwen3_asr_triton.client.options import TranscribeOptions
 
 from .errors import ApiError, invalid
-from .responses import RESPONSE_FORMATS, STREAM_FORMATS
+from .responses import DIARIZED_FORMAT, RESPONSE_FORMATS, STREAM_FORMATS
 
+# The suffix of the served model's diarizing name ("qwen3-asr" -> "qwen3-asr-diarize"), as OpenAI
+# names its diarizing model gpt-4o-transcribe-diarize.
+DIARIZE_SUFFIX = "-diarize"
+# Speaker-count hints, an extension of OpenAI's fields (it has none): form fields of these names.
+SPEAKER_FIELDS = ("num_speakers", "min_speakers", "max_speakers")
+# OpenAI's fields for speakers known from reference clips: not supported.
+KNOWN_SPEAKER_FIELDS = ("known_speaker_names", "known_speaker_references")
 # OpenAI's timestamp granularities.
 GRANULARITIES = ("word", "segment")
 # Spellings of booleans in form fields ("true" is what OpenAI's SDKs send).
@@ -59,12 +66,21 @@ def _array(fields: Mapping[str, list[str]], name: str) -> list[str]:
     return [*fields.get(f"{name}[]", []), *fields.get(name, [])]
 
 
-def check_model(fields: Mapping[str, list[str]], served_model_name: str) -> None:
-    """400 without ``model``; 404 ``model_not_found`` (as OpenAI) for any other model than the served one."""
+def diarizing_model(served_model_name: str) -> str:
+    """The served model's diarizing name: every response format then labels speakers."""
+    return served_model_name + DIARIZE_SUFFIX
+
+
+def check_model(fields: Mapping[str, list[str]], served_model_name: str) -> str:
+    """The requested model: the served one or its diarizing name (:func:`diarizing_model`).
+
+    400 without ``model``; 404 ``model_not_found`` (as OpenAI) for any other model.
+    """
     model = _single(fields, "model")
     if model is None or not model.strip():
         raise invalid("you must provide a model parameter", param="model", code="missing_required_parameter")
-    if model.strip() != served_model_name:
+    model = model.strip()
+    if model not in (served_model_name, diarizing_model(served_model_name)):
         shown = model if len(model) <= 100 else model[:97] + "..."
         raise ApiError(
             404,
@@ -72,6 +88,21 @@ def check_model(fields: Mapping[str, list[str]], served_model_name: str) -> None
             param="model",
             code="model_not_found",
         )
+    return model
+
+
+def _speaker_counts(fields: Mapping[str, list[str]]) -> dict[str, int]:
+    """The optional speaker-count fields (this gateway's extension), as integers."""
+    counts = {}
+    for name in SPEAKER_FIELDS:
+        value = _single(fields, name)
+        if value is None or not value.strip():
+            continue
+        try:
+            counts[name] = int(value)
+        except ValueError:
+            raise invalid(f"{name} must be an integer, got {value[:40]!r}", param=name) from None
+    return counts
 
 
 def _temperature(value: str | None) -> None:
@@ -108,9 +139,10 @@ def parse_transcription_params(fields: Mapping[str, list[str]], served_model_nam
     ApiError
         404 for another model; 400 for a missing model, an unknown language or response_format,
         a granularity other than word/segment or without verbose_json, a temperature other than 0,
-        ``include[]`` (no log probabilities), or streaming a format other than json/text.
+        ``include[]`` (no log probabilities), streaming a format other than json/text, streaming
+        with diarization, known speakers, or bad speaker counts.
     """
-    check_model(fields, served_model_name)
+    model = check_model(fields, served_model_name)
 
     response_format = (_single(fields, "response_format") or "json").strip() or "json"
     if response_format not in RESPONSE_FORMATS:
@@ -118,6 +150,14 @@ def parse_transcription_params(fields: Mapping[str, list[str]], served_model_nam
             f"response_format {response_format[:40]!r} is not supported; use one of {', '.join(RESPONSE_FORMATS)}",
             param="response_format",
         )
+    diarize = response_format == DIARIZED_FORMAT or model == diarizing_model(served_model_name)
+    for name in KNOWN_SPEAKER_FIELDS:
+        if _array(fields, name):
+            raise invalid(
+                f"{name}[] is not supported: speakers are found and labelled A, B, ... without reference clips",
+                param=name,
+                code="unsupported_value",
+            )
 
     granularities = [g.strip() for g in _array(fields, "timestamp_granularities")]
     for value in granularities:
@@ -146,6 +186,15 @@ def parse_transcription_params(fields: Mapping[str, list[str]], served_model_nam
             param="stream",
             code="unsupported_value",
         )
+    if stream and diarize:
+        raise invalid("stream=true does not label speakers; drop stream or diarization", param="stream")
+    counts = _speaker_counts(fields)
+    if counts and not diarize:
+        raise invalid(
+            f"{next(iter(counts))} needs diarization: response_format 'diarized_json' or model"
+            f" '{diarizing_model(served_model_name)}'",
+            param=next(iter(counts)),
+        )
 
     words = "word" in granularities
     try:
@@ -155,6 +204,10 @@ def parse_transcription_params(fields: Mapping[str, list[str]], served_model_nam
     except ValueError as exc:
         # TranscribeOptions names the language in its message; the prompt is any string.
         raise invalid(str(exc), param="language") from None
+    try:
+        options = replace(options, diarize=diarize, **counts)
+    except ValueError as exc:
+        raise invalid(str(exc), param=next(iter(counts), "model")) from None
     return TranscriptionParams(
         options=options,
         response_format=response_format,

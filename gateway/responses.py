@@ -1,6 +1,6 @@
 """Rendering a :class:`Transcription` as OpenAI's response formats (pure functions, no web framework).
 
-``json`` and ``verbose_json`` give dictionaries (the application serialises them),
+``json``, ``verbose_json`` and ``diarized_json`` give dictionaries (the application serialises them),
 ``text``, ``srt`` and ``vtt`` give the body text; subtitles come from the same
 :mod:`qwen3_asr_triton.client.subtitles` code as the ``qwen3-asr`` CLI's.
 Server-sent events of a streamed transcription are rendered here too.
@@ -15,18 +15,23 @@ from typing import Any
 from qwen3_asr_triton.client.subtitles import build_cues, to_srt, to_vtt
 from qwen3_asr_triton.client.types import Segment, Transcription
 
-# OpenAI's response_format values this gateway serves (diarized_json needs speaker labels it has not).
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+# OpenAI's response_format values this gateway serves (diarized_json needs the deployment's diarizer).
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
+# The format that always asks for speaker labels (OpenAI's, for its diarizing model).
+DIARIZED_FORMAT = "diarized_json"
 # Formats that can be streamed: OpenAI streams transcript text only.
 STREAM_FORMATS = ("json", "text")
 # Media type of each format's body.
 MEDIA_TYPES = {
     "json": "application/json",
     "verbose_json": "application/json",
+    "diarized_json": "application/json",
     "text": "text/plain; charset=utf-8",
     "srt": "text/plain; charset=utf-8",
     "vtt": "text/vtt; charset=utf-8",
 }
+# The label of a segment where the diarizer found no speaker (OpenAI's labels are letters).
+UNKNOWN_SPEAKER = "unknown"
 # Decoding is greedy: the temperature reported with every segment.
 TEMPERATURE = 0.0
 
@@ -75,14 +80,29 @@ def render_vtt(result: Transcription) -> str:
     return to_vtt(build_cues(result))
 
 
+def speaker_label(speaker: int | None) -> str:
+    """A speaker as OpenAI labels unnamed speakers: capital letters in order (0 -> "A", 26 -> "AA");
+    "unknown" where the diarizer found no speaker."""
+    if speaker is None:
+        return UNKNOWN_SPEAKER
+    label = ""
+    number = speaker + 1
+    while number:
+        number, rest = divmod(number - 1, 26)
+        label = chr(ord("A") + rest) + label
+    return label
+
+
 def render_segment(index: int, segment: Segment) -> dict[str, Any]:
     """One entry of verbose_json's ``segments``.
 
     ``tokens`` and ``avg_logprob`` are the server's (SEGMENT_TOKENS, SEGMENT_LOGPROB; empty and
     null when it did not report them); ``no_speech_prob`` is always null because the model has no
     such estimate, and ``seek`` 0 because segments are not decoded window by window as Whisper's.
+    A diarized segment also has ``speaker`` (:func:`speaker_label`).
     """
     avg_logprob = segment.avg_logprob
+    extra = {} if segment.speaker is None else {"speaker": speaker_label(segment.speaker)}
     return {
         "id": index,
         "seek": 0,
@@ -94,6 +114,32 @@ def render_segment(index: int, segment: Segment) -> dict[str, Any]:
         "avg_logprob": None if avg_logprob is None else float(avg_logprob),
         "compression_ratio": compression_ratio(segment.text),
         "no_speech_prob": None,
+        **extra,
+    }
+
+
+def render_diarized_json(result: Transcription) -> dict[str, Any]:
+    """``response_format=diarized_json``: OpenAI's ``TranscriptionDiarized``.
+
+    One entry per segment, split where the speaker changes, each with its speaker's label.
+    """
+    return {
+        "task": "transcribe",
+        "duration": result.audio_seconds,
+        "text": result.text,
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{index}",
+                "start": segment.start,
+                "end": segment.end,
+                "text": segment.text,
+                "speaker": speaker_label(segment.speaker),
+            }
+            for index, segment in enumerate(result.segments)
+            if segment.text
+        ],
+        "usage": usage(result),
     }
 
 
@@ -129,6 +175,8 @@ def render(result: Transcription, response_format: str, segments: bool = True, w
         return json.dumps(render_json(result), ensure_ascii=False)
     if response_format == "verbose_json":
         return json.dumps(render_verbose_json(result, segments, words), ensure_ascii=False)
+    if response_format == DIARIZED_FORMAT:
+        return json.dumps(render_diarized_json(result), ensure_ascii=False)
     if response_format == "text":
         return render_text(result)
     if response_format == "srt":

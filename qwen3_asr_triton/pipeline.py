@@ -200,7 +200,11 @@ class SegmentResult:
 
 @dataclass(frozen=True)
 class Transcript:
-    """The result of one request; ``token_ids`` exclude end-of-sequence tokens."""
+    """The result of one request; ``token_ids`` exclude end-of-sequence tokens.
+
+    A diarized transcript also has a speaker per segment and per word (0, 1, ... in order of first
+    appearance; -1 where no speaker was found); both lists are empty otherwise.
+    """
 
     text: str
     language: str
@@ -208,6 +212,8 @@ class Transcript:
     confidence: float
     words: list[WordTime]
     segments: list[SegmentResult]
+    segment_speakers: list[int] = field(default_factory=list)
+    word_speakers: list[int] = field(default_factory=list)
 
 
 # Called with the ids a decoder step generated (streaming generation).

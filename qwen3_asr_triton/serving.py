@@ -26,11 +26,14 @@ import logging
 import math
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import CapacityError, DownstreamError, InputError, RequestCancelledError, bounded_message
+
+if TYPE_CHECKING:
+    from .audio import AudioLimits
 
 logger = logging.getLogger("qwen3_asr_triton.serving")
 
@@ -139,6 +142,29 @@ INTERNAL_PREFIX = "internal error: "
 DEAD_WORKER_TEXT = "is not healthy"
 
 
+def request_waveform(inputs: RequestInputs, limits: AudioLimits) -> np.ndarray:
+    """A request's audio as mono 16 kHz float32: ``AUDIO`` (file bytes) or ``WAVEFORM`` + ``SAMPLE_RATE``.
+
+    Raises
+    ------
+    InputError
+        Neither or both were sent, ``WAVEFORM`` came without its rate, or the audio breaks ``limits``.
+    """
+    # Imported here: only the models that read audio load the decoders (libsndfile, libsoxr).
+    from .audio import load_audio, prepare_waveform
+
+    audio = inputs.raw_bytes("AUDIO")
+    wave = inputs.item("WAVEFORM")
+    if (audio is None) == (wave is None):
+        raise InputError("send exactly one of AUDIO (file bytes) or WAVEFORM (+ SAMPLE_RATE)")
+    if audio is not None:
+        return load_audio(audio, limits)
+    rate = inputs.integer("SAMPLE_RATE")
+    if rate is None:
+        raise InputError("WAVEFORM needs SAMPLE_RATE")
+    return prepare_waveform(wave, rate, limits)
+
+
 def triton_error(pb_utils: ModuleType, exc: BaseException, marked: bool = True):
     """The ``pb_utils.TritonError`` for an exception (see module docstring); messages are bounded."""
     if isinstance(exc, InputError):
@@ -196,4 +222,6 @@ def transcript_outputs(pb_utils: ModuleType, transcript: Any) -> list:
         pb_utils.Tensor("SEGMENT_END", np.array([s.end for s in transcript.segments], np.float32)),
         pb_utils.Tensor("SEGMENT_TOKENS", np.array([len(s.token_ids) for s in transcript.segments], np.int32)),
         pb_utils.Tensor("SEGMENT_LOGPROB", np.array([s.avg_logprob for s in transcript.segments], np.float32)),
+        pb_utils.Tensor("SEGMENT_SPEAKER", np.asarray(transcript.segment_speakers, dtype=np.int32)),
+        pb_utils.Tensor("WORD_SPEAKER", np.asarray(transcript.word_speakers, dtype=np.int32)),
     ]

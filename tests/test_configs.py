@@ -18,6 +18,10 @@ CONTRACT_INPUTS = {
     "RETURN_TIMESTAMPS": ("TYPE_BOOL", [1]),
     "MAX_NEW_TOKENS": ("TYPE_INT32", [1]),
     "MIN_NEW_TOKENS": ("TYPE_INT32", [1]),
+    "DIARIZE": ("TYPE_BOOL", [1]),
+    "NUM_SPEAKERS": ("TYPE_INT32", [1]),
+    "MIN_SPEAKERS": ("TYPE_INT32", [1]),
+    "MAX_SPEAKERS": ("TYPE_INT32", [1]),
 }
 CONTRACT_OUTPUTS = {
     "TEXT": ("TYPE_STRING", [1]),
@@ -27,6 +31,8 @@ CONTRACT_OUTPUTS = {
     "WORDS": ("TYPE_STRING", [-1]),
     "WORD_START": ("TYPE_FP32", [-1]),
     "WORD_END": ("TYPE_FP32", [-1]),
+    "SEGMENT_SPEAKER": ("TYPE_INT32", [-1]),
+    "WORD_SPEAKER": ("TYPE_INT32", [-1]),
 }
 
 
@@ -36,12 +42,14 @@ def spec(asr_checkpoint):
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
-@pytest.mark.parametrize("aligner", [True, False])
-def test_filled_configs_parse_and_keep_the_public_contract(spec, target, aligner):
+@pytest.mark.parametrize(("aligner", "diarizer"), [(True, True), (True, False), (False, False)])
+def test_filled_configs_parse_and_keep_the_public_contract(spec, target, aligner, diarizer):
     from tritonclient.grpc import model_config_pb2
 
-    filled = fill_repository_configs(spec, BuildOptions(), target, aligner)
-    assert sorted(filled) == sorted(models_for(aligner, target))
+    filled = fill_repository_configs(spec, BuildOptions(), target, aligner, has_diarizer=diarizer)
+    assert sorted(filled) == sorted(models_for(aligner, target, diarizer))
+    assert ("diarizer" in filled) == diarizer
+    assert f'string_value: "{str(diarizer).lower()}"' in filled["qwen3_asr"].split('"diarizer_enabled"')[1]
     assert all("${" not in text for text in filled.values())
     entry = parse_model_config(filled["qwen3_asr"])
     assert entry.max_batch_size == 0

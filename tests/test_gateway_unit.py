@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -44,6 +44,7 @@ from qwen3_asr_triton.gateway.responses import (
     render,
     render_json,
     render_verbose_json,
+    speaker_label,
 )
 from qwen3_asr_triton.gateway.upload import FORM_OVERHEAD_BYTES, MAX_FIELD_BYTES, MAX_FIELDS, read_form
 
@@ -68,6 +69,13 @@ def result(timestamps: bool = False, language: str | None = "English") -> Transc
     return Transcription(TEXT, language, 0.5, WORDS if timestamps else (), SEGMENTS, (11, 12, 13), "rid-1")
 
 
+def diarized_result() -> Transcription:
+    """``result()`` as a diarized answer: its two segments spoken by two speakers, a third with none."""
+    words = tuple(replace(w, speaker=0 if w.start < 1.1 else 1) for w in WORDS)
+    segments = (*(replace(s, speaker=k) for k, s in enumerate(SEGMENTS)), Segment("", 2.5, 3.0))
+    return Transcription(TEXT, "English", 0.5, words, segments, (11, 12, 13), "rid-1")
+
+
 # ----------------------------------------------------------------------------- a fake Triton client
 @dataclass(frozen=True)
 class Delta:
@@ -87,6 +95,7 @@ class FakeClient:
         self.closed = False
         self.healthy = True
         self.no_aligner = False
+        self.no_diarizer = False
         self.index_calls = 0
         self.gate: asyncio.Event | None = None
         self.cancelled = 0
@@ -118,6 +127,8 @@ class FakeClient:
             raise InvalidRequestError(
                 "RETURN_TIMESTAMPS needs a forced aligner, and this deployment has none", "INVALID_ARGUMENT"
             )
+        if options.diarize:
+            return diarized_result()
         return result(options.timestamps)
 
     async def transcribe_stream(self, audio, options=None, *, sample_rate=None):
@@ -141,6 +152,7 @@ class FakeClient:
     async def models(self):
         self.index_calls += 1
         names = ["qwen3_asr", "decoder"] + ([] if self.no_aligner else ["aligner"])
+        names += [] if self.no_diarizer else ["diarizer"]
         return [ModelState(name, "1", "READY") for name in names]
 
     async def close(self) -> None:
@@ -232,7 +244,7 @@ def test_json_and_text():
     assert json.loads(render(res, "json")) == render_json(res)
     assert render(res, "text") == TEXT + "\n"
     with pytest.raises(ValueError, match="response_format"):
-        render(res, "diarized_json")
+        render(res, "xml_json")
 
 
 @pytest.mark.parametrize("timestamps", [False, True])
@@ -267,7 +279,7 @@ def test_verbose_json():
 def test_verbose_json_segment_tokens_and_logprob_come_from_the_segment():
     plain = render_verbose_json(result())["segments"][0]
     assert plain["tokens"] == [] and plain["avg_logprob"] is None  # not reported: empty / null, never invented
-    seg = SimpleNamespace(text="Hi", start=0.0, end=1.0, token_ids=(5, 6), avg_logprob=-0.25)
+    seg = SimpleNamespace(text="Hi", start=0.0, end=1.0, token_ids=(5, 6), avg_logprob=-0.25, speaker=None)
     res = SimpleNamespace(text="Hi", language="Chinese,English", audio_seconds=1.0, segments=(seg,), words=())
     body = render_verbose_json(res)
     assert body["segments"][0]["tokens"] == [5, 6] and body["segments"][0]["avg_logprob"] == -0.25
@@ -342,7 +354,13 @@ def test_params_map_onto_transcribe_options():
         ({"model": ["whisper-1"]}, 404, "model", "model_not_found"),
         ({"language": "klingon"}, 400, "language", "invalid_value"),
         ({"language": ["en", "fr"]}, 400, "language", "invalid_value"),
-        ({"response_format": "diarized_json"}, 400, "response_format", "invalid_value"),
+        ({"response_format": "xml_json"}, 400, "response_format", "invalid_value"),
+        ({"num_speakers": "2"}, 400, "num_speakers", "invalid_value"),
+        ({"num_speakers": "two", "response_format": "diarized_json"}, 400, "num_speakers", "invalid_value"),
+        ({"min_speakers": "4", "max_speakers": "2", "response_format": "diarized_json"}, 400, "min_speakers", None),
+        ({"num_speakers": "99", "response_format": "diarized_json"}, 400, "num_speakers", "invalid_value"),
+        ({"known_speaker_names[]": ["agent"], "response_format": "diarized_json"}, 400, "known_speaker_names", None),
+        ({"model": [MODEL + "-diarize"], "stream": "true"}, 400, "stream", "invalid_value"),
         ({"temperature": "0.7"}, 400, "temperature", "unsupported_value"),
         ({"temperature": "nan"}, 400, "temperature", "unsupported_value"),
         ({"temperature": "warm"}, 400, "temperature", "invalid_value"),
@@ -363,7 +381,9 @@ def test_bad_params(values, status, param, code):
     form.update({k: v if isinstance(v, list) else [v] for k, v in values.items()})
     with pytest.raises(ApiError) as info:
         parse_transcription_params(form, MODEL)
-    assert (info.value.status, info.value.param, info.value.code) == (status, param, code)
+    assert (info.value.status, info.value.param) == (status, param)
+    if code is not None:
+        assert info.value.code == code
 
 
 # ----------------------------------------------------------------------------- routes (TestClient)
@@ -519,8 +539,12 @@ def test_api_key():
 def test_models_translations_and_unknown_routes(client):
     listing = client.get("/v1/models").json()
     assert listing["object"] == "list"
-    assert [(m["id"], m["object"], m["owned_by"]) for m in listing["data"]] == [(MODEL, "model", "qwen3-asr-triton")]
+    assert [(m["id"], m["object"], m["owned_by"]) for m in listing["data"]] == [
+        (MODEL, "model", "qwen3-asr-triton"),
+        (MODEL + "-diarize", "model", "qwen3-asr-triton"),
+    ]
     assert client.get(f"/v1/models/{MODEL}").json() == listing["data"][0]
+    assert client.get(f"/v1/models/{MODEL}-diarize").json() == listing["data"][1]
     missing = client.get("/v1/models/whisper-1")
     assert missing.status_code == 404 and error_of(missing)["code"] == "model_not_found"
     assert client.get("/v1/models/org/model").status_code == 404
@@ -885,3 +909,56 @@ def test_cli_serve_configures_uvicorn(monkeypatch):
     assert captured["host"] == "127.0.0.1" and captured["port"] == 9999
     assert captured["limit_concurrency"] >= 8 and captured["h11_max_incomplete_event_size"] > 0
     assert captured["app"].state.gateway.options.api_key == "from-env"
+
+
+# ----------------------------------------------------------------------------- speakers
+def test_speakers_are_labelled_with_letters_as_openai_does():
+    assert [speaker_label(k) for k in (0, 1, 25, 26, 27, 701, 702)] == ["A", "B", "Z", "AA", "AB", "ZZ", "AAA"]
+    assert speaker_label(None) == "unknown"
+
+
+def test_diarized_json_lists_the_segments_with_their_speakers():
+    body = json.loads(render(diarized_result(), "diarized_json"))
+    assert body == {
+        "task": "transcribe",
+        "duration": 3.0,
+        "text": TEXT,
+        "segments": [
+            {"type": "transcript.text.segment", "id": "seg_0", "start": 0.0, "end": 1.1, "text": "Hello world,"}
+            | {"speaker": "A"},
+            {"type": "transcript.text.segment", "id": "seg_1", "start": 1.1, "end": 2.5, "text": " this is a test."}
+            | {"speaker": "B"},
+        ],
+        "usage": {"type": "duration", "seconds": 3.0},
+    }
+    verbose = render_verbose_json(diarized_result(), words=True)
+    assert [s.get("speaker") for s in verbose["segments"]] == ["A", "B", None]
+    assert "speaker" not in render_verbose_json(result())["segments"][0]
+
+
+def test_diarization_is_asked_for_by_format_or_by_model_name():
+    assert parse_transcription_params(fields(response_format="diarized_json"), MODEL).options.diarize
+    params = parse_transcription_params(fields(model=MODEL + "-diarize", response_format="srt"), MODEL)
+    assert params.options.diarize and params.response_format == "srt"
+    assert not parse_transcription_params(fields(response_format="verbose_json"), MODEL).options.diarize
+    hinted = parse_transcription_params(
+        fields(response_format="diarized_json", min_speakers="2", max_speakers="3"), MODEL
+    ).options
+    assert (hinted.num_speakers, hinted.min_speakers, hinted.max_speakers) == (None, 2, 3)
+
+
+def test_diarized_json_over_http(client):
+    response = post(client, response_format="diarized_json", num_speakers="2")
+    assert response.status_code == 200, response.text
+    assert response.json() == json.loads(render(diarized_result(), "diarized_json"))
+    ((_, options),) = [call for fake in FakeClient.instances for call in fake.calls]
+    assert options.diarize and options.num_speakers == 2
+
+
+def test_the_diarizing_name_is_listed_only_with_a_diarizer():
+    with TestClient(make_app()) as test_client:
+        test_client.get("/health")
+        for fake in FakeClient.instances:
+            fake.no_diarizer = True
+        assert [m["id"] for m in test_client.get("/v1/models").json()["data"]] == [MODEL]
+        assert test_client.get(f"/v1/models/{MODEL}-diarize").status_code == 404

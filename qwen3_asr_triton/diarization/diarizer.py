@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, RequestCancelledError
 from ..vad import VAD_SAMPLE_RATE
 from .clustering import cluster_embeddings
 from .options import DiarizationOptions, DiarizerConfig
@@ -48,7 +48,13 @@ class Diarizer:
         self.config = config
 
     @classmethod
-    def from_files(cls, speaker_onnx: Path, vad_onnx: Path, config: DiarizerConfig = DiarizerConfig()) -> Diarizer:  # noqa: B008
+    def from_files(
+        cls,
+        speaker_onnx: Path,
+        vad_onnx: Path,
+        config: DiarizerConfig = DiarizerConfig(),  # noqa: B008
+        threads: int = 1,
+    ) -> Diarizer:
         """A diarizer over the CAM++ speaker graph and Silero's sequence VAD graph on ONNX Runtime.
 
         Parameters
@@ -59,15 +65,19 @@ class Diarizer:
             Silero VAD's ``silero_vad_16k_sequence.onnx``.
         config : DiarizerConfig
             The algorithm's knobs.
+        threads : int
+            ONNX Runtime threads of the speaker graph.
         """
         from ..vad import SileroVad, VadStream
         from .embedding import SpeakerEmbedder
 
-        embedder = SpeakerEmbedder(speaker_onnx)
+        embedder = SpeakerEmbedder(speaker_onnx, threads)
         vad = SileroVad(vad_onnx)
         return cls(embedder.embed, lambda waveform: vad.score(VadStream(), waveform, flush=True), config)
 
-    def diarize(self, waveform: np.ndarray, options: DiarizationOptions) -> list[SpeakerTurn]:
+    def diarize(
+        self, waveform: np.ndarray, options: DiarizationOptions, cancelled: Callable[[], bool] | None = None
+    ) -> list[SpeakerTurn]:
         """Speaker turns of ``waveform``.
 
         Parameters
@@ -76,6 +86,9 @@ class Diarizer:
             ``[n]`` float32 mono samples at 16 kHz.
         options : DiarizationOptions
             The client's speaker count or its bounds.
+        cancelled : callable, optional
+            Asked before each batch of windows; once it is true the work stops with
+            :class:`~..errors.RequestCancelledError` (the client went away).
 
         Returns
         -------
@@ -86,6 +99,8 @@ class Diarizer:
         ------
         InputError
             When the waveform is not one-dimensional or holds non-finite samples.
+        RequestCancelledError
+            When ``cancelled`` turned true.
         """
         samples = np.asarray(waveform, np.float32)
         if samples.ndim != 1:
@@ -99,12 +114,14 @@ class Diarizer:
         )
         if len(windows) == 0:
             return []
-        embeddings = self.window_embeddings(samples, windows)
+        embeddings = self.window_embeddings(samples, windows, cancelled)
         low, high = options.speaker_range
         labels = cluster_embeddings(embeddings, low, high, self.config)
         return assemble_turns(windows, labels, regions, samples.size, self.config)
 
-    def window_embeddings(self, samples: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    def window_embeddings(
+        self, samples: np.ndarray, windows: np.ndarray, cancelled: Callable[[], bool] | None = None
+    ) -> np.ndarray:
         """``[w, d]`` float32 embeddings of equal-length windows, ``config.batch_windows`` at a time.
 
         Parameters
@@ -113,11 +130,15 @@ class Diarizer:
             ``[n]`` float32 waveform.
         windows : np.ndarray
             ``[w, 2]`` ``[start, end)`` bounds, all of one length.
+        cancelled : callable, optional
+            See :meth:`diarize`.
         """
         length = int(windows[0, 1] - windows[0, 0])
         offsets = np.arange(length)
         batches = []
         for first in range(0, len(windows), self.config.batch_windows):
+            if cancelled is not None and cancelled():
+                raise RequestCancelledError("the client cancelled the request")
             starts = windows[first : first + self.config.batch_windows, 0]
             batch = samples[starts[:, None] + offsets[None, :]]
             batches.append(np.asarray(self.embed(batch), np.float32))

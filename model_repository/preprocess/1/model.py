@@ -8,12 +8,18 @@ dimension of 1 (one clip per request).
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from qwen3_asr_triton.audio import AudioLimits, load_audio, prepare_waveform
-from qwen3_asr_triton.errors import InputError
+from qwen3_asr_triton.audio import AudioLimits
 from qwen3_asr_triton.features import LogMel
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.pipeline import RecognizerLimits, prepare_audio
-from qwen3_asr_triton.serving import RequestInputs, error_response, model_parameters, setup_logging, version_dir
+from qwen3_asr_triton.serving import (
+    RequestInputs,
+    error_response,
+    model_parameters,
+    request_waveform,
+    setup_logging,
+    version_dir,
+)
 
 
 class TritonPythonModel:
@@ -37,17 +43,7 @@ class TritonPythonModel:
     def _one(self, request):
         try:
             inputs = RequestInputs(pb_utils, request)
-            audio = inputs.raw_bytes("AUDIO")
-            wave = inputs.item("WAVEFORM")
-            if (audio is None) == (wave is None):
-                raise InputError("send exactly one of AUDIO (file bytes) or WAVEFORM (+ SAMPLE_RATE)")
-            if audio is not None:
-                waveform = load_audio(audio, self.audio_limits)
-            else:
-                rate = inputs.integer("SAMPLE_RATE")
-                if rate is None:
-                    raise InputError("WAVEFORM needs SAMPLE_RATE")
-                waveform = prepare_waveform(wave, rate, self.audio_limits)
+            waveform = request_waveform(inputs, self.audio_limits)
             seconds = self.limits.segment_seconds(inputs.flag("RETURN_TIMESTAMPS"))
             mel, segments = prepare_audio(waveform, self.features, seconds, self.log_mel).wire()
             return pb_utils.InferenceResponse(
