@@ -29,7 +29,7 @@ import pytest
 
 from qwen3_asr_triton.diarization.embedding import MAX_BATCH, SpeakerEmbedder
 from qwen3_asr_triton.diarization.fbank import FRAME_LENGTH, NUM_MEL_BINS, SAMPLE_RATE, fbank, fbank_batch
-from tests.harness import CACHE, code_hash
+from tests.harness import CACHE, code_hash, prune_stale
 
 # Where the wheel, the extracted files and the exported graph are kept between runs.
 SPEAKER_CACHE = CACHE / "speaker"
@@ -69,7 +69,9 @@ def campplus_module(campplus_checkpoint: Path):
 def speaker_graph(campplus_checkpoint: Path) -> Path:
     from qwen3_asr_triton.export.speaker_model import export_speaker_onnx
 
-    return export_speaker_onnx(campplus_checkpoint, SPEAKER_CACHE / f"onnx-{code_hash(*SPEAKER_CODE)}")
+    out = SPEAKER_CACHE / f"onnx-{code_hash(*SPEAKER_CODE)}"
+    prune_stale(out, "onnx-")
+    return export_speaker_onnx(campplus_checkpoint, out)
 
 
 @pytest.fixture(scope="session")
