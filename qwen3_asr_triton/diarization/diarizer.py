@@ -23,6 +23,10 @@ from .windows import region_windows, speech_regions
 
 LOG = logging.getLogger(__name__)
 
+# Samples handed to the VAD per call: 16 s (the VAD's own block), so that its framed copy of the input
+# stays small however long the recording (a whole hour at once would be framed into a 260 MB array).
+VAD_CHUNK_SAMPLES = 16 * VAD_SAMPLE_RATE
+
 
 class Diarizer:
     """Who spoke when in a mono 16 kHz waveform.
@@ -52,8 +56,8 @@ class Diarizer:
         cls,
         speaker_onnx: Path,
         vad_onnx: Path,
-        config: DiarizerConfig = DiarizerConfig(),  # noqa: B008
         threads: int = 1,
+        config: DiarizerConfig = DiarizerConfig(),  # noqa: B008 (frozen)
     ) -> Diarizer:
         """A diarizer over the CAM++ speaker graph and Silero's sequence VAD graph on ONNX Runtime.
 
@@ -63,10 +67,10 @@ class Diarizer:
             The CAM++ embedding graph (``export_speaker_onnx``).
         vad_onnx : Path
             Silero VAD's ``silero_vad_16k_sequence.onnx``.
+        threads : int
+            ONNX Runtime intra-op threads of the speaker graph (the VAD runs on one).
         config : DiarizerConfig
             The algorithm's knobs.
-        threads : int
-            ONNX Runtime threads of the speaker graph.
         """
         from ..vad import SileroVad, VadStream
         from .embedding import SpeakerEmbedder

@@ -120,6 +120,11 @@ class DiarizerConfig:
         An estimated cluster smaller than this joins its nearest larger one (3D-Speaker's 4).
     merge_cosine : float | None
         Estimated clusters whose centroids' cosine exceeds this are merged; ``None`` never merges.
+    normalised_laplacian : bool
+        Cluster the spectrum of ``I - D^-1/2 A D^-1/2`` instead of ``D - A``. Measured on the 9 synthetic
+        conversations with CAM++: the eigengap of ``D - A`` found the right count in 9 of 9 for every pruning
+        tried (4 to 10% of a row, or 6 to 10 neighbours), that of the normalised Laplacian in 7 or 8 of 9 (it
+        split one speaker in two in ``s2-nogap-2`` and ``s4-nogap-2``).
     kmeans_restarts : int
         k-means++ restarts on the spectral embedding; the lowest inertia wins.
     frame_seconds : float
@@ -144,10 +149,11 @@ class DiarizerConfig:
     min_windows: int = 10
     min_cluster_windows: int = 4
     merge_cosine: float | None = None
+    normalised_laplacian: bool = False
     kmeans_restarts: int = 10
     frame_seconds: float = 0.01
     min_turn_seconds: float = 0.3
-    bridge_seconds: float = 0.0
+    bridge_seconds: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.hop_seconds <= self.window_seconds:
