@@ -45,6 +45,11 @@ TURN_SENTENCES = (1, 3)
 # each count has no gaps, the second has gaps, the third alternates with the count (2: none, ...).
 SPEAKER_COUNTS = (2, 3, 4)
 CONVERSATIONS_PER_COUNT = 3
+# The short set the diarizer's accuracy test uses (build_small_set): (speakers, gaps) per conversation,
+# each about a minute long, from a seed of its own so that the study's conversations stay unseen by it.
+SMALL_SET = ((3, False), (2, True))
+SMALL_SEED = SEED + 1
+SMALL_DURATION = 60.0
 
 # The speaker pool: (name, espeak-ng voice with variant, pitch 0-99, words per minute). Voices of
 # several languages read the same English text with their own phonemes, which makes them differ
@@ -274,11 +279,8 @@ def build_conversations(folder: Path) -> list[Conversation]:
     list[Conversation]
         The conversations, 2-speaker ones first.
     """
-    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        raise RuntimeError("espeak-ng and sox are needed to synthesise the conversations")
-    folder.mkdir(parents=True, exist_ok=True)
+    _check_tools(folder)
     rng = random.Random(SEED)
-    by_name = {spec[0]: spec for spec in SPEAKERS}
     conversations = []
     for count in SPEAKER_COUNTS:
         for index in range(CONVERSATIONS_PER_COUNT):
@@ -286,39 +288,112 @@ def build_conversations(folder: Path) -> list[Conversation]:
             name = f"s{count}-{'gaps' if gaps else 'nogap'}-{index}"
             names, planned, target = plan(rng, count)
             gap_draws = [rng.uniform(*GAP_RANGE) for _ in planned]
-            path = folder / f"{name}.wav"
-            reference = folder / f"{name}.json"
-            key = {"seed": SEED, "names": names, "planned": planned, "target": target, "gaps": gaps}
-            if path.exists() and reference.exists():
-                stored = json.loads(reference.read_text())
-                if stored.get("key") == json.loads(json.dumps(key)):
-                    turns = [Turn(**turn) for turn in stored["turns"]]
-                    conversations.append(Conversation(name, path, count, gaps, stored["duration"], turns))
-                    continue
-            LOG.info("synthesising %s (%s speakers, gaps=%s, ~%.0f s)", name, count, gaps, target)
-            pieces: list[np.ndarray] = []
-            turns = []
-            cursor = 0
-            with tempfile.TemporaryDirectory() as scratch:
-                for (speaker, text), gap in zip(planned, gap_draws):
-                    _, voice, pitch, speed = by_name[names[speaker]]
-                    if gaps and pieces:
-                        silence = round(gap * SAMPLE_RATE)
-                        pieces.append(np.zeros(silence, np.float32))
-                        cursor += silence
-                    audio = synthesize(text, voice, pitch, speed, Path(scratch))
-                    turns.append(Turn(names[speaker], cursor / SAMPLE_RATE, (cursor + audio.size) / SAMPLE_RATE))
-                    pieces.append(audio)
-                    cursor += audio.size
-                    if cursor / SAMPLE_RATE >= target:
-                        break
-            # Half a second of silence at each end, as a recording would have.
-            edge = SAMPLE_RATE // 2
-            samples = np.concatenate([np.zeros(edge, np.float32), *pieces, np.zeros(edge, np.float32)])
-            turns = [Turn(t.speaker, t.start + edge / SAMPLE_RATE, t.end + edge / SAMPLE_RATE) for t in turns]
-            write_wav(path, samples)
-            duration = samples.size / SAMPLE_RATE
-            stored = {"key": key, "duration": duration, "turns": [asdict(turn) for turn in turns]}
-            reference.write_text(json.dumps(stored, indent=1))
-            conversations.append(Conversation(name, path, count, gaps, duration, turns))
+            conversations.append(make_conversation(folder, name, names, planned, target, gaps, gap_draws, SEED))
     return conversations
+
+
+def build_small_set(folder: Path) -> list[Conversation]:
+    """Synthesise (or reuse) the few short conversations of :data:`SMALL_SET` under ``folder`` (tests).
+
+    Parameters
+    ----------
+    folder : Path
+        Where the WAV files and their ``.json`` references go.
+
+    Returns
+    -------
+    list[Conversation]
+        One conversation per entry of :data:`SMALL_SET`, in its order.
+    """
+    _check_tools(folder)
+    rng = random.Random(SMALL_SEED)
+    conversations = []
+    for index, (count, gaps) in enumerate(SMALL_SET):
+        name = f"small-s{count}-{'gaps' if gaps else 'nogap'}-{index}"
+        names, planned, _ = plan(rng, count)
+        gap_draws = [rng.uniform(*GAP_RANGE) for _ in planned]
+        conversations.append(
+            make_conversation(folder, name, names, planned, SMALL_DURATION, gaps, gap_draws, SMALL_SEED)
+        )
+    return conversations
+
+
+def _check_tools(folder: Path) -> None:
+    """Fail early without espeak-ng or sox; create ``folder``."""
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        raise RuntimeError("espeak-ng and sox are needed to synthesise the conversations")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def make_conversation(
+    folder: Path,
+    name: str,
+    names: list[str],
+    planned: list[tuple[int, str]],
+    target: float,
+    gaps: bool,
+    gap_draws: list[float],
+    seed: int,
+) -> Conversation:
+    """Synthesise one planned conversation into ``folder`` (or reuse the file made from the same plan).
+
+    Parameters
+    ----------
+    folder : Path
+        Where ``name.wav`` and ``name.json`` go.
+    name : str
+        The conversation's id.
+    names : list[str]
+        Its speakers' names (from :data:`SPEAKERS`).
+    planned : list[tuple[int, str]]
+        (speaker index, text) turns, more than needed; turns are added until ``target`` is passed.
+    target : float
+        Length to reach, seconds.
+    gaps : bool
+        Whether a gap from ``gap_draws`` separates consecutive turns.
+    gap_draws : list[float]
+        One gap (seconds) per planned turn.
+    seed : int
+        The seed the plan came from (part of the reuse key).
+
+    Returns
+    -------
+    Conversation
+        The conversation and its reference.
+    """
+    by_name = {spec[0]: spec for spec in SPEAKERS}
+    count = len(names)
+    path = folder / f"{name}.wav"
+    reference = folder / f"{name}.json"
+    key = {"seed": seed, "names": names, "planned": planned, "target": target, "gaps": gaps}
+    if path.exists() and reference.exists():
+        stored = json.loads(reference.read_text())
+        if stored.get("key") == json.loads(json.dumps(key)):
+            turns = [Turn(**turn) for turn in stored["turns"]]
+            return Conversation(name, path, count, gaps, stored["duration"], turns)
+    LOG.info("synthesising %s (%s speakers, gaps=%s, ~%.0f s)", name, count, gaps, target)
+    pieces: list[np.ndarray] = []
+    turns = []
+    cursor = 0
+    with tempfile.TemporaryDirectory() as scratch:
+        for (speaker, text), gap in zip(planned, gap_draws):
+            _, voice, pitch, speed = by_name[names[speaker]]
+            if gaps and pieces:
+                silence = round(gap * SAMPLE_RATE)
+                pieces.append(np.zeros(silence, np.float32))
+                cursor += silence
+            audio = synthesize(text, voice, pitch, speed, Path(scratch))
+            turns.append(Turn(names[speaker], cursor / SAMPLE_RATE, (cursor + audio.size) / SAMPLE_RATE))
+            pieces.append(audio)
+            cursor += audio.size
+            if cursor / SAMPLE_RATE >= target:
+                break
+    # Half a second of silence at each end, as a recording would have.
+    edge = SAMPLE_RATE // 2
+    samples = np.concatenate([np.zeros(edge, np.float32), *pieces, np.zeros(edge, np.float32)])
+    turns = [Turn(t.speaker, t.start + edge / SAMPLE_RATE, t.end + edge / SAMPLE_RATE) for t in turns]
+    write_wav(path, samples)
+    duration = samples.size / SAMPLE_RATE
+    stored = {"key": key, "duration": duration, "turns": [asdict(turn) for turn in turns]}
+    reference.write_text(json.dumps(stored, indent=1))
+    return Conversation(name, path, count, gaps, duration, turns)
