@@ -215,11 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
         "endpointing", "cut the stream into utterances at pauses (the server's VAD); the knobs default to the server's"
     )
     vad.add_argument(
-        "--endpointing", action="store_true", help="print each utterance as '[start-end] text' once it ends"
+        "--endpointing",
+        action="store_true",
+        help="print each utterance as '[start-end] text' once it ends ('[start-end] Speaker N: text' with --diarize)",
     )
     vad.add_argument("--vad-threshold", type=float, metavar="P", help="speech probability threshold, 0 < P < 1")
     vad.add_argument("--vad-min-silence-ms", type=int, metavar="MS", help="silence that ends an utterance, in ms")
     vad.add_argument("--vad-speech-pad-ms", type=int, metavar="MS", help="audio kept around the speech, in ms")
+    vad.add_argument(
+        "--diarize",
+        action="store_true",
+        help="label each utterance with its speaker, consistent across the stream (needs the server's diarizer)",
+    )
+    vad.add_argument("--max-speakers", type=positive_int, metavar="N", help="with --diarize: at most N speakers")
     st.add_argument("--format", choices=STREAM_FORMATS, default="txt", help="output format (default: %(default)s)")
     st.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     _add_connection_arguments(
@@ -288,6 +296,8 @@ def stream_options(args: argparse.Namespace) -> StreamOptions:
     if knobs and not args.endpointing:
         flags = ", ".join("--" + name.replace("_", "-") for name in knobs)
         raise ValueError(f"{flags} only apply with --endpointing")
+    if args.diarize and not args.endpointing:
+        raise ValueError("--diarize labels the utterances of a stream: it needs --endpointing")
     endpointing = EndpointingOptions(**knobs) if args.endpointing else None
     return StreamOptions(chunk_seconds=args.chunk_seconds, speed=args.speed, endpointing=endpointing)
 

@@ -26,7 +26,7 @@ from .formats import render
 from .options import ClientOptions, StreamOptions, TranscribeOptions
 from .subtitles import display_width
 from .sync_client import Qwen3ASRClient
-from .types import Partial, StreamStats, Transcription, Utterance
+from .types import Partial, StreamStats, Transcription, Utterance, speaker_name
 
 # Erase the terminal line the cursor is on and return to its start (ANSI "erase in line").
 CLEAR_LINE = "\r\x1b[K"
@@ -111,8 +111,9 @@ class EventPrinter:
 
 
 def utterance_label(event: Utterance) -> str:
-    """``[start-end]`` of an utterance, in seconds to the hundredth."""
-    return f"[{event.start:.2f}-{event.end:.2f}]"
+    """``[start-end]`` of an utterance, in seconds to the hundredth, then its speaker's name if it has one."""
+    times = f"[{event.start:.2f}-{event.end:.2f}]"
+    return times if event.speaker is None else f"{times} {speaker_name(event.speaker)}:"
 
 
 def describe(stats: StreamStats, latencies: list[float], wall_seconds: float) -> str:

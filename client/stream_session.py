@@ -52,6 +52,24 @@ def new_sequence_id() -> int:
     return secrets.randbits(SEQUENCE_ID_BITS) or 1
 
 
+def check_stream_request(request: TranscribeOptions, endpointing: EndpointingOptions | None) -> None:
+    """Refuse what a stream cannot do: it labels speakers utterance by utterance (online), so diarization
+    needs endpointing and takes no speaker count but ``max_speakers``.
+
+    Raises
+    ------
+    ValueError
+        ``diarize`` without endpointing, or ``num_speakers`` / ``min_speakers`` on a stream.
+    """
+    if not request.diarize:
+        return
+    if endpointing is None:
+        raise ValueError("a stream labels speakers per utterance: diarize needs endpointing")
+    for name in ("num_speakers", "min_speakers"):
+        if getattr(request, name) is not None:
+            raise ValueError(f"{name} does not apply to streams (speakers are found online); use max_speakers")
+
+
 class Kind(enum.Enum):
     """What a driver's inbox item reports."""
 
@@ -116,6 +134,7 @@ class StreamSession:
         clock: Callable[[], float] = time.perf_counter,
         endpointing: EndpointingOptions | None = None,
     ) -> None:
+        check_stream_request(request, endpointing)
         self.options = options
         self.request = request
         self.endpointing = endpointing

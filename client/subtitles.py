@@ -28,7 +28,7 @@ import logging
 import unicodedata
 from dataclasses import dataclass
 
-from qwen3_asr_triton.alignment import is_cjk_char, is_kept_char
+from qwen3_asr_triton.alignment import is_cjk_char, is_kept_char, locate_words
 
 from .types import Segment, Transcription, Word, speaker_name
 
@@ -115,35 +115,13 @@ def display_width(text: str) -> int:
 
 # ----------------------------------------------------------------------------- pieces
 def _locate_words(text: str, words: list[str]) -> list[tuple[int, int, bool]] | None:
-    """Span of each aligned word in ``text``, with the punctuation around it.
-
-    Returns ``(start, end, space_before)`` per word, or None when the words do not
-    follow the text (then the caller uses the bare words). A word's span starts
-    after the previous one (leading punctuation such as "¿" or "(" joins it) and
-    extends over the punctuation that follows it up to the next space.
-    """
-    n = len(text)
-    pos = 0
-    spans: list[tuple[int, int, bool]] = []
-    for word in words:
-        start = pos
-        while start < n and text[start].isspace():
-            start += 1
-        i = start
-        for char in word:
-            while i < n and text[i] != char:
-                if is_kept_char(text[i]):
-                    return None
-                i += 1
-            if i == n:
-                return None
-            i += 1
-        while i < n and not text[i].isspace() and not is_kept_char(text[i]):
-            i += 1
-        spans.append((start, i, start > pos))
-        pos = i
+    """:func:`~qwen3_asr_triton.alignment.locate_words`, the last span stretched over trailing punctuation."""
+    spans = locate_words(text, words)
+    if not spans:
+        return spans
+    pos = spans[-1][1]
     tail = text[pos:].strip()
-    if spans and tail and not any(is_kept_char(c) for c in tail):
+    if tail and not any(is_kept_char(c) for c in tail):
         start, _, space = spans[-1]
         spans[-1] = (start, len(text.rstrip()), space)
     return spans

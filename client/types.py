@@ -236,6 +236,11 @@ class Utterance:
         """The utterance's transcript (``transcription.text``)."""
         return self.transcription.text
 
+    @property
+    def speaker(self) -> int | None:
+        """Who spoke the utterance, in a stream started with ``diarize`` (None otherwise)."""
+        return next((s.speaker for s in self.transcription.segments if s.speaker is not None), None)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,

@@ -45,7 +45,10 @@ def common_artifacts(
     if aligner_export is not None:
         files["aligner"] = [(aligner_export / n, n) for n in (SPEC_FILENAME, TOKENIZER_FILENAME, EMBED_FILENAME)]
     if speaker_export is not None:
-        files["diarizer"] = [(speaker_export / SPEAKER_FILENAME, SPEAKER_FILENAME), (silero_vad_graph(), VAD_FILENAME)]
+        speaker = (speaker_export / SPEAKER_FILENAME, SPEAKER_FILENAME)
+        files["diarizer"] = [speaker, (silero_vad_graph(), VAD_FILENAME)]
+        # Streams label each utterance final with an online speaker (DIARIZE at START).
+        files["qwen3_asr_streaming"].append(speaker)
     return files
 
 

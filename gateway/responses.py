@@ -136,8 +136,7 @@ def render_diarized_json(result: Transcription) -> dict[str, Any]:
                 "text": segment.text,
                 "speaker": speaker_label(segment.speaker),
             }
-            for index, segment in enumerate(result.segments)
-            if segment.text
+            for index, segment in enumerate(s for s in result.segments if s.text)
         ],
         "usage": usage(result),
     }

@@ -47,6 +47,37 @@ def is_kept_char(char: str) -> bool:
     return category[0] in ("L", "N") or is_cjk_char(char)
 
 
+def locate_words(text: str, words: list[str]) -> list[tuple[int, int, bool]] | None:
+    """Span of each aligned word in ``text``, with the punctuation around it.
+
+    Returns ``(start, end, space_before)`` per word, or None when the words do not follow the text
+    (an aligned word holds only kept characters, :func:`is_kept_char`). A word's span starts after the
+    previous one and its spaces (leading punctuation such as "¿" or "(" joins it) and extends over the
+    punctuation that follows it up to the next space.
+    """
+    n = len(text)
+    pos = 0
+    spans: list[tuple[int, int, bool]] = []
+    for word in words:
+        start = pos
+        while start < n and text[start].isspace():
+            start += 1
+        i = start
+        for char in word:
+            while i < n and text[i] != char:
+                if is_kept_char(text[i]):
+                    return None
+                i += 1
+            if i == n:
+                return None
+            i += 1
+        while i < n and not text[i].isspace() and not is_kept_char(text[i]):
+            i += 1
+        spans.append((start, i, start > pos))
+        pos = i
+    return spans
+
+
 def _clean(tokens: list[str]) -> list[str]:
     cleaned = ("".join(c for c in tok if is_kept_char(c)) for tok in tokens)
     return [tok for tok in cleaned if tok]

@@ -34,11 +34,13 @@ import asyncio
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .audio import TARGET_SAMPLE_RATE, AudioLimits, StreamResampler, check_waveform, limit_peak
+from .diarization.online import OnlineSpeakers
 from .endpointing import Cut, Endpointer, EndpointingOptions
 from .errors import CapacityError, InputError
 from .features import EncoderWindows, LogMel
@@ -175,6 +177,8 @@ class StreamState:
     vad: VadStream | None = field(init=False, default=None)
     scored: int = 0  # samples the VAD has seen
     decoded_from: int = 0  # start of the audio that previous_tokens and windows describe
+    # With DIARIZE at START: the stream's speakers so far, each utterance final labelled with one of them.
+    speakers: OnlineSpeakers | None = None
 
     def __post_init__(self) -> None:
         self.resampler = StreamResampler(self.sample_rate)
@@ -266,7 +270,9 @@ class StreamRegistry:
 class StreamRecognizer:
     """Partials and finals for streams, on top of a :class:`~.pipeline.Recognizer`.
 
-    ``vad`` scores the audio of streams opened with endpointing (none: such streams are refused).
+    ``vad`` scores the audio of streams opened with endpointing (none: such streams are refused);
+    ``embed_speaker`` (one utterance's 16 kHz samples -> its ``[d]`` speaker embedding) labels the
+    utterance finals of streams that track speakers (none: such streams are refused).
     """
 
     def __init__(
@@ -275,6 +281,7 @@ class StreamRecognizer:
         policy: StreamingPolicy | None = None,
         audio_limits: AudioLimits | None = None,
         vad: SileroVad | None = None,
+        embed_speaker: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.recognizer = recognizer
         self.policy = policy or StreamingPolicy()
@@ -282,6 +289,7 @@ class StreamRecognizer:
         self.audio_limits = audio_limits or AudioLimits(max_seconds=self.policy.max_stream_seconds)
         self.log_mel = LogMel(cfg)
         self.vad = vad
+        self.embed_speaker = embed_speaker
 
     def add_chunk(self, state: StreamState, samples: np.ndarray, sample_rate: int) -> None:
         """Validate and append one chunk of PCM (any rate, but constant within a stream)."""
@@ -389,8 +397,22 @@ class StreamRecognizer:
             state.utterance += 1
             offset = cut.start / TARGET_SAMPLE_RATE
             transcript = shift_times(await self._recognise(wave, state.options), offset)
+            if state.speakers is not None:
+                transcript = await self._label_speaker(state.speakers, wave, transcript)
             finals.append(UtteranceFinal(index, offset, cut.end / TARGET_SAMPLE_RATE, transcript, cut.forced))
         return finals
+
+    async def _label_speaker(self, speakers: OnlineSpeakers, wave16k: np.ndarray, transcript: Transcript) -> Transcript:
+        """``transcript`` with every segment and word given the utterance's speaker (online assignment)."""
+        if self.embed_speaker is None:
+            raise InputError("speaker labels need the diarizer's speaker graph, which this repository lacks")
+        embedding = await asyncio.to_thread(self.embed_speaker, wave16k)
+        speaker = speakers.assign(embedding)
+        return replace(
+            transcript,
+            segment_speakers=[speaker] * len(transcript.segments),
+            word_speakers=[speaker] * len(transcript.words),
+        )
 
     async def _recognise(self, wave16k: np.ndarray, options: RecognitionOptions) -> Transcript:
         """Recognise 16 kHz audio exactly as a unary request with the same samples is."""

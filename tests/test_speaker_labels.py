@@ -95,3 +95,17 @@ def test_no_turns_means_no_speaker() -> None:
     seg = segment([ID["<asr_text>"], ID["Hello"]], 0.0, 1.0)
     pieces, labelled = label_transcript([seg], [WordTime("Hello", 0.1, 0.5)], [], transcript_parser(decode, None))
     assert [s for _, s in pieces] == [NO_SPEAKER] and [s for _, s in labelled] == [NO_SPEAKER]
+
+
+def test_words_the_aligner_stripped_of_punctuation_are_still_found() -> None:
+    vocab_text = "<asr_text>state_TYPED well, ¿qué tal?"
+    seg = SegmentResult(0.0, 3.0, "state_TYPED well, ¿qué tal?", None, [ID["<asr_text>"]], [])
+    words = [WordTime("stateTYPED", 0.0, 0.5), WordTime("well", 0.6, 1.0), WordTime("qué", 2.0, 2.3)]
+    words.append(WordTime("tal", 2.3, 2.6))
+    turns = [Turn(0.0, 1.2, 0), Turn(1.8, 3.0, 1)]
+
+    def transcript_of(ids: list[int]) -> str | None:  # one id holds the whole answer
+        return vocab_text.split("<asr_text>")[1] if ids else None
+
+    pieces, _ = label_transcript([seg], words, turns, transcript_of)
+    assert [(p.text, s) for p, s in pieces] == [("state_TYPED well,", 0), ("¿qué tal?", 1)]

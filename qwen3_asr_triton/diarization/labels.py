@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from ..alignment import WordTime
+from ..alignment import WordTime, locate_words
 from ..output import ASR_TEXT_MARKER, parse_asr_output
 
 # A speaker label where no turn is near (the diarizer found no speech at all); kept apart from real
@@ -67,15 +67,10 @@ def speaker_of(start: float, end: float, turns: Sequence[Turn]) -> int:
 
 
 def _word_offsets(text: str, words: Sequence[WordTime]) -> list[int] | None:
-    """Where each word starts in ``text`` (searched in order), or None when one is not found."""
-    offsets, position = [], 0
-    for word in words:
-        found = text.find(word.word, position)
-        if found < 0:
-            return None
-        offsets.append(found)
-        position = found + len(word.word)
-    return offsets
+    """Where each word starts in ``text`` (its leading punctuation included), or None when the words do
+    not follow the text."""
+    spans = locate_words(text, [w.word for w in words])
+    return None if spans is None else [start for start, _, _ in spans]
 
 
 def _token_cut(token_ids: list[int], char: int, transcript_of: Callable[[list[int]], str | None]) -> int:

@@ -20,9 +20,12 @@ import threading
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from qwen3_asr_triton.artifacts import VAD_FILENAME
+from qwen3_asr_triton.artifacts import SPEAKER_FILENAME, VAD_FILENAME
 from qwen3_asr_triton.audio import decode_audio_bytes
 from qwen3_asr_triton.bls import recognizer_from_parameters
+from qwen3_asr_triton.diarization.embedding import SpeakerEmbedder
+from qwen3_asr_triton.diarization.online import OnlineSpeakers
+from qwen3_asr_triton.diarization.options import DiarizationOptions
 from qwen3_asr_triton.endpointing import EndpointingOptions
 from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.metrics import ModelMetrics
@@ -71,7 +74,9 @@ class TritonPythonModel:
         )
         vad_path = folder / VAD_FILENAME
         vad = SileroVad(vad_path) if vad_path.is_file() else None
-        self.streamer = StreamRecognizer(recognizer, self.policy, vad=vad)
+        speaker_path = folder / SPEAKER_FILENAME
+        embed_speaker = SpeakerEmbedder(speaker_path).embed_one if speaker_path.is_file() else None
+        self.streamer = StreamRecognizer(recognizer, self.policy, vad=vad, embed_speaker=embed_speaker)
         self.registry = StreamRegistry(self.policy)
         self.metrics = ModelMetrics(
             pb_utils,
@@ -125,7 +130,10 @@ class TritonPythonModel:
                 )
                 if rate is None:
                     raise InputError("the START chunk needs SAMPLE_RATE (or AUDIO bytes)")
-                state = self.registry.open(key, options, int(rate), self._endpointing(inputs))
+                endpointing = self._endpointing(inputs)
+                speakers = self._speakers(inputs, endpointing)
+                state = self.registry.open(key, options, int(rate), endpointing)
+                state.speakers = speakers
                 opened = True
                 state.lock = asyncio.Lock()
             else:
@@ -200,6 +208,21 @@ class TritonPythonModel:
             return self.endpointing.with_overrides(*knobs)
         except ValueError as exc:
             raise InputError(str(exc)) from exc
+
+    def _speakers(self, inputs, endpointing):
+        """The stream's online speaker labels when START asks for DIARIZE (None otherwise)."""
+        if not inputs.flag("DIARIZE"):
+            if inputs.array("MAX_SPEAKERS") is not None:
+                raise InputError("MAX_SPEAKERS applies only with DIARIZE")
+            return None
+        if endpointing is None:
+            raise InputError("DIARIZE needs ENDPOINTING: a stream's speakers are labelled utterance by utterance")
+        if self.streamer.embed_speaker is None:
+            raise InputError(
+                "DIARIZE needs a diarizer, and this deployment has none (build the model repository with --diarizer)"
+            )
+        options = DiarizationOptions.from_request(max_speakers=inputs.integer("MAX_SPEAKERS"))
+        return OnlineSpeakers(max_speakers=options.max_speakers)
 
     async def _final(self, state):
         """The END response of a stream without endpointing: the whole stream, as a unary request."""
