@@ -15,7 +15,7 @@ import itertools
 import json
 import subprocess
 import sys
-import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from perf.diarization_data import SAMPLE_RATE, SENTENCES, SPEAKERS, synthesize, write_wav
+from perf.diarization_data import SAMPLE_RATE, SENTENCES, SPEAKERS, make_conversation
 from qwen3_asr_triton.client import ClientOptions, Qwen3ASRClient, StreamOptions, TranscribeOptions
 from qwen3_asr_triton.client.options import EndpointingOptions
 from qwen3_asr_triton.client.types import Utterance
@@ -43,6 +43,8 @@ SCRIPT = ((0, 0, 0.0), (1, 1, 0.0), (2, 2, 0.4), (0, 3, 0.0), (2, 4, 0.3), (1, 5
 SCRIPT += ((2, 8, 0.2),)
 # A call of two voices with a pause between turns (long enough for the stream's endpointing).
 DIALOGUE = tuple((k % 2, 10 + k, 0.0 if k == 0 else 0.9) for k in range(8))
+# Every turn of a script is spoken (make_conversation stops at a target length).
+NO_TARGET = 1e9
 # The bound CI keeps on the meeting's DER (±0.25 s collar), with the count estimated and given. The
 # diarizer scores well under it here (see the test's failure message for the measured value).
 DER_BOUND = 0.10
@@ -62,29 +64,14 @@ class Meeting:
 
 def synthesise(name: str, script: tuple[tuple[int, int, float], ...]) -> Meeting:
     """A conversation of :data:`VOICES` reading ``script`` (synthesised once, cached with its reference)."""
+    names = [voice[0] for voice in VOICES]
+    planned = [(voice, SENTENCES[sentence]) for voice, sentence, _ in script]
+    gaps = [gap for _, _, gap in script]
+    seed = zlib.crc32(json.dumps([VOICES, script]).encode())  # the cache key: a changed script is redone
     folder = CACHE / "diarization-tests"
-    path, reference = folder / f"{name}.wav", folder / f"{name}.json"
-    key = {"voices": VOICES, "script": script}
-    if path.is_file() and reference.is_file():
-        stored = json.loads(reference.read_text())
-        if stored["key"] == json.loads(json.dumps(key)):
-            return Meeting(path, [tuple(t) for t in stored["turns"]])
     folder.mkdir(parents=True, exist_ok=True)
-    pieces = [np.zeros(SAMPLE_RATE // 2, np.float32)]
-    cursor, turns = pieces[0].size, []
-    with tempfile.TemporaryDirectory() as scratch:
-        for voice, sentence, gap in script:
-            silence = np.zeros(round(gap * SAMPLE_RATE), np.float32)
-            voice_name, espeak_voice, pitch, speed = VOICES[voice]
-            speech = synthesize(SENTENCES[sentence], espeak_voice, pitch, speed, Path(scratch))
-            pieces += [silence, speech]
-            cursor += silence.size
-            turns.append((cursor / SAMPLE_RATE, (cursor + speech.size) / SAMPLE_RATE, voice_name))
-            cursor += speech.size
-    pieces.append(np.zeros(SAMPLE_RATE // 2, np.float32))
-    write_wav(path, np.concatenate(pieces))
-    reference.write_text(json.dumps({"key": key, "turns": turns}))
-    return Meeting(path, turns)
+    conversation = make_conversation(folder, name, names, planned, NO_TARGET, True, gaps, seed)
+    return Meeting(conversation.path, [(t.start, t.end, t.speaker) for t in conversation.turns])
 
 
 @pytest.fixture(scope="module")
