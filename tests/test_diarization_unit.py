@@ -142,6 +142,16 @@ def test_one_speaker_is_found_alone():
     assert (cluster_embeddings(embeddings, 1, 8, CONFIG) == 0).all()
 
 
+def test_the_minimum_count_holds_for_few_windows_and_tiny_clusters():
+    embeddings, _ = speakers(1, 8, seed=9)  # fewer windows than min_windows, one voice
+    assert (cluster_embeddings(embeddings, 1, 8, CONFIG) == 0).all()
+    assert cluster_embeddings(embeddings, 2, 8, CONFIG).max() + 1 >= 2
+    voices, _ = speakers(2, 60, seed=9)
+    lone = np.concatenate([voices, speakers(1, 2, seed=99)[0]])  # a third voice in two windows only
+    assert cluster_embeddings(lone, 1, 8, CONFIG).max() + 1 == 2  # absorbed when estimating freely
+    assert cluster_embeddings(lone, 3, 8, CONFIG).max() + 1 >= 3  # kept when 3 are the minimum
+
+
 def test_labels_are_numbered_in_order_of_first_appearance():
     embeddings, _ = speakers(4, 120, seed=4)
     labels = cluster_embeddings(embeddings, 1, 8, CONFIG)

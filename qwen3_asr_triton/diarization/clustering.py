@@ -233,7 +233,7 @@ def spectral_labels(embeddings: np.ndarray, low: int, high: int, config: Diarize
         return np.zeros(0, np.int64)
     if n <= high and low == high:
         return np.arange(n, dtype=np.int64)  # fewer windows than speakers: one each
-    if n < config.min_windows and low < high:
+    if n < config.min_windows and low == 1 < high:
         return np.zeros(n, np.int64)
     keep = min(n - 1, max(config.min_neighbours, int(np.ceil(config.prune_fraction * n))))
     eigenvalues, eigenvectors = laplacian_spectrum(pruned_affinity(embeddings, keep), config.normalised_laplacian)
@@ -245,6 +245,14 @@ def spectral_labels(embeddings: np.ndarray, low: int, high: int, config: Diarize
     if config.normalised_laplacian:
         spectral = normalise_rows(spectral)  # Ng, Jordan and Weiss
     return compact_labels(kmeans(spectral, count, config.kmeans_restarts))
+
+
+def _tidy(embeddings: np.ndarray, labels: np.ndarray, low: int, config: DiarizerConfig) -> np.ndarray:
+    """Estimated clusters with tiny ones absorbed and (optionally) similar ones merged, never below ``low``."""
+    tidied = absorb_small_clusters(embeddings, labels, config.min_cluster_windows)
+    if config.merge_cosine is not None:
+        tidied = merge_similar_clusters(embeddings, tidied, config.merge_cosine)
+    return tidied if tidied.max() + 1 >= min(low, labels.max() + 1) else labels
 
 
 def cluster_embeddings(embeddings: np.ndarray, low: int, high: int, config: DiarizerConfig) -> np.ndarray:
@@ -271,9 +279,7 @@ def cluster_embeddings(embeddings: np.ndarray, low: int, high: int, config: Diar
     chosen = embeddings[subset]
     labels = spectral_labels(chosen, low, high, config)
     if low < high and labels.size:
-        labels = absorb_small_clusters(chosen, labels, config.min_cluster_windows)
-        if config.merge_cosine is not None:
-            labels = merge_similar_clusters(chosen, labels, config.merge_cosine)
+        labels = _tidy(chosen, labels, low, config)
     if subset.size < n:
         labels = nearest_centroid(embeddings, centroids(chosen, labels))
     return compact_labels(labels)
