@@ -45,9 +45,10 @@ SCRIPT += ((2, 8, 0.2),)
 DIALOGUE = tuple((k % 2, 10 + k, 0.0 if k == 0 else 0.9) for k in range(8))
 # Every turn of a script is spoken (make_conversation stops at a target length).
 NO_TARGET = 1e9
-# The bound CI keeps on the meeting's DER (±0.25 s collar), with the count estimated and given. The
-# diarizer scores well under it here (see the test's failure message for the measured value).
-DER_BOUND = 0.10
+# The bound CI keeps on the meeting's DER (±0.25 s collar), with the count estimated and given: measured
+# 0.4% here (2026-12-05, the same with the count given); a wrong count costs 15-30%, so 5% (the offline
+# accuracy test's bound) leaves room for numerical drift only.
+DER_BOUND = 0.05
 CLI = str(Path(sys.executable).with_name("qwen3-asr"))
 
 
