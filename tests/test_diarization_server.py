@@ -145,6 +145,25 @@ def test_a_diarized_transcript_labels_every_segment_and_word_by_the_diarizer_tur
     assert len(result.segments) >= changes + 1
 
 
+def test_the_deltas_model_ends_with_the_same_labelled_transcript(triton_server, client, meeting):
+    import asyncio
+
+    from qwen3_asr_triton.client import AsyncQwen3ASRClient
+
+    options = TranscribeOptions(diarize=True, max_new_tokens=48)
+
+    async def final() -> object:
+        async with AsyncQwen3ASRClient(ClientOptions(url=triton_server.grpc_url, timeout=300)) as streaming:
+            events = [event async for event in streaming.transcribe_stream(meeting.path, options)]
+        return events[-1]
+
+    streamed, unary = asyncio.run(final()), client.transcribe(meeting.path, options)
+    assert [(s.text, s.start, s.end, s.speaker) for s in streamed.segments] == [
+        (s.text, s.start, s.end, s.speaker) for s in unary.segments
+    ]
+    assert [w.speaker for w in streamed.words] == [w.speaker for w in unary.words] and unary.words
+
+
 def test_speaker_hints_are_checked(client, meeting):
     from qwen3_asr_triton.client.errors import InvalidRequestError
 
