@@ -117,6 +117,7 @@ def clip_accuracy(
     name: str,
     waveform: np.ndarray,
     max_new_tokens: int | None = None,
+    min_new_tokens: int = 0,
 ) -> ClipAccuracy:
     """Teacher-forced comparison of ``candidate`` with ``reference`` on one 16 kHz clip (one segment).
 
@@ -132,6 +133,8 @@ def clip_accuracy(
         16 kHz mono speech, at most one recogniser segment long.
     max_new_tokens : int, optional
         Cap on the fp32 greedy output (default: the recogniser's budget for the clip's duration).
+    min_new_tokens : int
+        End tokens are not chosen before this many (more steps to compare where the model stops early).
     """
     spec = ModelSpec.load(export_dir)
     prompts = PromptBuilder(TextTokenizer.from_file(export_dir), spec.audio_token_id)
@@ -146,11 +149,13 @@ def clip_accuracy(
     prompt = prompts.asr_prompt(windows.total_tokens)
     ids = to_prompt_table_ids(prompt, spec.audio_token_id, spec.text.vocab_size)
     budget = max_new_tokens or default_budget(waveform.size / spec.features.sampling_rate)
-    exact = greedy_decode(reference.decoder, ids, audio["fp32"], budget, want_logprobs=False)
-    fast = greedy_decode(candidate.decoder, ids, audio["fast"], budget, want_logprobs=False)
+    least = min(min_new_tokens, budget)
+    exact = greedy_decode(reference.decoder, ids, audio["fp32"], budget, least, want_logprobs=False)
+    fast = greedy_decode(candidate.decoder, ids, audio["fast"], budget, least, want_logprobs=False)
     ref_logits = teacher_forced_logits(reference.decoder, ids, audio["fp32"], exact.tokens)
-    mismatch = int(np.sum(np.argmax(ref_logits, axis=-1) != np.asarray(exact.tokens)))
-    if mismatch:  # ties aside, teacher forcing on its own greedy tokens must reproduce them
+    # Ties aside, teacher forcing on its own greedy tokens reproduces them (before ``least`` an end token was masked).
+    mismatch = int(np.sum(np.argmax(ref_logits[least:], axis=-1) != np.asarray(exact.tokens[least:])))
+    if mismatch:
         logger.warning("%s: fp32 teacher-forced argmax differs from its greedy tokens at %d steps", name, mismatch)
     steps = {}
     for variant, table in ((DECODER_ONLY, audio["fp32"]), (ENCODER_AND_DECODER, audio["fast"])):
@@ -198,6 +203,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clip-seconds", type=float, default=DEFAULT_CLIP_SECONDS)
     parser.add_argument("--pool", type=int, default=DEFAULT_POOL, help="how many of the benchmark's clips")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap (default: the recogniser's budget)")
+    parser.add_argument("--min-new-tokens", type=int, default=0, help="end tokens masked before this many")
     parser.add_argument("--export", type=Path, default=None, help="an export directory (default: the cached one)")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -227,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)
     results = []
     for clip in clips:
-        result = clip_accuracy(export_dir, reference, candidate, clip.name, clip.waveform, args.max_new_tokens)
+        result = clip_accuracy(
+            export_dir, reference, candidate, clip.name, clip.waveform, args.max_new_tokens, args.min_new_tokens
+        )
         logger.info("%s: %d steps (%s)", clip.name, len(result.reference_tokens), result.finish_reason)
         results.append(result)
     free = token_agreement([r.reference_tokens for r in results], [r.candidate_tokens for r in results])
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
             "clip_seconds": args.clip_seconds,
             "pool": args.pool,
             "max_new_tokens": args.max_new_tokens,
+            "min_new_tokens": args.min_new_tokens,
             "variants": {
                 DECODER_ONLY: "candidate decoder on the fp32 encoder's audio embeddings",
                 ENCODER_AND_DECODER: "candidate decoder on the candidate encoder's audio embeddings (served)",
