@@ -50,6 +50,10 @@ CONVERSATIONS_PER_COUNT = 3
 SMALL_SET = ((3, False), (2, True))
 SMALL_SEED = SEED + 1
 SMALL_DURATION = 60.0
+# The benchmark's long conversation (build_long_conversation): speakers, minutes and its own seed.
+LONG_SPEAKERS = 4
+LONG_MINUTES = 60.0
+LONG_SEED = SEED + 2
 
 # The speaker pool: (name, espeak-ng voice with variant, pitch 0-99, words per minute). Voices of
 # several languages read the same English text with their own phonemes, which makes them differ
@@ -233,7 +237,7 @@ def write_wav(path: Path, samples: np.ndarray) -> None:
         handle.writeframes(pcm.tobytes())
 
 
-def plan(rng: random.Random, speakers: int) -> tuple[list[str], list[tuple[int, str]], float]:
+def plan(rng: random.Random, speakers: int, planned_turns: int = 200) -> tuple[list[str], list[tuple[int, str]], float]:
     """Draw a conversation's speakers, its turns' texts and its target length.
 
     Parameters
@@ -242,6 +246,8 @@ def plan(rng: random.Random, speakers: int) -> tuple[list[str], list[tuple[int, 
         The study's random source.
     speakers : int
         How many speakers take part.
+    planned_turns : int
+        Turns planned (the caller stops early): 200 is far more than 150 s need (a turn lasts at least ~2 s).
 
     Returns
     -------
@@ -253,8 +259,7 @@ def plan(rng: random.Random, speakers: int) -> tuple[list[str], list[tuple[int, 
     target = rng.uniform(*DURATION_RANGE)
     turns: list[tuple[int, str]] = []
     previous = -1
-    # Far more turns than any target needs (a turn lasts at least ~2 s); the caller stops early.
-    for _ in range(200):
+    for _ in range(planned_turns):
         choices = [index for index in range(speakers) if index != previous]
         # Each speaker gets a turn before anybody speaks twice, so all of them are present.
         if len(turns) < speakers:
@@ -316,6 +321,33 @@ def build_small_set(folder: Path) -> list[Conversation]:
             make_conversation(folder, name, names, planned, SMALL_DURATION, gaps, gap_draws, SMALL_SEED)
         )
     return conversations
+
+
+def build_long_conversation(folder: Path, minutes: float = LONG_MINUTES) -> Conversation:
+    """Synthesise (or reuse) one long conversation of :data:`LONG_SPEAKERS` speakers with gaps (benchmarks).
+
+    Unlike a short conversation tiled to length, no window of it repeats another exactly, so the
+    clustering sees an hour of distinct windows as it would in a real recording.
+
+    Parameters
+    ----------
+    folder : Path
+        Where the WAV file and its ``.json`` reference go.
+    minutes : float
+        Length to reach.
+
+    Returns
+    -------
+    Conversation
+        The conversation and its reference.
+    """
+    _check_tools(folder)
+    rng = random.Random(LONG_SEED)
+    # A turn lasts 2 s or more: this many turns always reach the target.
+    names, planned, _ = plan(rng, LONG_SPEAKERS, planned_turns=round(minutes * 30))
+    gap_draws = [rng.uniform(*GAP_RANGE) for _ in planned]
+    name = f"long-s{LONG_SPEAKERS}-gaps-{minutes:g}min"
+    return make_conversation(folder, name, names, planned, minutes * 60, True, gap_draws, LONG_SEED)
 
 
 def _check_tools(folder: Path) -> None:
