@@ -65,6 +65,17 @@ VARIANTS = (DECODER_ONLY, ENCODER_AND_DECODER)
 DEFAULT_CLIP_SECONDS = 5.0
 DEFAULT_POOL = 8
 RESULTS = REPO / "perf" / "results" / "fast-accuracy"
+# The served int8 recipe (export/quantize.py: int8 weights per channel, uint8 activations per tensor) and
+# changes of it, to see what its error comes from. ONNX Runtime's U8S8 kernels on AVX2 / AVX-512 without VNNI
+# sum pairs of u8 x s8 products in int16 (VPMADDUBSW), which can saturate; its quantize_dynamic docstring
+# offers 7-bit weights (``reduce_range``) or uint8 weights (U8U8 kernels, no saturation) against that.
+SERVED_RECIPE = "served"
+RECIPES: dict[str, dict[str, object]] = {
+    SERVED_RECIPE: {},
+    "u8u8": {"weight_type": "QUInt8"},
+    "reduce-range": {"reduce_range": True},
+    "per-tensor": {"per_channel": False},
+}
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,44 @@ def clip_accuracy(
     return ClipAccuracy(name, len(ids), list(exact.tokens), exact.finish_reason, list(fast.tokens), steps)
 
 
+def recipe_export(export_dir: Path, recipe: str, scratch: Path) -> Path:
+    """An export in ``scratch`` whose int8 graphs follow ``recipe`` (:data:`RECIPES`); the rest links to ``export_dir``.
+
+    The served recipe's settings are export/quantize.py's, changed by the recipe's keyword arguments to
+    ``onnxruntime.quantization.quantize_dynamic``.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from qwen3_asr_triton.export.onnx_export import save_with_external_data
+
+    changes = dict(RECIPES[recipe])
+    if "weight_type" in changes:
+        changes["weight_type"] = QuantType[str(changes["weight_type"])]
+    target = scratch / f"{export_dir.name}-{recipe}"
+    if (target / onnx_filename(DECODER_GRAPH + "-int8")).is_file():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for f in export_dir.iterdir():
+        if "-int8" not in f.name and not (target / f.name).exists():
+            (target / f.name).symlink_to(f.resolve())
+    for graph in (ENCODER_GRAPH, DECODER_GRAPH):
+        settings = {
+            "weight_type": QuantType.QInt8,
+            "per_channel": True,
+            "op_types_to_quantize": ["MatMul"],
+            "use_external_data_format": True,
+            "extra_options": {"MatMulConstBOnly": True},
+            **changes,
+        }
+        raw = target / f".raw-{graph}.onnx"
+        quantize_dynamic(str(export_dir / onnx_filename(graph)), str(raw), **settings)
+        save_with_external_data(raw, target / onnx_filename(graph + "-int8"))
+        for leftover in target.glob(f".raw-{graph}*"):
+            leftover.unlink()
+    logger.info("quantized %s with recipe %s", export_dir.name, recipe)
+    return target
+
+
 def pooled(results: list[ClipAccuracy]) -> dict[str, FidelitySummary]:
     """Each variant's summary over the steps of every clip."""
     return {v: StepFidelity.concatenate(r.steps[v] for r in results).summary() for v in VARIANTS}
@@ -176,8 +225,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def render(report: dict) -> str:
     """The markdown table of a report (pooled over its clips)."""
     lines = [
-        f"# Fast mode ({report['precision']}) vs fp32, teacher-forced: {report['size']}"
-        f" ({'random' if report['random_weights'] else 'trained'} weights)",
+        f"# Fast mode ({report['precision']}, recipe {report['recipe']['name']}) vs fp32, teacher-forced:"
+        f" {report['size']} ({'random' if report['random_weights'] else 'trained'} weights)",
         "",
         f"{len(report['clips'])} clips of {report['settings']['clip_seconds']:g} s, "
         f"{report['pooled'][VARIANTS[0]]['steps']} teacher-forced steps; free-running token agreement "
@@ -205,6 +254,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap (default: the recogniser's budget)")
     parser.add_argument("--min-new-tokens", type=int, default=0, help="end tokens masked before this many")
     parser.add_argument("--export", type=Path, default=None, help="an export directory (default: the cached one)")
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=SERVED_RECIPE,
+        help="int8 settings: the served ones (export/quantize.py) or a change of them, quantized into --scratch",
+    )
+    parser.add_argument("--scratch", type=Path, default=REPO / ".cache" / "fast-accuracy")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -228,8 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     random_weights = (checkpoint / RANDOM_WEIGHTS_MARKER).is_file()
     t_quant = time.perf_counter()
     ensure_precision(export_dir, args.precision)
+    graphs_dir = export_dir if args.recipe == SERVED_RECIPE else recipe_export(export_dir, args.recipe, args.scratch)
     quantize_s = time.perf_counter() - t_quant
-    reference, candidate = Graphs.load(export_dir, "fp32"), Graphs.load(export_dir, args.precision)
+    reference, candidate = Graphs.load(export_dir, "fp32"), Graphs.load(graphs_dir, args.precision)
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)
     results = []
     for clip in clips:
@@ -248,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine,
         "size": args.size,
         "precision": args.precision,
+        "recipe": {"name": args.recipe, "quantize_dynamic_changes": RECIPES[args.recipe]},
         "export": export_dir.name,
         "random_weights": random_weights,
         "settings": {
@@ -265,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         "free_running": free.as_dict(),
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.size if args.precision == "int8" else f"{args.size}-{args.precision}"
+    stem = args.size if args.recipe == SERVED_RECIPE else f"{args.size}-{args.recipe}"
     (args.output_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     table = render(report)
     (args.output_dir / f"{stem}.md").write_text(table)
