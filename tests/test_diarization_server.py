@@ -69,7 +69,7 @@ def synthesise(name: str, script: tuple[tuple[int, int, float], ...]) -> Meeting
     planned = [(voice, SENTENCES[sentence]) for voice, sentence, _ in script]
     gaps = [gap for _, _, gap in script]
     seed = zlib.crc32(json.dumps([VOICES, script]).encode())  # the cache key: a changed script is redone
-    folder = CACHE / "diarization-tests"
+    folder = CACHE / "diarization-test"
     folder.mkdir(parents=True, exist_ok=True)
     conversation = make_conversation(folder, name, names, planned, NO_TARGET, True, gaps, seed)
     return Meeting(conversation.path, [(t.start, t.end, t.speaker) for t in conversation.turns])

@@ -29,11 +29,8 @@ import pytest
 
 from qwen3_asr_triton.diarization.embedding import MAX_BATCH, SpeakerEmbedder
 from qwen3_asr_triton.diarization.fbank import FRAME_LENGTH, NUM_MEL_BINS, SAMPLE_RATE, fbank, fbank_batch
-from tests.harness import CACHE, code_hash, prune_stale
+from tests.harness import SPEAKER_CACHE
 
-# Where the wheel, the extracted files and the exported graph are kept between runs.
-SPEAKER_CACHE = CACHE / "speaker"
-SPEAKER_CODE = ("export/campplus.py", "export/speaker_model.py", "qwen3_asr_triton/artifacts.py")
 # kaldi-native-fbank computes in float32 (our FFT runs in float64): log energies of 5 to 15 differ by
 # about 2e-4 at most (measured 1.7e-4 on a tone in noise).
 FBANK_ATOL = 1e-3
@@ -52,26 +49,10 @@ WINDOW_SAMPLES = 24000
 
 
 @pytest.fixture(scope="session")
-def campplus_checkpoint() -> Path:
-    from qwen3_asr_triton.export.speaker_model import fetch_campplus_weights
-
-    return fetch_campplus_weights(SPEAKER_CACHE)
-
-
-@pytest.fixture(scope="session")
 def campplus_module(campplus_checkpoint: Path):
     from qwen3_asr_triton.export.speaker_model import load_campplus
 
     return load_campplus(campplus_checkpoint)
-
-
-@pytest.fixture(scope="session")
-def speaker_graph(campplus_checkpoint: Path) -> Path:
-    from qwen3_asr_triton.export.speaker_model import export_speaker_onnx
-
-    out = SPEAKER_CACHE / f"onnx-{code_hash(*SPEAKER_CODE)}"
-    prune_stale(out, "onnx-")
-    return export_speaker_onnx(campplus_checkpoint, out)
 
 
 @pytest.fixture(scope="session")
