@@ -271,6 +271,17 @@ def plan(rng: random.Random, speakers: int, planned_turns: int = 200) -> tuple[l
     return names, turns, target
 
 
+def _drawn_conversation(
+    folder: Path, rng: random.Random, name: str, speakers: int, gaps: bool, seed: int, target: float | None = None
+) -> Conversation:
+    """Plan a conversation from ``rng`` (:func:`plan`, then its gaps) and synthesise it; ``target``
+    replaces the plan's length when given."""
+    names, planned, planned_target = plan(rng, speakers)
+    gap_draws = [rng.uniform(*GAP_RANGE) for _ in planned]
+    length = planned_target if target is None else target
+    return make_conversation(folder, name, names, planned, length, gaps, gap_draws, seed)
+
+
 def build_conversations(folder: Path) -> list[Conversation]:
     """Synthesise (or reuse) every conversation of the study under ``folder``.
 
@@ -291,9 +302,7 @@ def build_conversations(folder: Path) -> list[Conversation]:
         for index in range(CONVERSATIONS_PER_COUNT):
             gaps = index == 1 or (index == 2 and count % 2 == 1)
             name = f"s{count}-{'gaps' if gaps else 'nogap'}-{index}"
-            names, planned, target = plan(rng, count)
-            gap_draws = [rng.uniform(*GAP_RANGE) for _ in planned]
-            conversations.append(make_conversation(folder, name, names, planned, target, gaps, gap_draws, SEED))
+            conversations.append(_drawn_conversation(folder, rng, name, count, gaps, SEED))
     return conversations
 
 
@@ -315,11 +324,7 @@ def build_small_set(folder: Path) -> list[Conversation]:
     conversations = []
     for index, (count, gaps) in enumerate(SMALL_SET):
         name = f"small-s{count}-{'gaps' if gaps else 'nogap'}-{index}"
-        names, planned, _ = plan(rng, count)
-        gap_draws = [rng.uniform(*GAP_RANGE) for _ in planned]
-        conversations.append(
-            make_conversation(folder, name, names, planned, SMALL_DURATION, gaps, gap_draws, SMALL_SEED)
-        )
+        conversations.append(_drawn_conversation(folder, rng, name, count, gaps, SMALL_SEED, SMALL_DURATION))
     return conversations
 
 
