@@ -726,7 +726,7 @@ HTTP_CASES: dict[str, Case] = {
     ),
     # An empty body is read as a raw binary tensor (Triton's "raw request" deduction).
     "raw: empty body": _h(
-        _body(b""), 400, r"Raw request must only have 1 input \(found 1\) to be deduced but got 8", TRITON
+        _body(b""), 400, r"Raw request must only have 1 input \(found 1\) to be deduced but got 12", TRITON
     ),
     "raw: JSON array": _h(
         _body(b"[1, 2, 3]"), 500, PARSE.format("inputs") + "non-existing object member 'inputs'", TRITON

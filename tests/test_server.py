@@ -104,9 +104,14 @@ def test_word_timestamps_equal_reference_aligner(triton_server, clips, reference
 
 
 def test_min_new_tokens_forces_the_output_length(triton_server, clips):
-    clip = next(c for c in clips if c.name == "de_greeting")
-    free = transcribe(triton_server.grpc_url, audio=clip.path.read_bytes(), max_new_tokens=40)
-    assert free["TOKEN_IDS"].size < 40, "this clip's output stops on an end token by itself"
+    # A clip whose free output stops on an end token by itself: random weights give near-ties, and the
+    # decoder's cached prompt prefixes (computed by whichever request came first) can tip one, so the
+    # first clip that stops early is taken rather than a fixed one.
+    for clip in sorted(clips, key=lambda c: c.name != "de_greeting"):
+        free = transcribe(triton_server.grpc_url, audio=clip.path.read_bytes(), max_new_tokens=40)
+        if free["TOKEN_IDS"].size < 40:
+            break
+    assert free["TOKEN_IDS"].size < 40, "some clip's output stops on an end token by itself"
     forced = transcribe(triton_server.grpc_url, audio=clip.path.read_bytes(), max_new_tokens=40, min_new_tokens=40)
     assert forced["TOKEN_IDS"].size == 40
     assert forced["TOKEN_IDS"][: free["TOKEN_IDS"].size].tolist() == free["TOKEN_IDS"].tolist()
