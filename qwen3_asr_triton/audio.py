@@ -73,6 +73,11 @@ class AudioLimits:
         if self.max_seconds <= 0:
             raise ValueError("AudioLimits.max_seconds must be positive")
 
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> AudioLimits:
+        """The limits a model config states as ``max_audio_bytes`` and ``max_audio_seconds``."""
+        return cls(max_bytes=int(params["max_audio_bytes"]), max_seconds=float(params["max_audio_seconds"]))
+
     def max_samples(self, sample_rate: int) -> int:
         """Most samples (per channel) of ``sample_rate`` audio that fit the duration bound."""
         return int(self.max_seconds * sample_rate)

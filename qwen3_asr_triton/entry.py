@@ -72,9 +72,7 @@ class EntryRequests:
     def __init__(self, pb_utils: ModuleType, params: dict[str, str], folder: Path) -> None:
         self.pb = pb_utils
         self.recognizer = recognizer_from_parameters(pb_utils, params, folder)
-        self.audio_limits = AudioLimits(
-            max_bytes=int(params["max_audio_bytes"]), max_seconds=float(params["max_audio_seconds"])
-        )
+        self.audio_limits = AudioLimits.from_parameters(params)
         self.has_diarizer = params["diarizer_enabled"] == "true"
 
     def speaker_options(self, inputs: RequestInputs) -> DiarizationOptions | None:

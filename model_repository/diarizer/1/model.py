@@ -27,9 +27,7 @@ class TritonPythonModel:
         params = model_parameters(args)
         setup_logging(params.get("log_level", "INFO"))
         folder = version_dir(args)
-        self.audio_limits = AudioLimits(
-            max_bytes=int(params["max_audio_bytes"]), max_seconds=float(params["max_audio_seconds"])
-        )
+        self.audio_limits = AudioLimits.from_parameters(params)
         self.diarizer = Diarizer.from_files(
             folder / SPEAKER_FILENAME, folder / VAD_FILENAME, threads=int(params["threads"])
         )

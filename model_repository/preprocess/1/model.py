@@ -29,9 +29,7 @@ class TritonPythonModel:
         spec = ModelSpec.load(version_dir(args))
         self.features = spec.features
         self.log_mel = LogMel(spec.features)
-        self.audio_limits = AudioLimits(
-            max_bytes=int(params["max_audio_bytes"]), max_seconds=float(params["max_audio_seconds"])
-        )
+        self.audio_limits = AudioLimits.from_parameters(params)
         self.limits = RecognizerLimits(
             max_segment_seconds=float(params["max_segment_seconds"]),
             max_align_segment_seconds=float(params["max_align_segment_seconds"]),
