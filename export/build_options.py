@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from qwen3_asr_triton.cpu_precision import PRECISIONS
 from qwen3_asr_triton.endpointing import EndpointingOptions
-
-from .quantize import PRECISIONS
 
 TARGETS = ("cpu", "gpu")
 
@@ -82,8 +81,10 @@ class BuildOptions:
     vad_min_silence_ms: int = 500
     vad_speech_pad_ms: int = 300
     max_utterance_seconds: float = 30.0
-    # cpu target: "fp32" serves the exact graphs (token parity with transformers), "int8" the fast
-    # int8-weight copies of the encoder and decoder (export/quantize.py).
+    # cpu target: "fp32" serves the exact graphs (token parity with transformers); "int8" the int8-weight
+    # copies of the encoder and decoder (export/quantize.py); "bf16" the export's torch modules in bf16
+    # (export/torch_runner.py; needs torch where the server runs); "fast" holds int8 and bf16 and picks
+    # one where each model loads, from the CPU's flags (qwen3_asr_triton/cpu_precision.py).
     precision: str = "fp32"
 
     def __post_init__(self) -> None:

@@ -1,14 +1,24 @@
 """The cpu target: checkpoints -> ONNX exports -> a model repository of python-backend models.
 
 Every model runs in Triton's python backend, the neural stages on ONNX Runtime
-from the exported graphs (fp32, or the int8-weight copies of ``--precision int8``).
+from the exported graphs (fp32, or the int8-weight copies of ``--precision int8``); ``--precision bf16``
+runs the encoder and decoder on torch instead (export/torch_runner.py), ``fast`` holds both and each
+model picks one when it loads (qwen3_asr_triton/cpu_precision.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qwen3_asr_triton.artifacts import ALIGNER_GRAPH, DECODER_GRAPH, EMBED_FILENAME, ENCODER_GRAPH, onnx_filename
+from qwen3_asr_triton.artifacts import (
+    ALIGNER_GRAPH,
+    DECODER_GRAPH,
+    EMBED_FILENAME,
+    ENCODER_GRAPH,
+    onnx_filename,
+    torch_weights_filename,
+)
+from qwen3_asr_triton.cpu_precision import GRAPH_PRECISION, HOLDS_TORCH_WEIGHTS
 from qwen3_asr_triton.model_spec import SPEC_FILENAME
 
 from .assembly import Artifacts, common_artifacts, write_repository
@@ -28,9 +38,16 @@ def _onnx_files(export_dir: Path, graph: str) -> list[Path]:
 
 
 def _graph_files(export_dir: Path, graph: str, precision: str) -> list[tuple[Path, str]]:
-    """A graph at ``precision`` placed as ``<graph>.onnx``; its data file keeps the name the graph refers to."""
-    main, data = _onnx_files(export_dir, quantized_name(graph, precision))
-    return [(main, onnx_filename(graph)), (data, data.name)]
+    """What ``precision`` serves ``graph`` from: the ONNX graph of its graph precision placed as
+    ``<graph>.onnx`` (its data file keeps the name the graph refers to), the bf16 torch weights, or both."""
+    files = []
+    graph_precision = GRAPH_PRECISION[precision]
+    if graph_precision is not None:
+        main, data = _onnx_files(export_dir, quantized_name(graph, graph_precision))
+        files += [(main, onnx_filename(graph)), (data, data.name)]
+    if HOLDS_TORCH_WEIGHTS[precision]:
+        files.append((export_dir / torch_weights_filename(graph), torch_weights_filename(graph)))
+    return files
 
 
 def cpu_artifacts(

@@ -189,8 +189,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return self.weight * (x * torch.rsqrt(variance + self.eps))
+        # In fp32 and cast back, as transformers does, so a bf16 module normalises as the reference does
+        # (both casts are no-ops in the fp32 export).
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
 
 
 def rotary(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,7 +306,7 @@ class Qwen3Body(nn.Module):
         return past_bias, new_bias
 
     def forward(self, inputs_embeds, attention_mask, position_ids, past=None):
-        cos, sin = rotary(position_ids, self.spec.head_dim, self.spec.rope_theta)
+        cos, sin = (t.to(inputs_embeds.dtype) for t in rotary(position_ids, self.spec.head_dim, self.spec.rope_theta))
         biases = self.attention_bias(attention_mask, inputs_embeds.shape[1])
         past_bias, new_bias = (b.to(inputs_embeds.dtype) for b in biases)
         if past is None:  # no cache (the aligner): nothing to score but the new positions

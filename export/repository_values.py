@@ -105,6 +105,7 @@ def template_values(
                 "PREFILL_CHUNK": opts.prefill_chunk,
                 "INTRA_OP_THREADS": opts.intra_op_threads,
                 "ORT_SPIN_WAIT": "true" if opts.ort_spin_wait else "false",
+                "PRECISION": opts.precision,
             }
         )
         return values

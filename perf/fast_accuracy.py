@@ -55,8 +55,11 @@ from qwen3_asr_triton.tokenizer import TextTokenizer  # noqa: E402
 logger = logging.getLogger("fast_accuracy")
 
 SIZES = ("tiny", "0.6b", "1.7b")
-# The fast precisions to compare with fp32 (export/quantize.py's PRECISIONS less fp32).
-FAST_PRECISIONS = ("int8",)
+# The fast precisions to compare with fp32: export/quantize.py's int8 graphs (ONNX Runtime), and bf16,
+# which runs the export's torch modules (export/torch_runner.py: ONNX Runtime's CPU provider has no bf16).
+INT8 = "int8"
+BF16 = "bf16"
+FAST_PRECISIONS = (INT8, BF16)
 # The comparisons: which precision's encoder feeds the candidate decoder.
 DECODER_ONLY = "decoder"
 ENCODER_AND_DECODER = "encoder+decoder"
@@ -84,6 +87,15 @@ class Graphs:
 
     encoder: EncoderRunner
     decoder: DecoderRunner
+
+    @classmethod
+    def on_torch(cls, export_dir: Path, precision: str) -> Graphs:
+        """The export's torch modules in ``precision`` (``"bf16"``; their weights are written once)."""
+        from qwen3_asr_triton.export.quantize import ensure_precision
+        from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner, TorchEncoderRunner
+
+        ensure_precision(export_dir, BF16)
+        return cls(TorchEncoderRunner(export_dir, precision), TorchDecoderRunner(export_dir, precision))
 
     @classmethod
     def load(cls, export_dir: Path, precision: str) -> Graphs:
@@ -283,10 +295,18 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = Path(json.loads((export_dir / STAMP_FILENAME).read_text())["checkpoint"])
     random_weights = (checkpoint / RANDOM_WEIGHTS_MARKER).is_file()
     t_quant = time.perf_counter()
-    ensure_precision(export_dir, args.precision)
-    graphs_dir = export_dir if args.recipe == SERVED_RECIPE else recipe_export(export_dir, args.recipe, args.scratch)
+    if args.precision == BF16:
+        if args.recipe != SERVED_RECIPE:
+            raise SystemExit("--recipe changes the int8 quantisation; bf16 has none")
+        candidate = Graphs.on_torch(export_dir, BF16)
+    else:
+        ensure_precision(export_dir, args.precision)
+        graphs_dir = (
+            export_dir if args.recipe == SERVED_RECIPE else recipe_export(export_dir, args.recipe, args.scratch)
+        )
+        candidate = Graphs.load(graphs_dir, args.precision)
     quantize_s = time.perf_counter() - t_quant
-    reference, candidate = Graphs.load(export_dir, "fp32"), Graphs.load(graphs_dir, args.precision)
+    reference = Graphs.load(export_dir, "fp32")
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)
     results = []
     for clip in clips:
@@ -323,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
         "free_running": free.as_dict(),
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.size if args.recipe == SERVED_RECIPE else f"{args.size}-{args.recipe}"
+    stem = args.size if args.precision == INT8 else f"{args.size}-{args.precision}"
+    stem = stem if args.recipe == SERVED_RECIPE else f"{stem}-{args.recipe}"
     (args.output_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     table = render(report)
     (args.output_dir / f"{stem}.md").write_text(table)

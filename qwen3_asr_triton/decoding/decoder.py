@@ -84,8 +84,17 @@ class DecoderRunner:
 
     def __init__(self, model_dir: str | Path, options: OrtOptions | None = None, graph: str = DECODER_FILENAME) -> None:
         model_dir = Path(model_dir)
-        self.spec = ModelSpec.load(model_dir)
+        self._load_tables(model_dir)
         self.session = make_session(model_dir / graph, options)
+        self._past_names = [f"past_key_values.{i}.{k}" for i in range(self.num_layers) for k in ("key", "value")]
+        graph_inputs = {i.name for i in self.session.get_inputs()}
+        missing = {"inputs_embeds", "attention_mask", "position_ids", *self._past_names} - graph_inputs
+        if missing:
+            raise ValueError(f"decoder graph lacks inputs {sorted(missing)}")
+
+    def _load_tables(self, model_dir: Path) -> None:
+        """The spec and the token embedding table of an export directory (any engine's runner needs both)."""
+        self.spec = ModelSpec.load(model_dir)
         # Memory-mapped: only the rows actually looked up are paged in.
         self.embed = np.load(model_dir / EMBED_FILENAME, mmap_mode="r")
         t = self.spec.text
@@ -93,11 +102,6 @@ class DecoderRunner:
             raise ValueError(f"embedding table shape {self.embed.shape} does not match the spec")
         self.num_layers = t.num_layers
         self.kv_shape = (t.num_kv_heads, t.head_dim)
-        self._past_names = [f"past_key_values.{i}.{k}" for i in range(t.num_layers) for k in ("key", "value")]
-        graph_inputs = {i.name for i in self.session.get_inputs()}
-        missing = {"inputs_embeds", "attention_mask", "position_ids", *self._past_names} - graph_inputs
-        if missing:
-            raise ValueError(f"decoder graph lacks inputs {sorted(missing)}")
 
     def embed_prompt(self, prompt_ids: np.ndarray, prompt_table: np.ndarray | None) -> np.ndarray:
         """``[S]`` ids (audio as ``vocab_size + k``) -> ``[S, H]`` input embeddings."""

@@ -1,4 +1,4 @@
-"""decoder (cpu target): greedy Qwen3 decoding with in-flight batching on ONNX Runtime.
+"""decoder (cpu target): greedy Qwen3 decoding with in-flight batching on ONNX Runtime (or torch for bf16).
 
 Decoupled model with TensorRT-LLM's request interface (input_ids with audio as
 prompt-table ids, prompt_embedding_table, request_output_len, end_id,
@@ -23,12 +23,11 @@ import threading
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from qwen3_asr_triton.decoding.decoder import DecoderRunner
 from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightScheduler, SchedulerConfig
 from qwen3_asr_triton.errors import InputError
+from qwen3_asr_triton.export.runners import decoder_runner
 from qwen3_asr_triton.metrics import ModelMetrics
 from qwen3_asr_triton.serving import RequestInputs, model_parameters, setup_logging, triton_error, version_dir
-from qwen3_asr_triton.sessions import OrtOptions
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 COUNTERS = {
@@ -58,7 +57,7 @@ class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
         setup_logging(params.get("log_level", "INFO"))
-        runner = DecoderRunner(version_dir(args), OrtOptions.from_parameters(params))
+        runner = decoder_runner(version_dir(args), params)
         self.spec = runner.spec
         config = SchedulerConfig.from_memory(
             float(params["kv_cache_mb"]),

@@ -1,4 +1,4 @@
-"""encoder (cpu target): batches of 8 s mel windows -> audio embeddings, on ONNX Runtime.
+"""encoder (cpu target): batches of 8 s mel windows -> audio embeddings, on ONNX Runtime (or torch for bf16).
 
 Triton's dynamic batcher groups windows from concurrent requests (ragged
 lengths allowed); this model pads them to the longest, runs the exported
@@ -8,12 +8,11 @@ AudioEncoder graph once and hands every request its own rows back.
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from qwen3_asr_triton.artifacts import ENCODER_FILENAME
 from qwen3_asr_triton.errors import InputError
+from qwen3_asr_triton.export.runners import encoder_runner
 from qwen3_asr_triton.features import stack_windows
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.serving import RequestInputs, error_response, model_parameters, setup_logging, version_dir
-from qwen3_asr_triton.sessions import EncoderRunner, OrtOptions
 
 
 class TritonPythonModel:
@@ -22,7 +21,7 @@ class TritonPythonModel:
         setup_logging(params.get("log_level", "INFO"))
         folder = version_dir(args)
         self.features = ModelSpec.load(folder).features
-        self.runner = EncoderRunner(folder / ENCODER_FILENAME, OrtOptions.from_parameters(params))
+        self.runner = encoder_runner(folder, params)
 
     def _validate(self, feats, lens):
         cfg = self.features
