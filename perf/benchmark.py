@@ -41,6 +41,7 @@ from perf.procmem import TreeSampler, tree_memory  # noqa: E402
 from perf.report import render  # noqa: E402
 from perf.systems import SYSTEMS, BenchSystem, SystemConfig, SystemUnavailableError, make_system  # noqa: E402
 from perf.systems.base import BENCH_CACHE, PRECISIONS, parse_knobs  # noqa: E402
+from perf.systems.triton import DEFAULT_FAST_PRECISION  # noqa: E402
 from perf.triton_stats import breakdown  # noqa: E402
 
 logger = logging.getLogger("benchmark")
@@ -199,7 +200,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=8, help="distinct speech clips the requests cycle through")
     parser.add_argument("--natural-max-tokens", type=int, default=NATURAL_MAX_TOKENS)
     parser.add_argument(
-        "--fast-precision", default="int8", help="value of the build's --precision knob for our fast mode"
+        "--fast-precision",
+        default=DEFAULT_FAST_PRECISION,
+        help="value of the build's --precision knob for our fast mode (fast: int8 or bf16 from the CPU flags)",
     )
     parser.add_argument(
         "--triton-knob",

@@ -79,6 +79,12 @@ RECIPES: dict[str, dict[str, object]] = {
     "reduce-range": {"reduce_range": True},
     "per-tensor": {"per_channel": False},
 }
+# Not a change of quantize_dynamic but another quantiser: ONNX Runtime's MatMulNBits with 8-bit weights in
+# blocks of 128 input channels (symmetric) and accuracy level 4, whose kernels quantise the activations
+# to int8 per row and block at run time (per-token scales, not one per tensor). Needs the onnx-ir package.
+BLOCKWISE_RECIPE = "blockwise"
+BLOCKWISE_SETTINGS = {"bits": 8, "block_size": 128, "is_symmetric": True, "accuracy_level": 4}
+RECIPES[BLOCKWISE_RECIPE] = {"matmul_nbits": BLOCKWISE_SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -208,6 +214,9 @@ def recipe_export(export_dir: Path, recipe: str, scratch: Path) -> Path:
         if "-int8" not in f.name and not (target / f.name).exists():
             (target / f.name).symlink_to(f.resolve())
     for graph in (ENCODER_GRAPH, DECODER_GRAPH):
+        if recipe == BLOCKWISE_RECIPE:
+            _quantize_blockwise(export_dir / onnx_filename(graph), target / onnx_filename(graph + "-int8"))
+            continue
         settings = {
             "weight_type": QuantType.QInt8,
             "per_channel": True,
@@ -223,6 +232,22 @@ def recipe_export(export_dir: Path, recipe: str, scratch: Path) -> Path:
             leftover.unlink()
     logger.info("quantized %s with recipe %s", export_dir.name, recipe)
     return target
+
+
+def _quantize_blockwise(src: Path, dst: Path) -> None:
+    """``src`` with every constant-weight MatMul as MatMulNBits (:data:`BLOCKWISE_SETTINGS`), written to ``dst``."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from qwen3_asr_triton.export.onnx_export import save_with_external_data
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), **BLOCKWISE_SETTINGS)
+    quantizer.process()
+    raw = dst.with_name(f".raw-{dst.name}")
+    quantizer.model.save_model_to_file(str(raw), use_external_data_format=True)
+    save_with_external_data(raw, dst)
+    for leftover in dst.parent.glob(f".raw-{dst.name}*"):
+        leftover.unlink()
 
 
 def pooled(results: list[ClipAccuracy]) -> dict[str, FidelitySummary]:

@@ -7,6 +7,8 @@ import os
 import platform
 from pathlib import Path
 
+from qwen3_asr_triton.cpu_precision import choose_fast_precision
+
 # CPU flags that decide which kernels the engines can use (bf16 / int8 matrix units and vector widths).
 INTERESTING_FLAGS = (
     "avx2",
@@ -63,6 +65,8 @@ def describe_machine() -> dict[str, object]:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "flags": {flag: flag in flags for flag in INTERESTING_FLAGS},
+        # What a repository built with --precision fast serves on this CPU (chosen where the models load).
+        "fast_precision": choose_fast_precision(frozenset(flags), _version("torch") is not None)[0],
         "memory_total_gib": _meminfo_gib("MemTotal"),
         "memory_available_gib": _meminfo_gib("MemAvailable"),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -82,6 +82,7 @@ def machine_section(machine: dict) -> list[str]:
         f"| logical CPUs (usable) | {machine.get('logical_cpus')} ({machine.get('usable_cpus')}) |",
         f"| vector / matrix extensions present | {present} |",
         f"| absent | {absent} |",
+        f"| fast mode here (`--precision fast`) | {machine.get('fast_precision', '–')} |",
         f"| memory | {_fmt(machine.get('memory_total_gib'), 1, ' GiB')} total, "
         f"{_fmt(machine.get('memory_available_gib'), 1, ' GiB')} available at start |",
         f"| load average at start | {', '.join(f'{x:.2f}' for x in load) if load else '–'} |",
