@@ -308,7 +308,7 @@ def profile_step(
     )
 
 
-def _best_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
+def best_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
     best = float("inf")
@@ -340,9 +340,9 @@ def profile_first_token(
     wave = (0.1 * rng.standard_normal(int(clip_seconds * cfg.sampling_rate))).astype(np.float32)
     log_mel = LogMel(cfg)
     windows = split_windows(log_mel(wave), cfg)
-    features_ms = _best_ms(lambda: split_windows(log_mel(wave), cfg), warmup, repeats)
+    features_ms = best_ms(lambda: split_windows(log_mel(wave), cfg), warmup, repeats)
     encoder = EncoderRunner(model_dir / ENCODER_FILENAME, options)
-    encoder_ms = _best_ms(lambda: encoder.encode_windows(windows.features, windows.frames), warmup, repeats)
+    encoder_ms = best_ms(lambda: encoder.encode_windows(windows.features, windows.frames), warmup, repeats)
     # A prompt made of audio rows only (ids >= vocab_size index the prompt table).
     ids = spec.text.vocab_size + np.arange(prefill_tokens)
     table = rng.standard_normal((prefill_tokens, spec.text.hidden_size), dtype=np.float32)
@@ -351,7 +351,7 @@ def profile_first_token(
     def prefill() -> None:
         DecodeBatch(runner).prefill(Sequence(key=0, max_new_tokens=NEVER, eos_ids=frozenset()), embeds)
 
-    prefill_ms = _best_ms(prefill, warmup, repeats)
+    prefill_ms = best_ms(prefill, warmup, repeats)
     flops = 2.0 * ((weights.params - weights.lm_head_params) * prefill_tokens + weights.lm_head_params)
     gflops = flops / (prefill_ms / MS_PER_S) / BYTES_PER_GB
     return FirstToken(clip_seconds, windows.total_tokens, features_ms, encoder_ms, prefill_tokens, prefill_ms, gflops)

@@ -30,9 +30,7 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,7 +40,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from perf.decode_profile import BANDWIDTH_BYTES, NEVER, build_batch, graph_weights, measure_bandwidth  # noqa: E402
+from perf.decode_profile import (  # noqa: E402
+    BANDWIDTH_BYTES,
+    NEVER,
+    best_ms,
+    build_batch,
+    graph_weights,
+    measure_bandwidth,
+)
 from perf.machine import describe_machine  # noqa: E402
 from qwen3_asr_triton.artifacts import (  # noqa: E402
     DECODER_GRAPH,
@@ -78,17 +83,6 @@ WEIGHT_BYTES = {FP32: 4, BF16: 2}
 CONV_MARK = "conv"
 
 
-def _best_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * MS_PER_S
-
-
 # ----------------------------------------------------------------------------- ceilings
 def gemm_gflops(precision: str, threads: int, repeats: int) -> float:
     """Peak GFLOP/s (GOP/s for int8) of a ``GEMM_SIZE``-square product in ``precision``'s kernels."""
@@ -111,7 +105,7 @@ def gemm_gflops(precision: str, threads: int, repeats: int) -> float:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         a = rng.integers(0, 256, (n, n), dtype=np.uint8)
-        ms = _best_ms(lambda: session.run(None, {"a": a}), 1, repeats)
+        ms = best_ms(lambda: session.run(None, {"a": a}), 1, repeats)
     else:
         import torch
 
@@ -119,7 +113,7 @@ def gemm_gflops(precision: str, threads: int, repeats: int) -> float:
         dtype = torch.float32 if precision == FP32 else torch.bfloat16
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         # F.linear, as the modules call it: oneDNN's path (torch.mm in bf16 takes a much slower one).
-        ms = _best_ms(lambda: torch.nn.functional.linear(a, b), 1, repeats)
+        ms = best_ms(lambda: torch.nn.functional.linear(a, b), 1, repeats)
     return 2.0 * n**3 / (ms / MS_PER_S) / GIGA
 
 
@@ -229,7 +223,7 @@ def profile_precision(
     cfg = spec.features
     features = (0.5 * rng.standard_normal((args.windows, cfg.n_mels, cfg.window_frames))).astype(np.float32)
     frames = np.full(args.windows, cfg.window_frames, np.int64)
-    enc_ms = _best_ms(lambda: encoder(features, frames), args.warmup, args.repeats)
+    enc_ms = best_ms(lambda: encoder(features, frames), args.warmup, args.repeats)
     flops = encoder_flops(spec.encoder, args.windows, cfg.window_frames)
     ops = encoder_op_times(export, precision, features, frames, threads)
     conv_ms = sum(ms for op, ms in ops.items() if CONV_MARK in op.lower())
@@ -259,7 +253,7 @@ def profile_precision(
                 s.length, s.tokens[:] = args.context, s.tokens[:1]
             decode.step()
 
-        ms = _best_ms(step, args.warmup, args.repeats)
+        ms = best_ms(step, args.warmup, args.repeats)
         kv_bytes = batch * (decode.width + 1) * text.kv_bytes_per_token
         gflops = 2.0 * (layers + head) * batch / (ms / MS_PER_S) / GIGA
         gbps = (wbytes + kv_bytes) / (ms / MS_PER_S) / GIGA
@@ -279,7 +273,7 @@ def profile_precision(
     ids = text.vocab_size + np.arange(args.prefill_tokens)
     table = rng.standard_normal((args.prefill_tokens, text.hidden_size), dtype=np.float32)
     embeds = decoder.embed_prompt(ids, table)
-    prefill_ms = _best_ms(
+    prefill_ms = best_ms(
         lambda: DecodeBatch(decoder).prefill(Sequence(key=0, max_new_tokens=NEVER, eos_ids=frozenset()), embeds),
         args.warmup,
         args.repeats,
