@@ -76,7 +76,7 @@ def choose_fast_precision(flags: frozenset[str], torch_available: bool) -> tuple
         return BF16, f"the CPU has {'+'.join(native)}"
     if native:
         return INT8, f"the CPU has {'+'.join(native)} but torch is not installed"
-    return INT8, "the CPU has no bf16 instructions (bf16 would be emulated, slower than int8)"
+    return INT8, "the CPU has no bf16 instructions; emulated bf16 is slower than int8"
 
 
 def resolve_precision(configured: str, flags: frozenset[str], torch_available: bool) -> tuple[str, str]:
@@ -94,5 +94,5 @@ def resolve_precision(configured: str, flags: frozenset[str], torch_available: b
     if configured == BF16 and not torch_available:
         raise ValueError("precision bf16 runs on torch, which is not installed (pip install torch)")
     if configured == BF16 and not has_native_bf16(flags):
-        return BF16, "configured (this CPU has no bf16 instructions: emulated, slow)"
-    return configured, "configured"
+        return BF16, "as configured; this CPU has no bf16 instructions, so it is emulated and slow"
+    return configured, "as configured"

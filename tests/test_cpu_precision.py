@@ -81,7 +81,7 @@ def test_configured_precisions_are_kept() -> None:
     for precision in (FP32, INT8):
         assert resolve_precision(precision, AMX, True)[0] == precision
         assert resolve_precision(precision, AVX2, False)[0] == precision
-    assert resolve_precision(BF16, AMX, True) == (BF16, "configured")
+    assert resolve_precision(BF16, AMX, True) == (BF16, "as configured")
     # bf16 where it is emulated is still served (the user asked), and the log says it is slow.
     precision, reason = resolve_precision(BF16, AVX2, True)
     assert precision == BF16 and "emulated" in reason
