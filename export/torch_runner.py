@@ -8,9 +8,10 @@ interfaces (numpy in, fp32 numpy out), so the in-flight scheduler, teacher forci
 run on them unchanged; the KV cache stays in the caller's fp32 numpy buffers (bf16 values widen
 exactly to fp32 and narrow back without loss).
 
-Normalisations, RoPE tables and softmax follow transformers' bf16 recipe (RMSNorm in fp32 and cast
-back; cos/sin computed in fp32 and cast to the activations' dtype). With ``precision="fp32"`` the
-runners compute what the ONNX graphs compute, which the tests use to check the plumbing.
+Normalisations and RoPE tables follow transformers' bf16 recipe (RMSNorm in fp32 and cast back;
+cos/sin computed in fp32 and cast to the activations' dtype). With ``precision="fp32"`` the runners
+widen the bf16 weights and compute what the ONNX graphs compute (exactly so for checkpoints stored in
+bf16, as the published ones are), which the tests and perf/gpu_torch_check.py use to check the plumbing.
 """
 
 from __future__ import annotations

@@ -85,10 +85,11 @@ def run_folders(kind: str, args: argparse.Namespace) -> tuple[Path, Path]:
     return out, log_dir
 
 
-def build(size: str, concurrency: int, log_dir: Path) -> Path:
-    """The cached fp32 repository of ``size``, built in a child process (the export's memory, 4 GB at 0.6B
-    dimensions, would otherwise stay with the load generator for the whole soak)."""
+def build(size: str, concurrency: int, log_dir: Path, precision: str = "fp32") -> Path:
+    """The cached repository of ``size`` (``precision``: the benchmark's fp32 or fast), built in a child process
+    (the export's memory, 4 GB at 0.6B dimensions, would otherwise stay with the load generator for the whole soak)."""
     flags = ["--build-only", "--size", size, "--concurrency", str(concurrency), "--log-dir", str(log_dir)]
+    flags += ["--precision", precision]
     done = subprocess.run(
         [sys.executable, __file__, *flags],
         check=True,
@@ -98,10 +99,10 @@ def build(size: str, concurrency: int, log_dir: Path) -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-def build_here(size: str, concurrency: int, log_dir: Path) -> Path:
+def build_here(size: str, concurrency: int, log_dir: Path, precision: str = "fp32") -> Path:
     from tests.harness import cached_checkpoint
 
-    system = TritonSystem(SystemConfig(cached_checkpoint("asr", size=size), size, "fp32", concurrency, log_dir))
+    system = TritonSystem(SystemConfig(cached_checkpoint("asr", size=size), size, precision, concurrency, log_dir))
     system.prepare()
     return system.repository
 
@@ -158,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default perf/results/soak-SIZE)")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--log-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", choices=("fp32", "fast"), default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.build_only:
-        print(build_here(args.size, args.concurrency, args.log_dir))
+        print(build_here(args.size, args.concurrency, args.log_dir, args.precision))
         return 0
     if args.minutes <= 0 or args.concurrency < 1:
         parser.error("--minutes must be positive and --concurrency at least 1")

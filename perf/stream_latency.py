@@ -342,6 +342,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--server-pid", type=int, help="sample this process tree's memory (the tritonserver pid)")
     parser.add_argument("--size", choices=("tiny", "0.6b", "1.7b"), help="build and serve a repository of this size")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fast"),
+        default="fp32",
+        help="with --size: the repository's precision (fast: int8 or bf16 from the CPU flags; default %(default)s)",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     if args.pause_seconds is None:
@@ -412,7 +418,7 @@ def start_own_server(args: argparse.Namespace):
     log_dir = BENCH_CACHE / "logs" / f"stream-latency-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     log_dir.mkdir(parents=True, exist_ok=True)
     # The build's concurrency defaults (16 entry instances and decoder sequences), as perf/benchmark.py uses.
-    repository = build(args.size, 16, log_dir)
+    repository = build(args.size, 16, log_dir, args.precision)
     server = start_server(repository, log_dir / "server.log")
     args.url, args.server_pid = server.grpc_url, server.process.pid
     args.client_options = ClientOptions(url=args.url, stream_model=args.model, timeout=CHUNK_TIMEOUT_SECONDS)
@@ -443,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(levels))
     if args.json:
-        keys = ("url", "model", "size", "seconds", "chunk_seconds", "speed", "seed", "endpointing", "pause_seconds")
+        keys = ("url", "model", "size", "precision", "seconds", "chunk_seconds", "speed", "seed", "endpointing")
+        keys = (*keys, "pause_seconds")
         config = {k: getattr(args, k) for k in (*keys, "max_new_tokens")}
         from perf.machine import describe_machine
 
