@@ -239,6 +239,30 @@ def build_batch(runner: DecoderRunner, batch: int, context: int, rng: np.random.
     return decode
 
 
+def repeatable_step(decode: DecodeBatch, context: int) -> Callable[[], None]:
+    """A call that runs one :meth:`DecodeBatch.step` from the same state each time (the cache as built by
+    :func:`build_batch`, every sequence back at ``context`` cached positions and its first token)."""
+    kv, seqs = list(decode.kv or []), list(decode.sequences)
+
+    def step() -> None:
+        decode.kv = kv
+        for s in seqs:
+            s.length, s.tokens[:] = context, s.tokens[:1]
+        decode.step()
+
+    return step
+
+
+def prefill_call(runner: DecoderRunner, tokens: int, rng: np.random.Generator) -> Callable[[], None]:
+    """A call that prefills a ``tokens``-long prompt of random audio rows (ids >= vocab_size index the
+    prompt table) into a fresh batch and chooses its first token."""
+    text = runner.spec.text
+    ids = text.vocab_size + np.arange(tokens)
+    table = rng.standard_normal((tokens, text.hidden_size), dtype=np.float32)
+    embeds = runner.embed_prompt(ids, table)
+    return lambda: DecodeBatch(runner).prefill(Sequence(key=0, max_new_tokens=NEVER, eos_ids=frozenset()), embeds)
+
+
 def profile_step(
     runner: DecoderRunner,
     batch: int,
@@ -343,15 +367,7 @@ def profile_first_token(
     features_ms = best_ms(lambda: split_windows(log_mel(wave), cfg), warmup, repeats)
     encoder = EncoderRunner(model_dir / ENCODER_FILENAME, options)
     encoder_ms = best_ms(lambda: encoder.encode_windows(windows.features, windows.frames), warmup, repeats)
-    # A prompt made of audio rows only (ids >= vocab_size index the prompt table).
-    ids = spec.text.vocab_size + np.arange(prefill_tokens)
-    table = rng.standard_normal((prefill_tokens, spec.text.hidden_size), dtype=np.float32)
-    embeds = runner.embed_prompt(ids, table)
-
-    def prefill() -> None:
-        DecodeBatch(runner).prefill(Sequence(key=0, max_new_tokens=NEVER, eos_ids=frozenset()), embeds)
-
-    prefill_ms = best_ms(prefill, warmup, repeats)
+    prefill_ms = best_ms(prefill_call(runner, prefill_tokens, rng), warmup, repeats)
     flops = 2.0 * ((weights.params - weights.lm_head_params) * prefill_tokens + weights.lm_head_params)
     gflops = flops / (prefill_ms / MS_PER_S) / BYTES_PER_GB
     return FirstToken(clip_seconds, windows.total_tokens, features_ms, encoder_ms, prefill_tokens, prefill_ms, gflops)

@@ -37,12 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from perf.decode_profile import NEVER, build_batch  # noqa: E402
+from perf.decode_profile import build_batch, prefill_call, repeatable_step  # noqa: E402
 from perf.fast_accuracy import DECODER_ONLY, ENCODER_AND_DECODER, Graphs, clip_accuracy, pooled  # noqa: E402
 from perf.machine import describe_machine  # noqa: E402
 from qwen3_asr_triton.audio import load_audio  # noqa: E402
 from qwen3_asr_triton.cpu_precision import BF16, FP32  # noqa: E402
-from qwen3_asr_triton.decoding.decoder import DecodeBatch, Sequence  # noqa: E402
 
 logger = logging.getLogger("gpu_torch_check")
 
@@ -94,26 +93,10 @@ def throughput(graphs: Graphs, batches: list[int], context: int, prefill_tokens:
     rng = np.random.default_rng(0)
     steps = []
     for batch in batches:
-        decode = build_batch(runner, batch, context, rng)
-        kv, seqs = list(decode.kv or []), list(decode.sequences)
-
-        def step(decode=decode, kv=kv, seqs=seqs) -> None:
-            decode.kv = kv
-            for s in seqs:
-                s.length, s.tokens[:] = context, s.tokens[:1]
-            decode.step()
-
-        ms = _best_ms(step, REPEATS, sync)
+        ms = _best_ms(repeatable_step(build_batch(runner, batch, context, rng), context), REPEATS, sync)
         steps.append({"batch": batch, "ms": ms, "tokens_per_s": batch * MS_PER_S / ms})
         logger.info("decode batch %d: %.2f ms", batch, ms)
-    text = runner.spec.text
-    ids = text.vocab_size + np.arange(prefill_tokens)
-    embeds = runner.embed_prompt(ids, rng.standard_normal((prefill_tokens, text.hidden_size), dtype=np.float32))
-    prefill_ms = _best_ms(
-        lambda: DecodeBatch(runner).prefill(Sequence(key=0, max_new_tokens=NEVER, eos_ids=frozenset()), embeds),
-        REPEATS,
-        sync,
-    )
+    prefill_ms = _best_ms(prefill_call(runner, prefill_tokens, rng), REPEATS, sync)
     return {"decode": steps, "prefill": {"tokens": prefill_tokens, "ms": prefill_ms}}
 
 

@@ -42,11 +42,12 @@ if str(REPO) not in sys.path:
 
 from perf.decode_profile import (  # noqa: E402
     BANDWIDTH_BYTES,
-    NEVER,
     best_ms,
     build_batch,
     graph_weights,
     measure_bandwidth,
+    prefill_call,
+    repeatable_step,
 )
 from perf.machine import describe_machine  # noqa: E402
 from qwen3_asr_triton.artifacts import (  # noqa: E402
@@ -56,7 +57,7 @@ from qwen3_asr_triton.artifacts import (  # noqa: E402
     torch_weights_filename,
 )
 from qwen3_asr_triton.cpu_precision import BF16, FP32, INT8, choose_fast_precision, read_cpu_flags  # noqa: E402
-from qwen3_asr_triton.decoding.decoder import DecodeBatch, DecoderRunner, Sequence  # noqa: E402
+from qwen3_asr_triton.decoding.decoder import DecoderRunner  # noqa: E402
 from qwen3_asr_triton.model_spec import EncoderSpec, ModelSpec, TextSpec  # noqa: E402
 from qwen3_asr_triton.sessions import EncoderRunner, OrtOptions  # noqa: E402
 
@@ -168,18 +169,20 @@ def weight_bytes(export: Path, precision: str, spec: TextSpec) -> int:
     return (layers + head) * WEIGHT_BYTES[precision]
 
 
-def encoder_op_times(export: Path, precision: str, features: np.ndarray, frames: np.ndarray, threads: int) -> dict:
-    """Milliseconds per operator type of one encoder call, from the engine's own profiler."""
+def encoder_op_times(
+    export: Path, precision: str, encoder: EncoderRunner, features: np.ndarray, frames: np.ndarray, threads: int
+) -> dict:
+    """Milliseconds per operator type of one encoder call, from the engine's own profiler.
+
+    bf16 profiles ``encoder`` (the torch runner) itself; the ONNX precisions need a session of their own,
+    made with profiling on.
+    """
     totals: dict[str, float] = defaultdict(float)
     if precision == BF16:
         import torch
 
-        from qwen3_asr_triton.export.torch_runner import TorchEncoderRunner
-
-        runner = TorchEncoderRunner(export, BF16, threads=threads)
-        runner(features, frames)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            runner(features, frames)
+            encoder(features, frames)
         # Self times: nested ops (linear -> addmm, conv2d -> mkldnn_convolution) are not counted twice.
         for event in prof.key_averages():
             if event.key.startswith("aten::") and event.self_cpu_time_total > 0:
@@ -225,7 +228,7 @@ def profile_precision(
     frames = np.full(args.windows, cfg.window_frames, np.int64)
     enc_ms = best_ms(lambda: encoder(features, frames), args.warmup, args.repeats)
     flops = encoder_flops(spec.encoder, args.windows, cfg.window_frames)
-    ops = encoder_op_times(export, precision, features, frames, threads)
+    ops = encoder_op_times(export, precision, encoder, features, frames, threads)
     conv_ms = sum(ms for op, ms in ops.items() if CONV_MARK in op.lower())
     enc_gflops = sum(flops.values()) / (enc_ms / MS_PER_S) / GIGA
     encoder_result = {
@@ -244,16 +247,7 @@ def profile_precision(
     steps = []
     for batch in args.batch:
         decode = build_batch(decoder, batch, args.context, rng)
-        kv = list(decode.kv or [])
-        seqs = list(decode.sequences)
-
-        def step(decode=decode, kv=kv, seqs=seqs) -> None:
-            decode.kv = kv  # every step starts from the same cache
-            for s in seqs:
-                s.length, s.tokens[:] = args.context, s.tokens[:1]
-            decode.step()
-
-        ms = best_ms(step, args.warmup, args.repeats)
+        ms = best_ms(repeatable_step(decode, args.context), args.warmup, args.repeats)
         kv_bytes = batch * (decode.width + 1) * text.kv_bytes_per_token
         gflops = 2.0 * (layers + head) * batch / (ms / MS_PER_S) / GIGA
         gbps = (wbytes + kv_bytes) / (ms / MS_PER_S) / GIGA
@@ -270,14 +264,7 @@ def profile_precision(
             }
         )
         logger.info("%s decode batch %d: %.1f ms", precision, batch, ms)
-    ids = text.vocab_size + np.arange(args.prefill_tokens)
-    table = rng.standard_normal((args.prefill_tokens, text.hidden_size), dtype=np.float32)
-    embeds = decoder.embed_prompt(ids, table)
-    prefill_ms = best_ms(
-        lambda: DecodeBatch(decoder).prefill(Sequence(key=0, max_new_tokens=NEVER, eos_ids=frozenset()), embeds),
-        args.warmup,
-        args.repeats,
-    )
+    prefill_ms = best_ms(prefill_call(decoder, args.prefill_tokens, rng), args.warmup, args.repeats)
     prefill_gflops = 2.0 * (layers * args.prefill_tokens + head) / (prefill_ms / MS_PER_S) / GIGA
     return {
         "encoder": encoder_result,

@@ -449,8 +449,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(levels))
     if args.json:
-        keys = ("url", "model", "size", "precision", "seconds", "chunk_seconds", "speed", "seed", "endpointing")
-        keys = (*keys, "pause_seconds")
+        keys = (
+            *("url", "model", "size", "precision", "seconds", "chunk_seconds"),
+            *("speed", "seed", "endpointing", "pause_seconds"),
+        )
         config = {k: getattr(args, k) for k in (*keys, "max_new_tokens")}
         from perf.machine import describe_machine
 

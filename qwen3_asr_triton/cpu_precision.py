@@ -25,10 +25,7 @@ Why that split (perf/results/fast-accuracy/ and perf/results/cpu-precision/):
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 FP32 = "fp32"
 INT8 = "int8"

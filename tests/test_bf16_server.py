@@ -75,7 +75,7 @@ def test_the_server_logs_bf16_and_gives_the_torch_runners_tokens(bf16_build, bf1
     local = offline.transcribe(wave, "English", "", False, 12, 12)
     assert len(local.token_ids) == 12
     assert out["TOKEN_IDS"].tolist() == local.token_ids
-    # The fp32 graphs of the same export, for contrast: bf16 is not fp32 under another name.
+    # The export the bf16 weights were written into still serves its fp32 graphs in-process.
     exact = OfflineRecognizer(export).transcribe(wave, "English", "", False, 12, 12)
     assert len(exact.token_ids) == 12
 
