@@ -24,21 +24,26 @@ AMX_FLAGS = frozenset(["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16",
 AVX2_FLAGS = frozenset(["avx2", "fma"])
 
 
-def _build(asr_checkpoint: Path, root: Path, precision: str) -> tuple[Path, Path]:
-    """A tiny cpu repository at ``precision`` (no aligner, no diarizer); returns it and its export folder."""
+def _build(asr_checkpoint: Path, asr_export: Path, root: Path, precision: str) -> tuple[Path, Path]:
+    """A tiny cpu repository at ``precision`` (no aligner, no diarizer); returns it and its export folder.
+
+    The session's cached export is linked into the work folder, so the build finds it up to date.
+    """
     from qwen3_asr_triton.export.build_options import BuildOptions
     from qwen3_asr_triton.export.cpu_build import build_cpu_repository
     from qwen3_asr_triton.export.layout import ASR_EXPORT_DIRNAME
 
     opts = BuildOptions(precision=precision, kv_cache_mb=128, max_running_sequences=4, entry_instances=2)
     repo, work = root / "repo", root / "work"
+    work.mkdir(parents=True)
+    (work / ASR_EXPORT_DIRNAME).symlink_to(asr_export, target_is_directory=True)
     build_cpu_repository(asr_checkpoint, None, repo, work, opts)
     return repo, work / ASR_EXPORT_DIRNAME
 
 
 @pytest.fixture(scope="module")
-def bf16_build(asr_checkpoint: Path, tmp_path_factory) -> tuple[Path, Path]:
-    return _build(asr_checkpoint, tmp_path_factory.mktemp("bf16"), BF16)
+def bf16_build(asr_checkpoint: Path, asr_export: Path, tmp_path_factory) -> tuple[Path, Path]:
+    return _build(asr_checkpoint, asr_export, tmp_path_factory.mktemp("bf16"), BF16)
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +97,12 @@ def test_concurrent_bf16_requests_batch_and_match_alone(bf16_server, clips) -> N
     assert [t["TEXT"][0] for t in together] == alone
 
 
-def test_fast_holds_both_and_picks_from_the_cpu_flags(asr_checkpoint, tmp_path, monkeypatch) -> None:
+def test_fast_holds_both_and_picks_from_the_cpu_flags(asr_checkpoint, asr_export, tmp_path, monkeypatch) -> None:
     from qwen3_asr_triton.export import runners
     from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner, TorchEncoderRunner
     from qwen3_asr_triton.model_spec import ModelSpec
 
-    repo, _ = _build(asr_checkpoint, tmp_path, FAST)
+    repo, _ = _build(asr_checkpoint, asr_export, tmp_path, FAST)
     params = {"precision": FAST, "intra_op_threads": "0", "ort_spin_wait": "false"}
     enc, dec = repo / "encoder" / "1", repo / "decoder" / "1"
     for version, graph in ((enc, "encoder"), (dec, "decoder")):
