@@ -30,9 +30,12 @@ from sending the chunk that holds the end of its speech (its end minus the
 padding) to receiving its final, so it includes the silence the VAD waits for
 (``vad_min_silence_ms``, 500 ms by default) to know the speaker stopped. With
 ``--server-pid`` the server tree's resident memory is sampled every second
-(first, last and peak per stream count). ``--size`` builds (once, cached) an fp32 cpu repository of a
+(first, last and peak per stream count); with ``--metrics-url`` the decoder's counters are read
+before and after each level: its steps and their rows (a step runs at most
+``max_running_sequences`` rows: full steps mean requests wait for a row), prefill calls and decode
+rows per generation. ``--size`` builds (once, cached) an fp32 cpu repository of a
 random checkpoint of those dimensions, as ``perf/soak.py`` does, serves it with ``scripts/serve_cpu.sh``
-on free loopback ports and samples that server's memory.
+on free loopback ports and samples that server's memory and metrics.
 
 The chunk's own duration (waiting for 1 s of audio to be captured) is not part
 of any latency. The client runs in one Python process: at high N its own event
@@ -251,6 +254,7 @@ async def run_level(
     pacing: StreamOptions,
     rng: random.Random,
     server_pid: int | None = None,
+    metrics_url: str | None = None,
 ) -> dict:
     delays = [rng.uniform(0, pacing.chunk_seconds) if streams > 1 else 0.0 for _ in range(streams)]
     began = time.perf_counter()
@@ -260,6 +264,10 @@ async def run_level(
 
         sampler = TreeSampler(server_pid, MEMORY_PERIOD)
         server_cpu = tree_cpu_seconds(server_pid)
+    if metrics_url:
+        from perf.prometheus import decoder_batching, decoder_counters, read_page
+
+        decoder_before = decoder_counters(await asyncio.to_thread(read_page, metrics_url))
     client_cpu = time.process_time()
     with sampler:
         records = await asyncio.gather(
@@ -269,6 +277,9 @@ async def run_level(
     level = measure_level(list(records), streams, wall)
     # Cores in use over the level: CPU seconds / wall seconds (2.0 is all of a 2-core machine).
     level["client_cores"] = round((time.process_time() - client_cpu) / wall, 3)
+    if metrics_url:
+        decoder_after = decoder_counters(await asyncio.to_thread(read_page, metrics_url))
+        level["decoder"] = decoder_batching(decoder_before, decoder_after, wall)
     if server_pid:
         rss = [round(value, 1) for _, value, _ in sampler.history]
         level["server_rss_mib"] = {"first": rss[0], "last": rss[-1], "max": max(rss)}
@@ -311,9 +322,23 @@ def table(levels: list[dict]) -> str:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in level["server_cores_by_process"].items() if v >= 0.01)
             lines.append(f"  N={level['streams']} server cores by process: {parts}")
     for level in levels:
+        if "decoder" in level:
+            lines.append(f"  N={level['streams']} decoder: {decoder_line(level['decoder'])}")
+    for level in levels:
         for message in level["error_messages"]:
             lines.append(f"  N={level['streams']} error: {message}")
     return "\n".join(lines)
+
+
+def decoder_line(batching: dict) -> str:
+    """One level's decoder batching (:func:`perf.prometheus.decoder_batching`) in words."""
+    cells = {key: "-" if value is None else f"{value:.1f}" for key, value in batching.items()}
+    return (
+        f"{cells['steps_per_s']} steps/s of {cells['rows_per_step']} rows (largest batch so far"
+        f" {batching['max_running']:.0f}), {cells['prefill_calls_per_s']} prefill calls/s of"
+        f" {cells['prompts_per_prefill_call']} prompts, {cells['generations_per_s']} generations/s of"
+        f" {cells['rows_per_generation']} decode rows"
+    )
 
 
 # ----------------------------------------------------------------------------- main
@@ -341,6 +366,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{ENDPOINTING_GAP_SECONDS:g} with --endpointing)",
     )
     parser.add_argument("--server-pid", type=int, help="sample this process tree's memory (the tritonserver pid)")
+    parser.add_argument(
+        "--metrics-url",
+        help="Triton's metrics page (http://127.0.0.1:8002/metrics): report how the decoder batched each level",
+    )
     parser.add_argument("--size", choices=("tiny", "0.6b", "1.7b"), help="build and serve a repository of this size")
     parser.add_argument(
         "--precision",
@@ -402,7 +431,9 @@ async def benchmark(args: argparse.Namespace, waves: list[np.ndarray]) -> list[d
         for n in args.streams:
             await wait_ready(client, args.model)
             logger.info("%d stream%s of >= %g s of audio each...", n, "" if n == 1 else "s", args.seconds)
-            levels.append(await run_level(client, waves, n, args.options, args.pacing, rng, args.server_pid))
+            levels.append(
+                await run_level(client, waves, n, args.options, args.pacing, rng, args.server_pid, args.metrics_url)
+            )
             await asyncio.sleep(SETTLE_SECONDS)
     return levels
 
@@ -420,7 +451,7 @@ def start_own_server(args: argparse.Namespace):
     # The build's concurrency defaults (16 entry instances and decoder sequences), as perf/benchmark.py uses.
     repository = build(args.size, 16, log_dir, args.precision)
     server = start_server(repository, log_dir / "server.log")
-    args.url, args.server_pid = server.grpc_url, server.process.pid
+    args.url, args.server_pid, args.metrics_url = server.grpc_url, server.process.pid, server.metrics_url
     args.client_options = ClientOptions(url=args.url, stream_model=args.model, timeout=CHUNK_TIMEOUT_SECONDS)
     logger.info("serving %s at %s (logs in %s)", repository.name, args.url, log_dir)
     return server

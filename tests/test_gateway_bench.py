@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from perf.gateway_bench import compare, decode_tokens, default_budget
-from perf.systems.vllm import prometheus_value, transcription_fields
+from perf.systems.vllm import transcription_fields
 
 REPO = Path(__file__).resolve().parents[1]
 # The smoke takes ~1.5 min here (Triton's start and stop are most of it); a first build of the
@@ -103,19 +103,6 @@ def test_token_counts_include_the_end_token() -> None:
     assert decode_tokens(0, budget) == 1  # stopped at once: the end token alone
     assert decode_tokens(20, budget) == 21
     assert decode_tokens(budget, budget) == budget  # cut at the cap: no end token
-
-
-def test_prometheus_value_sums_every_label_set() -> None:
-    page = "\n".join(
-        [
-            "# TYPE vllm:generation_tokens_total counter",
-            'vllm:generation_tokens_total{engine="0",model_name="qwen3-asr"} 120.0',
-            'vllm:generation_tokens_total{engine="1",model_name="qwen3-asr"} 3.0',
-            'vllm:generation_tokens_created{engine="0",model_name="qwen3-asr"} 1.7e9',
-        ]
-    )
-    assert prometheus_value(page, "vllm:generation_tokens_total") == 123.0
-    assert prometheus_value(page, "vllm:prompt_tokens_total") is None
 
 
 def test_transcription_fields_cap_without_minimum() -> None:

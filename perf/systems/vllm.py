@@ -33,6 +33,7 @@ from pathlib import Path
 
 from perf.clips import BenchClip
 from perf.load import Reply
+from perf.prometheus import prometheus_value
 from perf.systems.base import (
     REPO,
     BenchSystem,
@@ -108,16 +109,6 @@ def transcription_fields(max_completion_tokens: int, stream: bool = False) -> di
     if stream:
         fields.update(stream="true", stream_include_usage="true")
     return fields
-
-
-def prometheus_value(text: str, name: str) -> float | None:
-    """Sum of every sample of metric ``name`` (all label sets) in a Prometheus text page; None if absent."""
-    total, seen = 0.0, False
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            total += float(line.rsplit(" ", 1)[1])
-            seen = True
-    return total if seen else None
 
 
 class VllmSystem(BenchSystem):

@@ -1,0 +1,40 @@
+"""perf/stream_latency.py's report: the decoder's batching line under the latency table."""
+
+from __future__ import annotations
+
+from perf.stream_latency import decoder_line, table
+
+
+def _level(streams: int, decoder: dict | None = None) -> dict:
+    empty = {"count": 0, "p50": None, "p95": None, "max": None}
+    level = {
+        "streams": streams,
+        "chunks": 10,
+        "partials_per_chunk": 1.0,
+        "partial_latency": {"count": 9, "p50": 0.1, "p95": 0.2, "max": 0.3},
+        "visible_latency": empty,
+        "final_latency": empty,
+        "errors": 0,
+        "error_messages": [],
+    }
+    if decoder is not None:
+        level["decoder"] = decoder
+    return level
+
+
+def test_table_reports_the_decoder_batching_of_each_level() -> None:
+    batching = {
+        "steps_per_s": 19.04,
+        "rows_per_step": 13.2,
+        "prefill_calls_per_s": 10.7,
+        "prompts_per_prefill_call": 1.6,
+        "generations_per_s": 17.3,
+        "rows_per_generation": None,
+        "max_running": 16.0,
+    }
+    text = table([_level(1), _level(32, batching)])
+    lines = [line for line in text.splitlines() if "decoder:" in line]
+    assert lines == [f"  N=32 decoder: {decoder_line(batching)}"]  # the level without counters has no line
+    assert "19.0 steps/s of 13.2 rows (largest batch so far 16)" in lines[0]
+    assert "10.7 prefill calls/s of 1.6 prompts" in lines[0]
+    assert "17.3 generations/s of - decode rows" in lines[0]  # no ratio: a dash
