@@ -9,7 +9,7 @@ alike, and the best of ``--repeats`` counts (medians go to the JSON):
 
 (a) ``session.run`` of the decoder graph on prepared inputs: ONNX Runtime compute and overhead;
 (b) :meth:`DecodeBatch.step`, the serving path: (a) plus building the inputs, greedy choice
-    (argmax and a float64 log-softmax over the vocabulary per row) and bookkeeping, so
+    (argmax and a log-softmax over the vocabulary per row: float32 exp, float64 sum) and bookkeeping, so
     (b) - (a) is our Python overhead; the share of it spent in :meth:`DecodeBatch.choose` is
     timed on its own;
 (c) a memory floor: the bytes one step must move (every weight of the graph, lm_head included,
@@ -404,8 +404,9 @@ def render(
         "",
         f"Step at {args.context} cached tokens per sequence; best of {args.repeats} steps after {args.warmup} "
         "warm-up (medians in the JSON). (a) `session.run` alone; (b) `DecodeBatch.step()`; overhead = (b) - (a); "
-        "choose = `DecodeBatch.choose` for every row (argmax + float64 log-softmax); floor = (weights + allocated "
-        "past KV read + new position written) / read bandwidth; floor/(a) = share of the graph time explained by "
+        "choose = `DecodeBatch.choose` for every row (argmax + log-softmax: float32 exp, float64 sum); "
+        "floor = (weights + allocated past KV read + new position written) / read bandwidth; "
+        "floor/(a) = share of the graph time explained by "
         "memory traffic; "
         "GFLOP/s = 2 x params x batch / (a); tokens/s = batch / (b).",
         "",
