@@ -33,7 +33,8 @@ padding) to receiving its final, so it includes the silence the VAD waits for
 (first, last and peak per stream count); with ``--metrics-url`` the decoder's counters are read
 before and after each level: its steps and their rows (a step runs at most
 ``max_running_sequences`` rows: full steps mean requests wait for a row), prefill calls and decode
-rows per generation. ``--size`` builds (once, cached) an fp32 cpu repository of a
+rows per generation, and with both the server's CPU seconds per generation (what the machine pays
+for each partial or final). ``--size`` builds (once, cached) an fp32 cpu repository of a
 random checkpoint of those dimensions, as ``perf/soak.py`` does, serves it with ``scripts/serve_cpu.sh``
 on free loopback ports and samples that server's memory and metrics.
 
@@ -289,7 +290,20 @@ async def run_level(
         level["server_cores_by_process"] = {
             name: round(v, 3) for name, v in sorted(cores.items(), key=lambda kv: -kv[1])
         }
+    level["server_core_seconds_per_generation"] = core_seconds_per_generation(level)
     return level
+
+
+def core_seconds_per_generation(level: dict) -> float | None:
+    """The server's CPU seconds per decoder generation (partial or final) over a level, when both are known.
+
+    Cores / generations a second: what one more partial costs the whole server, the figure that says
+    how many generations a second the machine can afford.
+    """
+    generations = (level.get("decoder") or {}).get("generations_per_s")
+    if not generations or "server_cores" not in level:
+        return None
+    return round(level["server_cores"] / generations, 4)
 
 
 # ----------------------------------------------------------------------------- report
@@ -323,7 +337,10 @@ def table(levels: list[dict]) -> str:
             lines.append(f"  N={level['streams']} server cores by process: {parts}")
     for level in levels:
         if "decoder" in level:
-            lines.append(f"  N={level['streams']} decoder: {decoder_line(level['decoder'])}")
+            line = f"  N={level['streams']} decoder: {decoder_line(level['decoder'])}"
+            if level.get("server_core_seconds_per_generation") is not None:
+                line += f"; server CPU {level['server_core_seconds_per_generation']:.3f} core-s per generation"
+            lines.append(line)
     for level in levels:
         for message in level["error_messages"]:
             lines.append(f"  N={level['streams']} error: {message}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perf.stream_latency import decoder_line, table
+from perf.stream_latency import core_seconds_per_generation, decoder_line, table
 
 
 def _level(streams: int, decoder: dict | None = None) -> dict:
@@ -35,6 +35,18 @@ def test_table_reports_the_decoder_batching_of_each_level() -> None:
     text = table([_level(1), _level(32, batching)])
     lines = [line for line in text.splitlines() if "decoder:" in line]
     assert lines == [f"  N=32 decoder: {decoder_line(batching)}"]  # the level without counters has no line
+    busy = {**_level(32, batching), "server_cores": 1.86, "client_cores": 0.05}
+    busy["server_core_seconds_per_generation"] = 0.1074
+    assert table([busy]).splitlines()[-1].endswith("; server CPU 0.107 core-s per generation")
     assert "19.0 steps/s of 13.2 rows (largest batch so far 16)" in lines[0]
     assert "10.7 prefill calls/s of 1.6 prompts" in lines[0]
     assert "17.3 generations/s of - decode rows" in lines[0]  # no ratio: a dash
+
+
+def test_core_seconds_per_generation_needs_both_counts() -> None:
+    level = _level(32, {"generations_per_s": 18.0})
+    assert core_seconds_per_generation(level) is None  # no server CPU sampled (no --server-pid)
+    level["server_cores"] = 1.86
+    assert core_seconds_per_generation(level) == 0.1033
+    assert core_seconds_per_generation({**level, "decoder": {"generations_per_s": 0.0}}) is None
+    assert core_seconds_per_generation({"server_cores": 1.0}) is None  # no decoder counters (no --metrics-url)
