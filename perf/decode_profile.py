@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from perf.machine import describe_machine  # noqa: E402
+from perf.machine import describe_cpu, describe_machine  # noqa: E402
 from qwen3_asr_triton.artifacts import ENCODER_FILENAME  # noqa: E402
 from qwen3_asr_triton.decoding.decoder import DECODER_FILENAME, DecodeBatch, DecoderRunner, Sequence  # noqa: E402
 from qwen3_asr_triton.features import LogMel, split_windows  # noqa: E402
@@ -388,7 +388,7 @@ def render(
     lines = [
         f"# Decoder step profile: {args.export.name}/{args.graph}",
         "",
-        f"CPU: {machine['cpu_model']} ({machine['usable_cpus']} usable cores), ONNX Runtime intra-op threads: "
+        f"CPU: {describe_cpu(machine)} ({machine['usable_cpus']} usable cores), ONNX Runtime intra-op threads: "
         f"{threads}, load average at start: {machine['load_average_at_start']}.",
         "",
         f"Memory bandwidth (numpy, best of {BANDWIDTH_RUNS} after a warm-up run, {bandwidth.array_gib:.1f} GiB "

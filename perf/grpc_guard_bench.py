@@ -49,7 +49,7 @@ from perf.gateway_bench import (  # noqa: E402
     measure,
     warm_up,
 )
-from perf.machine import describe_machine  # noqa: E402
+from perf.machine import describe_cpu, describe_machine  # noqa: E402
 from perf.systems.base import BENCH_CACHE, SystemConfig  # noqa: E402
 
 logger = logging.getLogger("grpc_guard_bench")
@@ -95,7 +95,7 @@ def render(results: dict, out: Path) -> Path:
         "# gRPC guard: its cost against Triton's own gRPC port",
         "",
         f"Run {results['started']} with `{results['command']}` ({results['duration_s'] / 60:.1f} min).",
-        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('usable_cpus', '?')} usable CPUs, flags {flags}.",
+        f"Machine: {describe_cpu(machine)}, {machine.get('usable_cpus', '?')} usable CPUs, flags {flags}.",
         f"Checkpoint `{results['settings']['checkpoint']}` ({results['settings']['size']} dims), "
         f"{results['settings']['pool']} clips of {results['settings']['clip_seconds']:g} s, "
         f"{results['settings']['repeats']} rounds, direct and guard alternating (ABBA).",

@@ -23,6 +23,19 @@ INTERESTING_FLAGS = (
     "amx_int8",
 )
 PACKAGES = ("onnxruntime", "torch", "transformers", "tritonclient", "nvidia-pytriton", "numpy")
+# AMD's core generations by (family, first model, last model), from AMD's family/model numbering: a
+# virtual machine often names its CPU only "AMD EPYC", and two such CPUs with the same flags can differ
+# a lot (Zen 1 splits every 256-bit AVX2 operation in two 128-bit halves; Zen 2 on do not). Intel's
+# models are not named here: their family-6 numbers do not map onto generations by ranges.
+AMD_GENERATIONS = (
+    (0x17, 0x00, 0x2F, "Zen / Zen+"),
+    (0x17, 0x30, 0xFF, "Zen 2"),
+    (0x19, 0x00, 0x0F, "Zen 3"),
+    (0x19, 0x10, 0x1F, "Zen 4"),
+    (0x19, 0x20, 0x5F, "Zen 3"),
+    (0x19, 0x60, 0xAF, "Zen 4"),
+    (0x1A, 0x00, 0xFF, "Zen 5"),
+)
 KIB_PER_GIB = 1024 * 1024
 
 
@@ -37,6 +50,49 @@ def _cpuinfo() -> dict[str, str]:
             key, value = (part.strip() for part in line.split(":", 1))
             info.setdefault(key, value)
     return info
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def cpu_generation(vendor: str | None, family: int | None, model: int | None) -> str | None:
+    """The core generation of an AMD CPU from its family and model numbers (None when not known)."""
+    if vendor != "AuthenticAMD" or family is None or model is None:
+        return None
+    for fam, first, last, name in AMD_GENERATIONS:
+        if family == fam and first <= model <= last:
+            return name
+    return None
+
+
+def cpu_identity(cpu: dict[str, str]) -> dict[str, object]:
+    """Vendor, family, model and stepping from ``/proc/cpuinfo`` fields, and the generation where known."""
+    vendor = cpu.get("vendor_id")
+    family, model = _int(cpu.get("cpu family")), _int(cpu.get("model"))
+    return {
+        "cpu_vendor": vendor,
+        "cpu_family": family,
+        "cpu_model_number": model,
+        "cpu_stepping": _int(cpu.get("stepping")),
+        "cpu_generation": cpu_generation(vendor, family, model),
+    }
+
+
+def describe_cpu(machine: dict) -> str:
+    """``AMD EPYC (family 23, model 1, stepping 2: Zen / Zen+)`` from :func:`describe_machine`'s fields."""
+    name = str(machine.get("cpu_model"))
+    if machine.get("cpu_family") is None:
+        return name
+    ident = f"family {machine['cpu_family']}, model {machine.get('cpu_model_number')}"
+    if machine.get("cpu_stepping") is not None:
+        ident += f", stepping {machine['cpu_stepping']}"
+    if machine.get("cpu_generation"):
+        ident += f": {machine['cpu_generation']}"
+    return f"{name} ({ident})"
 
 
 def _meminfo_gib(field: str) -> float | None:
@@ -62,6 +118,7 @@ def describe_machine() -> dict[str, object]:
     flags = set(cpu.get("flags", "").split())
     return {
         "cpu_model": cpu.get("model name", platform.processor() or "unknown"),
+        **cpu_identity(cpu),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "flags": {flag: flag in flags for flag in INTERESTING_FLAGS},

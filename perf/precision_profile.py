@@ -49,7 +49,7 @@ from perf.decode_profile import (  # noqa: E402
     prefill_call,
     repeatable_step,
 )
-from perf.machine import describe_machine  # noqa: E402
+from perf.machine import describe_cpu, describe_machine  # noqa: E402
 from qwen3_asr_triton.artifacts import (  # noqa: E402
     DECODER_GRAPH,
     ENCODER_GRAPH,
@@ -288,7 +288,7 @@ def render(report: dict) -> str:
     lines = [
         f"# Precisions against this machine's ceilings: {report['size']} ({report['export']})",
         "",
-        f"CPU: {m['cpu_model']}, {m['usable_cpus']} usable cores; flags: {flags} (absent: {absent}).",
+        f"CPU: {describe_cpu(m)}, {m['usable_cpus']} usable cores; flags: {flags} (absent: {absent}).",
         f"Fast mode on this CPU: **{report['fast_choice']['precision']}** ({report['fast_choice']['reason']}).",
         f"Started {report['started']}; `{report['command']}`; {report['threads']} threads per engine.",
         "",

@@ -15,6 +15,12 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script (re-rendering a results.json)
+    sys.path.insert(0, str(REPO))
+
+from perf.machine import describe_cpu  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 OURS = "triton"
@@ -78,7 +84,7 @@ def machine_section(machine: dict) -> list[str]:
         "",
         "| | |",
         "|---|---|",
-        f"| CPU | {machine.get('cpu_model')} |",
+        f"| CPU | {describe_cpu(machine)} |",
         f"| logical CPUs (usable) | {machine.get('logical_cpus')} ({machine.get('usable_cpus')}) |",
         f"| vector / matrix extensions present | {present} |",
         f"| absent | {absent} |",
