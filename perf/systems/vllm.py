@@ -33,7 +33,7 @@ from pathlib import Path
 
 from perf.clips import BenchClip
 from perf.load import Reply
-from perf.prometheus import prometheus_value
+from perf.prometheus import prometheus_value, read_page
 from perf.systems.base import (
     REPO,
     BenchSystem,
@@ -228,10 +228,7 @@ class VllmSystem(BenchSystem):
 
     def generation_tokens_total(self) -> float | None:
         """The server's count of generated tokens so far (:data:`GENERATION_TOKENS_METRIC`); None if absent."""
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=METRICS_TIMEOUT_S) as resp:
-            return prometheus_value(resp.read().decode(), GENERATION_TOKENS_METRIC)
+        return prometheus_value(read_page(f"{self.base_url}/metrics", METRICS_TIMEOUT_S), GENERATION_TOKENS_METRIC)
 
     # ------------------------------------------------------------------ requests
     def _conn(self) -> http.client.HTTPConnection:
