@@ -40,7 +40,7 @@ from perf.machine import describe_machine  # noqa: E402
 from perf.procmem import TreeSampler, tree_memory  # noqa: E402
 from perf.report import render  # noqa: E402
 from perf.systems import SYSTEMS, BenchSystem, SystemConfig, SystemUnavailableError, make_system  # noqa: E402
-from perf.systems.base import BENCH_CACHE, PRECISIONS, parse_knobs  # noqa: E402
+from perf.systems.base import BENCH_CACHE, PRECISIONS, parse_knobs, parse_skips  # noqa: E402
 from perf.systems.triton import DEFAULT_FAST_PRECISION  # noqa: E402
 from perf.triton_stats import breakdown  # noqa: E402
 
@@ -222,6 +222,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "execute-timeout-s=600, request-timeout-s=1800, omp-threads-bind=0-1, max-model-len=2048, venv=PATH"
         ),
     )
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        metavar="SYSTEM:PRECISION",
+        help="runs left out, e.g. vllm:fast (vLLM's bf16 where the CPU lacks bf16 instructions: emulated, "
+        "about an hour at 1.7B)",
+    )
     parser.add_argument("--no-stream", action="store_true", help="skip vLLM's streamed first-chunk pass")
     parser.add_argument("--output-dir", type=Path)
     parser.add_argument("--smoke", action="store_true", help="tiny checkpoint, one level, few requests")
@@ -234,6 +242,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.output_dir = args.output_dir or (DEFAULT_OUTPUT / "smoke" if args.smoke else DEFAULT_OUTPUT)
     args.triton_knob = parse_knobs(args.triton_knob)
     args.vllm_knob = parse_knobs(args.vllm_knob)
+    try:
+        args.skip = parse_skips(args.skip, SYSTEMS)
+    except ValueError as exc:
+        parser.error(str(exc))
     if min(args.concurrency) < 1 or args.requests < 1 or args.tokens < 1:
         parser.error("concurrency, requests and tokens must be >= 1")
     args.concurrency = sorted(set(args.concurrency))
@@ -266,6 +278,9 @@ def main(argv: list[str] | None = None) -> None:
             for name in args.systems:
                 if name == "transformers" and precision != "fp32":
                     continue  # the fp32 reference; its rows serve both precisions
+                if (name, precision) in args.skip:
+                    logger.info("skipping %s %s (--skip)", name, precision)
+                    continue
                 runs.append(run_system(name, size, precision, checkpoint, clips, args))
         add_agreement(runs, size)
 
@@ -289,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
             "fast_precision": args.fast_precision,
             "triton_knobs": args.triton_knob,
             "vllm_knobs": args.vllm_knob,
+            "skipped": sorted(f"{system}:{precision}" for system, precision in args.skip),
             "logs": str(args.log_dir.relative_to(REPO)),
         },
         "runs": runs,

@@ -335,6 +335,13 @@ def render(results: dict, out_dir: Path) -> Path:
         "",
         *machine_section(results["machine"]),
     ]
+    if settings.get("skipped"):
+        lines += [
+            "Left out of this run (`--skip`): "
+            + ", ".join(f"`{pair}`" for pair in settings["skipped"])
+            + ". A precision without its peer has no ratios.",
+            "",
+        ]
     for size in settings["sizes"]:
         lines += [f"## {size} dims", ""]
         for png in pngs:

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,3 +162,23 @@ def parse_knobs(items: list[str]) -> dict[str, str]:
             raise SystemExit(f"expected KEY=VALUE, got {item!r}")
         out[key.strip().lstrip("-")] = value.strip()
     return out
+
+
+def parse_skips(values: list[str], systems: Sequence[str]) -> frozenset[tuple[str, str]]:
+    """The benchmark's ``--skip`` values (``system:precision``, e.g. ``vllm:fast``) as pairs.
+
+    Raises
+    ------
+    ValueError
+        On a value that does not name one of ``systems`` and one of :data:`PRECISIONS`.
+    """
+    pairs = set()
+    for value in values:
+        system, sep, precision = value.partition(":")
+        if not sep or system not in systems or precision not in PRECISIONS:
+            raise ValueError(
+                f"--skip {value[:40]!r}: expected SYSTEM:PRECISION, SYSTEM one of {', '.join(systems)}, "
+                f"PRECISION one of {', '.join(PRECISIONS)}"
+            )
+        pairs.add((system, precision))
+    return frozenset(pairs)

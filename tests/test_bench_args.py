@@ -1,0 +1,42 @@
+"""The benchmark's command-line values: system knobs and the runs left out with ``--skip``."""
+
+from __future__ import annotations
+
+import pytest
+
+from perf.systems import SYSTEMS
+from perf.systems.base import parse_knobs, parse_skips
+
+
+def test_knobs_split_on_the_first_equals_sign() -> None:
+    assert parse_knobs(["--eager=1", "omp-threads-bind=0-1", "x=a=b"]) == {
+        "eager": "1",
+        "omp-threads-bind": "0-1",
+        "x": "a=b",
+    }
+
+
+def test_a_knob_without_value_is_refused() -> None:
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        parse_knobs(["eager"])
+
+
+def test_skips_become_system_precision_pairs() -> None:
+    assert parse_skips(["vllm:fast", "transformers:fp32", "vllm:fast"], SYSTEMS) == {
+        ("vllm", "fast"),
+        ("transformers", "fp32"),
+    }
+    assert parse_skips([], SYSTEMS) == frozenset()
+
+
+@pytest.mark.parametrize("value", ["vllm", "vllm:bf16", "sglang:fast", ":fast", "vllm:"])
+def test_a_skip_must_name_a_known_system_and_precision(value: str) -> None:
+    with pytest.raises(ValueError, match="SYSTEM:PRECISION") as info:
+        parse_skips([value], SYSTEMS)
+    assert "triton, vllm, transformers" in str(info.value)
+
+
+def test_a_long_skip_value_is_quoted_short() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_skips(["x" * 500], SYSTEMS)
+    assert len(str(info.value)) < 200
