@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from perf.clips import clip_pool  # noqa: E402
 from perf.machine import describe_machine  # noqa: E402
 from perf.procmem import tree_memory  # noqa: E402
-from perf.systems.base import BENCH_CACHE, SystemConfig  # noqa: E402
+from perf.systems.base import BENCH_CACHE, SystemConfig, parse_knobs  # noqa: E402
 from perf.systems.triton import TritonSystem  # noqa: E402
 from tests.triton_requests import transcribe  # noqa: E402
 
@@ -85,11 +85,19 @@ def run_folders(kind: str, args: argparse.Namespace) -> tuple[Path, Path]:
     return out, log_dir
 
 
-def build(size: str, concurrency: int, log_dir: Path, precision: str = "fp32") -> Path:
+def build(
+    size: str, concurrency: int, log_dir: Path, precision: str = "fp32", knobs: dict[str, str] | None = None
+) -> Path:
     """The cached repository of ``size`` (``precision``: the benchmark's fp32 or fast), built in a child process
-    (the export's memory, 4 GB at 0.6B dimensions, would otherwise stay with the load generator for the whole soak)."""
+    (the export's memory, 4 GB at 0.6B dimensions, would otherwise stay with the load generator for the whole soak).
+
+    ``knobs``: build_engines.sh knobs without their dashes (``{"ort-spin-wait": "false"}``), as the
+    benchmark's ``--triton-knob``.
+    """
     flags = ["--build-only", "--size", size, "--concurrency", str(concurrency), "--log-dir", str(log_dir)]
     flags += ["--precision", precision]
+    for knob, value in sorted((knobs or {}).items()):
+        flags += ["--triton-knob", f"{knob}={value}"]
     done = subprocess.run(
         [sys.executable, __file__, *flags],
         check=True,
@@ -99,10 +107,13 @@ def build(size: str, concurrency: int, log_dir: Path, precision: str = "fp32") -
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-def build_here(size: str, concurrency: int, log_dir: Path, precision: str = "fp32") -> Path:
+def build_here(
+    size: str, concurrency: int, log_dir: Path, precision: str = "fp32", knobs: dict[str, str] | None = None
+) -> Path:
     from tests.harness import cached_checkpoint
 
-    system = TritonSystem(SystemConfig(cached_checkpoint("asr", size=size), size, precision, concurrency, log_dir))
+    config = SystemConfig(cached_checkpoint("asr", size=size), size, precision, concurrency, log_dir, dict(knobs or {}))
+    system = TritonSystem(config)
     system.prepare()
     return system.repository
 
@@ -160,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--log-dir", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--precision", choices=("fp32", "fast"), default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--triton-knob", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.build_only:
-        print(build_here(args.size, args.concurrency, args.log_dir, args.precision))
+        print(build_here(args.size, args.concurrency, args.log_dir, args.precision, parse_knobs(args.triton_knob)))
         return 0
     if args.minutes <= 0 or args.concurrency < 1:
         parser.error("--minutes must be positive and --concurrency at least 1")

@@ -65,6 +65,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from perf.systems.base import parse_knobs  # noqa: E402
 from qwen3_asr_triton.audio import TARGET_SAMPLE_RATE, load_audio  # noqa: E402
 from qwen3_asr_triton.client import (  # noqa: E402
     AsyncQwen3ASRClient,
@@ -394,8 +395,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="fp32",
         help="with --size: the repository's precision (fast: int8 or bf16 from the CPU flags; default %(default)s)",
     )
+    parser.add_argument(
+        "--triton-knob",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="with --size: a build_engines.sh knob, e.g. ort-spin-wait=false (as perf/benchmark.py's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
+    if args.triton_knob and not args.size:
+        parser.error("--triton-knob needs --size (a server this benchmark builds)")
+    args.triton_knob = parse_knobs(args.triton_knob)
     if args.pause_seconds is None:
         args.pause_seconds = ENDPOINTING_GAP_SECONDS if args.endpointing else LOOP_GAP_SECONDS
     if any(n < 1 for n in args.streams) or args.seconds <= 0 or args.pause_seconds < 0:
@@ -466,7 +477,7 @@ def start_own_server(args: argparse.Namespace):
     log_dir = BENCH_CACHE / "logs" / f"stream-latency-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     log_dir.mkdir(parents=True, exist_ok=True)
     # The build's concurrency defaults (16 entry instances and decoder sequences), as perf/benchmark.py uses.
-    repository = build(args.size, 16, log_dir, args.precision)
+    repository = build(args.size, 16, log_dir, args.precision, args.triton_knob)
     server = start_server(repository, log_dir / "server.log")
     args.url, args.server_pid, args.metrics_url = server.grpc_url, server.process.pid, server.metrics_url
     args.client_options = ClientOptions(url=args.url, stream_model=args.model, timeout=CHUNK_TIMEOUT_SECONDS)
@@ -501,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             *("url", "model", "size", "precision", "seconds", "chunk_seconds"),
             *("speed", "seed", "endpointing", "pause_seconds"),
         )
-        config = {k: getattr(args, k) for k in (*keys, "max_new_tokens")}
+        config = {k: getattr(args, k) for k in (*keys, "max_new_tokens", "triton_knob")}
         from perf.machine import describe_machine
 
         config["machine"] = describe_machine()

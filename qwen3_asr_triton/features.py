@@ -174,25 +174,102 @@ class LogMel:
         np.ndarray
             ``[n_mels, num_frames]`` float32 with ``num_frames = cfg.num_frames(num_samples)``.
         """
+        x = self.padded_clip(waveform)
+        return self.normalise(self.log_power(x, 0))
+
+    def padded_clip(self, waveform: np.ndarray) -> np.ndarray:
+        """``[max(n, min_samples)]`` float32: the clip zero-padded to the front end's minimum length.
+
+        Raises
+        ------
+        InputError
+            If the clip is too short for one STFT frame.
+        """
         cfg = self.cfg
         x = np.asarray(waveform, dtype=np.float32).reshape(-1)
         if x.size < cfg.min_samples:
             x = np.pad(x, (0, cfg.min_samples - x.size))
         if x.size <= cfg.n_fft // 2:
             raise InputError(f"audio too short: {x.size} samples")
+        return x
+
+    def log_power(self, x: np.ndarray, first: int) -> np.ndarray:
+        """``[n_mels, num_frames - first]`` float64 log10 mel power of ``x``'s frames from ``first`` on.
+
+        Frame ``i`` is the centred STFT frame at sample ``i * hop``; a frame's value depends only on
+        the samples within ``n_fft / 2`` of its centre (reflected at the clip's edges).
+        """
+        cfg = self.cfg
         half = cfg.n_fft // 2
         padded = np.pad(x.astype(np.float64), half, mode="reflect")
         n_frames = x.size // cfg.hop_length  # centred STFT has one more frame; the last is dropped
-        mel = np.empty((cfg.n_mels, n_frames), dtype=np.float64)
+        mel = np.empty((cfg.n_mels, max(n_frames - first, 0)), dtype=np.float64)
         frames_view = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
-        for start in range(0, n_frames, _STFT_BLOCK_FRAMES):
+        for start in range(first, n_frames, _STFT_BLOCK_FRAMES):
             stop = min(start + _STFT_BLOCK_FRAMES, n_frames)
             spec = np.fft.rfft(frames_view[start:stop] * self._window, axis=-1)
             power = spec.real**2 + spec.imag**2  # [block, bins]
-            mel[:, start:stop] = (power @ self._filters).T
-        log_spec = np.log10(np.maximum(mel, LOG_FLOOR))
+            mel[:, start - first : stop - first] = (power @ self._filters).T
+        return np.log10(np.maximum(mel, LOG_FLOOR))
+
+    @staticmethod
+    def normalise(log_spec: np.ndarray) -> np.ndarray:
+        """``[n_mels, T]`` float32 features from the clip's whole log10 mel power (80 dB range, Whisper scale)."""
         log_spec = np.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE)
         return ((log_spec + LOG_OFFSET) / LOG_SCALE).astype(np.float32)
+
+
+class GrowingLogMel:
+    """The log-mel of a clip that grows at its end (a live utterance), computing only what changed.
+
+    A frame's log mel power depends only on the samples within ``n_fft / 2`` of its centre, so once
+    the clip reaches past that, later calls with a longer clip that starts with the same samples
+    give it the same value. Those frames are kept; each call computes the new frames and the last
+    one or two (which still see the clip's reflected end), then normalises the whole clip (the 80 dB
+    floor follows the clip's loudest frame). The result always equals :class:`LogMel` on the same
+    samples: a clip that does not start with the samples the kept frames came from (another
+    utterance, a changed peak scaling) is computed from scratch.
+
+    Parameters
+    ----------
+    log_mel : LogMel
+        The extractor (filters and window) to use.
+    """
+
+    def __init__(self, log_mel: LogMel) -> None:
+        self.log_mel = log_mel
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the kept frames."""
+        self._samples = np.zeros(0, np.float32)  # [m] the clip's samples the kept frames depend on
+        self._kept = np.zeros((self.log_mel.cfg.n_mels, 0), np.float64)  # [n_mels, k] log10 mel power
+
+    @property
+    def kept_frames(self) -> int:
+        """Frames whose values are kept for the next call."""
+        return self._kept.shape[1]
+
+    def __call__(self, waveform: np.ndarray) -> np.ndarray:
+        """``[n_mels, num_frames]`` float32, equal to ``LogMel(cfg)(waveform)``."""
+        cfg = self.log_mel.cfg
+        raw = np.asarray(waveform, dtype=np.float32).reshape(-1)
+        x = self.log_mel.padded_clip(raw)
+        seen = self._samples.size
+        if seen > raw.size or not np.array_equal(raw[:seen], self._samples):
+            self.reset()
+        log_spec = np.concatenate([self._kept, self.log_mel.log_power(x, self.kept_frames)], axis=1)
+        # Frames settled for good: their window lies within the real samples (no reflected end, no zero
+        # padding up to min_samples), i.e. centre + n_fft / 2 <= samples received.
+        half = cfg.n_fft // 2
+        settled = (
+            0
+            if raw.size < max(cfg.min_samples, half)
+            else min(log_spec.shape[1], (raw.size - half) // cfg.hop_length + 1)
+        )
+        self._kept = log_spec[:, :settled].copy()
+        self._samples = raw[: (settled - 1) * cfg.hop_length + half].copy() if settled else np.zeros(0, np.float32)
+        return self.log_mel.normalise(log_spec)
 
 
 def pad_to_chunks(mel: np.ndarray, chunk_frames: int) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 from .alignment import WordTime
 from .artifacts import ALIGNER_FILENAME, DECODER_GRAPH, EMBED_FILENAME, ENCODER_FILENAME, ENCODER_GRAPH, onnx_filename
 from .errors import InputError
-from .features import EncoderWindows, FeatureConfig, LogMel, split_windows
+from .features import EncoderWindows, FeatureConfig, GrowingLogMel, LogMel, split_windows
 from .languages import ALIGNER_LANGUAGES, canonical_language_name, normalize_language
 from .model_spec import ModelSpec
 from .output import (
@@ -100,9 +100,13 @@ class PreparedSegment:
 
 
 def prepare_segment(
-    waveform: np.ndarray, start: int, stop: int, cfg: FeatureConfig, log_mel: LogMel
+    waveform: np.ndarray, start: int, stop: int, cfg: FeatureConfig, log_mel: LogMel | GrowingLogMel
 ) -> PreparedSegment:
-    """``waveform[start:stop]``'s log-mel and encoder windows: the one route from samples to features."""
+    """``waveform[start:stop]``'s log-mel and encoder windows: the one route from samples to features.
+
+    ``log_mel``: a :class:`LogMel`, or a stream's :class:`GrowingLogMel` (same values, computed
+    incrementally as the utterance grows).
+    """
     mel = log_mel(waveform[start:stop])
     return PreparedSegment(start, stop, mel, cfg)
 

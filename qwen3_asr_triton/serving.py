@@ -37,6 +37,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("qwen3_asr_triton.serving")
 
+# Threads numpy's BLAS may use in a model's worker process. The heavy work runs in ONNX Runtime's
+# (or torch's) own threads; numpy's matrix products are small (a log-mel's filter bank: a 1 s chunk is
+# 100 frames x 201 bins x 128 mels), and OpenBLAS's extra workers busy-wait after every product,
+# taking cores from the graphs in the other processes. Measured at 32 live streams on a 2-core AMD
+# EPYC: the streaming model used 0.65 cores with OpenBLAS's default of one thread per core and 0.26
+# with one thread, and the whole server 1.81 against 1.52 cores for the same work
+# (perf/results/live-captions/blas-threads/).
+BLAS_THREADS = 1
+# Kept so that the limit stays in force for the life of the worker.
+_blas_limit: object | None = None
+
 
 def model_parameters(args: dict[str, str]) -> dict[str, str]:
     """``parameters`` of the model config as plain strings."""
@@ -49,14 +60,44 @@ def version_dir(args: dict[str, str]) -> Path:
     return Path(args["model_repository"]) / args["model_version"]
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Log to the server's output at ``level``; a worker that crashes (a fault in native code) first
-    writes every thread's Python traceback there, so a dead stub says where it died."""
+def setup_worker(level: str = "INFO") -> None:
+    """What every model's worker process sets up first.
+
+    Logs to the server's output at ``level``; a worker that crashes (a fault in native code) first
+    writes every thread's Python traceback there, so a dead stub says where it died; numpy's BLAS
+    runs on :data:`BLAS_THREADS` threads (:func:`limit_blas_threads`).
+    """
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if not faulthandler.is_enabled():
         faulthandler.enable(all_threads=True)
+    limit_blas_threads()
+
+
+def limit_blas_threads(threads: int = BLAS_THREADS) -> list[dict[str, Any]]:
+    """Limit numpy's BLAS (OpenBLAS, MKL or BLIS, whichever is loaded) to ``threads`` threads.
+
+    Returns
+    -------
+    list of dict
+        threadpoolctl's description of each BLAS library after the change (empty: none loaded).
+    """
+    global _blas_limit
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before = {info["filepath"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+    _blas_limit = threadpool_limits(limits=threads, user_api="blas")
+    after = [info for info in threadpool_info() if info["user_api"] == "blas"]
+    for info in after:
+        logger.info(
+            "numpy's BLAS (%s %s): %s -> %s threads",
+            info["internal_api"],
+            info.get("version"),
+            before.get(info["filepath"]),
+            info["num_threads"],
+        )
+    return after
 
 
 class RequestInputs:

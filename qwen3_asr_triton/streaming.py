@@ -11,7 +11,9 @@ module implements that recipe for many concurrent streams, with two changes:
   utterance maximum) reuses its cached embeddings instead of being encoded
   again. The comparison is on the exact input array, so reuse never changes
   a result; it turns the official O(n^2) re-encoding into work proportional
-  to the new audio while the utterance's loudest frame stays put.
+  to the new audio while the utterance's loudest frame stays put. The
+  log-mel itself is kept the same way (:class:`~.features.GrowingLogMel`):
+  frames whose samples are all in are computed once per utterance.
 - **exact final**: chunks are resampled as they arrive by one streaming
   resampler whose output equals the one-shot resampling of the whole stream,
   and at the end of a stream that audio is recognised from scratch, exactly as
@@ -43,7 +45,7 @@ from .audio import TARGET_SAMPLE_RATE, AudioLimits, StreamResampler, check_wavef
 from .diarization.online import OnlineSpeakers
 from .endpointing import Cut, Endpointer, EndpointingOptions
 from .errors import CapacityError, InputError
-from .features import EncoderWindows, LogMel
+from .features import EncoderWindows, GrowingLogMel, LogMel
 from .pipeline import RecognitionOptions, Recognizer, Transcript, prepare_audio, prepare_segment
 from .vad import SileroVad, VadStream
 
@@ -169,6 +171,7 @@ class StreamState:
     utterance: int = 0  # index of the open (or next) utterance
     previous_tokens: list[int] = field(default_factory=list)
     windows: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # index -> (input, embeds)
+    mel: GrowingLogMel | None = None  # the open utterance's log-mel frames that later partials reuse
     last_activity: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock | None = None
     encoded_windows: int = 0
@@ -213,6 +216,8 @@ class StreamState:
         if start != self.decoded_from:
             self.previous_tokens = []
             self.windows.clear()
+            if self.mel is not None:
+                self.mel.reset()
             self.decoded_from = start
 
 
@@ -350,7 +355,10 @@ class StreamRecognizer:
         covered = state.audio.total / TARGET_SAMPLE_RATE  # what the resampler has finished, from the stream's start
         if wave.size == 0:
             return Partial("", None, [], covered, state.utterance, start / TARGET_SAMPLE_RATE)
-        segment = prepare_segment(wave, 0, wave.size, rec.spec.features, self.log_mel)
+        if state.mel is None:
+            state.mel = GrowingLogMel(self.log_mel)
+        # The utterance only grows between partials: its settled log-mel frames are computed once.
+        segment = prepare_segment(wave, 0, wave.size, rec.spec.features, state.mel)
         audio = await self._encode(state, segment.windows)
         _, seconds = segment.seconds()
         # A partial shows text only: its tokens' log-probabilities are not computed.

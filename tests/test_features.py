@@ -83,3 +83,45 @@ def test_invalid_feature_config_is_refused():
 def test_empty_mel_is_an_input_error():
     with pytest.raises(InputError):
         split_windows(np.zeros((128, 0), np.float32), FeatureConfig())
+
+
+def _growing_speech(clips) -> np.ndarray:
+    """~6 s of real speech: two clips back to back, so that the loudest frame moves as the clip grows."""
+    by_name = {clip.name: clip for clip in clips}
+    parts = [by_name[name].waveform() for name in ("en_hello", "de_greeting")]
+    return np.concatenate([0.3 * parts[0], parts[1]]).astype(np.float32)
+
+
+@pytest.mark.parametrize("chunk", [16000, 4000, 7777, 160, 1])
+def test_growing_log_mel_equals_the_whole_clip_at_every_step(clips, chunk: int) -> None:
+    from qwen3_asr_triton.features import GrowingLogMel
+
+    wave = _growing_speech(clips)
+    full = LogMel()
+    growing = GrowingLogMel(full)
+    # Small steps start just below min_samples (0.5 s): they cross it, and 300 calls bound the test's time.
+    first = chunk if chunk >= 1000 else 7900
+    sizes = [*list(range(first, wave.size, chunk))[:300], wave.size]
+    kept = []
+    for size in sizes:
+        got = growing(wave[:size])
+        expected = full(wave[:size])
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        assert np.array_equal(got, expected), f"differs at {size} samples"
+        kept.append(growing.kept_frames)
+    # The cache is used: past min_samples, all but the frames near the clip's end are kept.
+    assert kept[-1] >= wave.size // 160 - 2
+    assert any(k > 0 for k in kept[:-1])
+
+
+def test_growing_log_mel_starts_over_on_other_samples(clips) -> None:
+    from qwen3_asr_triton.features import GrowingLogMel
+
+    wave = _growing_speech(clips)
+    full = LogMel()
+    growing = GrowingLogMel(full)
+    growing(wave[:40000])
+    assert growing.kept_frames > 0
+    # The same clip scaled (a peak limit that changed), then a shorter clip, then another utterance.
+    for other in (0.5 * wave[:48000], wave[:20000], wave[30000:70000], wave[:5000], wave[:60000]):
+        assert np.array_equal(growing(other), full(other))

@@ -1,8 +1,10 @@
-"""perf/stream_latency.py's report: the decoder's batching line under the latency table."""
+"""perf/stream_latency.py: its report (the decoder's batching line under the latency table) and its options."""
 
 from __future__ import annotations
 
-from perf.stream_latency import core_seconds_per_generation, decoder_line, table
+import pytest
+
+from perf.stream_latency import core_seconds_per_generation, decoder_line, parse_args, table
 
 
 def _level(streams: int, decoder: dict | None = None) -> dict:
@@ -50,3 +52,15 @@ def test_core_seconds_per_generation_needs_both_counts() -> None:
     assert core_seconds_per_generation(level) == 0.1033
     assert core_seconds_per_generation({**level, "decoder": {"generations_per_s": 0.0}}) is None
     assert core_seconds_per_generation({"server_cores": 1.0}) is None  # no decoder counters (no --metrics-url)
+
+
+def test_build_knobs_reach_the_build_as_a_dict() -> None:
+    args = parse_args(["--size", "tiny", "--triton-knob", "ort-spin-wait=false", "--triton-knob=--intra-op-threads=1"])
+    assert args.triton_knob == {"ort-spin-wait": "false", "intra-op-threads": "1"}
+    assert parse_args(["--size", "tiny"]).triton_knob == {}
+
+
+def test_build_knobs_need_a_server_the_benchmark_builds(capsys) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--url", "127.0.0.1:8001", "--triton-knob", "ort-spin-wait=false"])
+    assert "--triton-knob needs --size" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from qwen3_asr_triton.serving import (
     error_response,
     model_parameters,
     raise_for_bls_error,
-    setup_logging,
+    setup_worker,
     string_tensor,
     version_dir,
 )
@@ -98,7 +98,7 @@ class _BlsGraphs:
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
-        setup_logging(params.get("log_level", "INFO"))
+        setup_worker(params.get("log_level", "INFO"))
         folder = version_dir(args)
         runtime = params.get("runtime", "onnxruntime")
         if runtime not in RUNTIMES:

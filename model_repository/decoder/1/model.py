@@ -27,7 +27,7 @@ from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightSched
 from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.export.runners import decoder_runner
 from qwen3_asr_triton.metrics import ModelMetrics
-from qwen3_asr_triton.serving import RequestInputs, model_parameters, setup_logging, triton_error, version_dir
+from qwen3_asr_triton.serving import RequestInputs, model_parameters, setup_worker, triton_error, version_dir
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 COUNTERS = {
@@ -56,7 +56,7 @@ def _stop_ids(stop_words):
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
-        setup_logging(params.get("log_level", "INFO"))
+        setup_worker(params.get("log_level", "INFO"))
         runner = decoder_runner(version_dir(args), params)
         self.spec = runner.spec
         config = SchedulerConfig.from_memory(

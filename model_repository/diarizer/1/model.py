@@ -17,7 +17,7 @@ from qwen3_asr_triton.serving import (
     error_response,
     model_parameters,
     request_waveform,
-    setup_logging,
+    setup_worker,
     version_dir,
 )
 
@@ -25,7 +25,7 @@ from qwen3_asr_triton.serving import (
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
-        setup_logging(params.get("log_level", "INFO"))
+        setup_worker(params.get("log_level", "INFO"))
         folder = version_dir(args)
         self.audio_limits = AudioLimits.from_parameters(params)
         self.diarizer = Diarizer.from_files(

@@ -12,13 +12,13 @@ from qwen3_asr_triton.errors import InputError
 from qwen3_asr_triton.export.runners import encoder_runner
 from qwen3_asr_triton.features import stack_windows
 from qwen3_asr_triton.model_spec import ModelSpec
-from qwen3_asr_triton.serving import RequestInputs, error_response, model_parameters, setup_logging, version_dir
+from qwen3_asr_triton.serving import RequestInputs, error_response, model_parameters, setup_worker, version_dir
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
-        setup_logging(params.get("log_level", "INFO"))
+        setup_worker(params.get("log_level", "INFO"))
         folder = version_dir(args)
         self.features = ModelSpec.load(folder).features
         self.runner = encoder_runner(folder, params)

@@ -7,7 +7,7 @@ from qwen3_asr_triton.serving import (
     RequestInputs,
     error_response,
     model_parameters,
-    setup_logging,
+    setup_worker,
     string_tensor,
     version_dir,
 )
@@ -16,7 +16,7 @@ from qwen3_asr_triton.tokenizer import TextTokenizer
 
 class TritonPythonModel:
     def initialize(self, args):
-        setup_logging(model_parameters(args).get("log_level", "INFO"))
+        setup_worker(model_parameters(args).get("log_level", "INFO"))
         self.tokenizer = TextTokenizer.from_file(version_dir(args))
 
     def execute(self, requests):

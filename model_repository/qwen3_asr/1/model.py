@@ -14,13 +14,13 @@ import asyncio
 import triton_python_backend_utils as pb_utils
 
 from qwen3_asr_triton.entry import EntryRequests, until_cancelled
-from qwen3_asr_triton.serving import error_response, model_parameters, setup_logging, transcript_outputs, version_dir
+from qwen3_asr_triton.serving import error_response, model_parameters, setup_worker, transcript_outputs, version_dir
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
-        setup_logging(params.get("log_level", "INFO"))
+        setup_worker(params.get("log_level", "INFO"))
         self.entry = EntryRequests(pb_utils, params, version_dir(args))
 
     async def execute(self, requests):

@@ -15,7 +15,7 @@ from qwen3_asr_triton.entry import EntryRequests, until_cancelled
 from qwen3_asr_triton.serving import (
     error_response,
     model_parameters,
-    setup_logging,
+    setup_worker,
     string_tensor,
     transcript_outputs,
     version_dir,
@@ -31,7 +31,7 @@ def _marks(delta, final):
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
-        setup_logging(params.get("log_level", "INFO"))
+        setup_worker(params.get("log_level", "INFO"))
         self.entry = EntryRequests(pb_utils, params, version_dir(args))
 
     async def execute(self, requests):

@@ -32,7 +32,7 @@ from qwen3_asr_triton.metrics import ModelMetrics
 from qwen3_asr_triton.serving import (
     RequestInputs,
     model_parameters,
-    setup_logging,
+    setup_worker,
     string_tensor,
     transcript_outputs,
     triton_error,
@@ -56,7 +56,7 @@ COUNTERS = {
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
-        setup_logging(params.get("log_level", "INFO"))
+        setup_worker(params.get("log_level", "INFO"))
         self.policy = StreamingPolicy(
             rollback_tokens=int(params["rollback_tokens"]),
             reuse_windows=params["reuse_windows"] == "true",
