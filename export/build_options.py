@@ -19,6 +19,7 @@ TARGETS = ("cpu", "gpu")
 ZERO_ALLOWED = frozenset(
     {
         "intra_op_threads",
+        "encoder_threads",
         "encoder_queue_delay_us",
         "preprocess_queue_delay_us",
         "stream_rollback_tokens",
@@ -63,6 +64,10 @@ class BuildOptions:
     max_segment_seconds: float = 1200.0
     max_align_segment_seconds: float = 180.0
     intra_op_threads: int = 0
+    # Threads of the encoder's sessions (0: as intra_op_threads). Live captions on few cores want 1: the
+    # decoder runs almost all the time there, and an encoder call on every core waits for the core the
+    # decoder holds (measured at 32 tiny-model streams on 2 cores, perf/results/live-captions/).
+    encoder_threads: int = 0
     # ONNX Runtime workers spin between operators during a run and stop when it returns (see session.py).
     ort_spin_wait: bool = True
     log_level: str = "INFO"

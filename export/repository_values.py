@@ -104,6 +104,7 @@ def template_values(
                 "MAX_RUNNING_SEQUENCES": opts.max_running_sequences,
                 "PREFILL_CHUNK": opts.prefill_chunk,
                 "INTRA_OP_THREADS": opts.intra_op_threads,
+                "ENCODER_THREADS": opts.encoder_threads or opts.intra_op_threads,
                 "ORT_SPIN_WAIT": "true" if opts.ort_spin_wait else "false",
                 "PRECISION": opts.precision,
             }

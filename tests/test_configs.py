@@ -129,6 +129,16 @@ def test_onnx_runtime_knobs_reach_every_cpu_graph_model(spec, spin):
         assert OrtOptions.from_parameters(params) == OrtOptions(intra_op_threads=1, ort_spin_wait=spin), model
 
 
+@pytest.mark.parametrize("intra, encoder, expected", [(0, 0, 0), (2, 0, 2), (0, 1, 1), (3, 1, 1)])
+def test_encoder_threads_apply_to_the_encoder_alone(spec, intra, encoder, expected):
+    filled = fill_repository_configs(spec, BuildOptions(intra_op_threads=intra, encoder_threads=encoder), "cpu", True)
+    threads = {
+        model: parse_model_config(filled[model]).parameters["intra_op_threads"].string_value
+        for model in ("encoder", "decoder", "aligner")
+    }
+    assert threads == {"encoder": str(expected), "decoder": str(intra), "aligner": str(intra)}
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
