@@ -43,7 +43,7 @@ logger = logging.getLogger("qwen3_asr_triton.serving")
 # taking cores from the graphs in the other processes. Measured at 32 live streams on a 2-core AMD
 # EPYC: the streaming model used 0.65 cores with OpenBLAS's default of one thread per core and 0.26
 # with one thread, and the whole server 1.81 against 1.52 cores for the same work
-# (perf/results/live-captions/blas-threads/).
+# (perf/results/live-captions/cpu-cuts/).
 BLAS_THREADS = 1
 # Kept so that the limit stays in force for the life of the worker.
 _blas_limit: object | None = None
@@ -76,7 +76,8 @@ def setup_worker(level: str = "INFO") -> None:
 
 
 def limit_blas_threads(threads: int = BLAS_THREADS) -> list[dict[str, Any]]:
-    """Limit numpy's BLAS (OpenBLAS, MKL or BLIS, whichever is loaded) to ``threads`` threads.
+    """Limit every BLAS library loaded in this process (numpy's OpenBLAS; MKL or BLIS where numpy uses
+    them) to ``threads`` threads. ONNX Runtime's and torch's own thread pools are not touched.
 
     Returns
     -------
