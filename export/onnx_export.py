@@ -104,7 +104,7 @@ def save_with_external_data(tmp_path: Path, path: Path) -> None:
                 continue  # typed fields (float_data, ...): small constants, left as they are
             if length < EXTERNAL_MIN_BYTES:
                 if source:
-                    _set_location(tensor, None)
+                    set_external_location(tensor, None)
                     tensor.raw_data = _read_span(*source)
                 continue
             out.write(b"\0" * (-out.tell() % EXTERNAL_ALIGN))
@@ -114,7 +114,7 @@ def save_with_external_data(tmp_path: Path, path: Path) -> None:
             else:
                 out.write(tensor.raw_data)
                 tensor.ClearField("raw_data")
-            _set_location(tensor, (data_file.name, offset, length))
+            set_external_location(tensor, (data_file.name, offset, length))
     onnx.save_model(model, str(path))
     onnx.checker.check_model(str(path))
 
@@ -132,7 +132,7 @@ def _external_source(tensor, folder: Path) -> tuple[Path, int, int] | None:
     return source, offset, length
 
 
-def _set_location(tensor, where: tuple[str, int, int] | None) -> None:
+def set_external_location(tensor, where: tuple[str, int, int] | None) -> None:
     """Point ``tensor`` at ``(location, offset, length)`` of an external file, or back into the graph."""
     import onnx
 
@@ -144,6 +144,20 @@ def _set_location(tensor, where: tuple[str, int, int] | None) -> None:
         entry = tensor.external_data.add()
         entry.key, entry.value = key, str(value)
     tensor.data_location = onnx.TensorProto.EXTERNAL
+
+
+def read_tensor(tensor, folder: Path) -> np.ndarray:
+    """A graph tensor's values, from the graph or from its external data file in ``folder`` (symlinks allowed)."""
+    from onnx import numpy_helper
+
+    source = _external_source(tensor, folder)
+    if source is None:
+        return numpy_helper.to_array(tensor)
+    inline = type(tensor)()
+    inline.CopyFrom(tensor)
+    set_external_location(inline, None)
+    inline.raw_data = _read_span(*source)
+    return numpy_helper.to_array(inline)
 
 
 def _read_span(source: Path, offset: int, length: int) -> bytes:

@@ -1,25 +1,26 @@
 """The fast cpu mode: int8 weights for the encoder and the decoder (and, for bf16, the torch weights).
 
 Exact mode serves the fp32 graphs (token-exact with transformers). Fast mode
-serves copies whose weight matrices are int8 (per output channel) with
-activations quantized on the fly (ONNX Runtime dynamic quantization: MatMul
-with a constant weight -> MatMulInteger). Decoding on a CPU is bound by
+serves copies whose weight products are int8 (:mod:`.per_token_int8`: 7-bit
+weights per output channel, activations quantised at run time with one scale
+per token, ONNX Runtime's ``MatMulInteger``). Decoding on a CPU is bound by
 reading the weights, so quartering them is what pays; the attention products
-between activations stay fp32 (``MatMulConstBOnly``), and so do the encoder's
-convolutions: ONNX Runtime's ConvInteger ran 2.7x slower than its fp32 Conv on
-this project's 2-core AVX2 machine (0.6B encoder, 5 s of audio).
-The token agreement with the exact mode is measured by the benchmark
-(perf/), not assumed.
+between activations stay fp32, and so do the encoder's convolutions: ONNX
+Runtime's ConvInteger ran 2.7x slower than its fp32 Conv on this project's
+2-core AVX2 machine (0.6B encoder, 5 s of audio).
+The fast mode's error against the exact mode is measured teacher-forced by
+perf/fast_accuracy.py and bounded in CI (tests/test_fast_accuracy.py).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from qwen3_asr_triton.artifacts import DECODER_GRAPH, ENCODER_GRAPH, onnx_filename
 from qwen3_asr_triton.cpu_precision import GRAPH_PRECISION, HOLDS_TORCH_WEIGHTS, PRECISIONS
+
+from .per_token_int8 import RECIPE, graph_recipe, rewrite_graph
 
 logger = logging.getLogger(__name__)
 
@@ -37,27 +38,13 @@ def quantized_name(graph: str, precision: str) -> str:
 
 
 def quantize_graph(src: Path, dst: Path) -> None:
-    """Write an int8-weight copy of ``src`` (external data next to it) as ``dst``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """Write an int8 copy of ``src`` (per-token activations, 7-bit weights; external data next to it) as ``dst``."""
+    rewrite_graph(src, dst)
 
-    from .onnx_export import save_with_external_data
 
-    work = dst.parent / ".quantize"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    tmp = work / f"out-{dst.name}"
-    quantize_dynamic(
-        str(src),
-        str(tmp),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-        use_external_data_format=True,
-        extra_options={"MatMulConstBOnly": True},
-    )
-    save_with_external_data(tmp, dst)  # so the data file carries the final name
-    shutil.rmtree(work, ignore_errors=True)
-    logger.info("wrote %s (int8 weights)", dst)
+def _is_current(src: Path, dst: Path) -> bool:
+    """Whether ``dst`` was made from ``src`` as it is now, with the current recipe."""
+    return dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime and graph_recipe(dst) == RECIPE
 
 
 def ensure_precision(export_dir: Path, precision: str) -> None:
@@ -74,7 +61,7 @@ def ensure_precision(export_dir: Path, precision: str) -> None:
             if not src.is_file():
                 continue
             dst = export_dir / onnx_filename(quantized_name(graph, graphs))
-            if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
+            if _is_current(src, dst):
                 continue
             quantize_graph(src, dst)
     if HOLDS_TORCH_WEIGHTS[precision]:

@@ -68,13 +68,17 @@ VARIANTS = (DECODER_ONLY, ENCODER_AND_DECODER)
 DEFAULT_CLIP_SECONDS = 5.0
 DEFAULT_POOL = 8
 RESULTS = REPO / "perf" / "results" / "fast-accuracy"
-# The served int8 recipe (export/quantize.py: int8 weights per channel, uint8 activations per tensor) and
-# changes of it, to see what its error comes from. ONNX Runtime's U8S8 kernels on AVX2 / AVX-512 without VNNI
-# sum pairs of u8 x s8 products in int16 (VPMADDUBSW), which can saturate; its quantize_dynamic docstring
-# offers 7-bit weights (``reduce_range``) or uint8 weights (U8U8 kernels, no saturation) against that.
+# The served int8 recipe (export/quantize.py -> export/per_token_int8.py: 7-bit weights per channel, uint8
+# activations with one scale per token) and, for comparison, ONNX Runtime's dynamic quantisation (int8
+# weights per channel, uint8 activations with one scale per tensor; served before the per-token recipe)
+# and changes of it. ONNX Runtime's U8S8 kernels on AVX2 / AVX-512 without VNNI sum pairs of u8 x s8
+# products in int16 (VPMADDUBSW), which can saturate; its quantize_dynamic docstring offers 7-bit weights
+# (``reduce_range``) or uint8 weights (U8U8 kernels, no saturation) against that.
 SERVED_RECIPE = "served"
+DYNAMIC_RECIPE = "dynamic"
 RECIPES: dict[str, dict[str, object]] = {
     SERVED_RECIPE: {},
+    DYNAMIC_RECIPE: {},
     "u8u8": {"weight_type": "QUInt8"},
     "reduce-range": {"reduce_range": True},
     "per-tensor": {"per_channel": False},
@@ -85,6 +89,9 @@ RECIPES: dict[str, dict[str, object]] = {
 BLOCKWISE_RECIPE = "blockwise"
 BLOCKWISE_SETTINGS = {"bits": 8, "block_size": 128, "is_symmetric": True, "accuracy_level": 4}
 RECIPES[BLOCKWISE_RECIPE] = {"matmul_nbits": BLOCKWISE_SETTINGS}
+# The served per-token rewrite with 8-bit weights stored as uint8 (ONNX Runtime's u8 x u8 kernels).
+PER_TOKEN_U8_RECIPE = "per-token-u8"
+RECIPES[PER_TOKEN_U8_RECIPE] = {"per_token_weight_format": "uint8"}
 
 
 @dataclass(frozen=True)
@@ -196,12 +203,14 @@ def clip_accuracy(
 def recipe_export(export_dir: Path, recipe: str, scratch: Path) -> Path:
     """An export in ``scratch`` whose int8 graphs follow ``recipe`` (:data:`RECIPES`); the rest links to ``export_dir``.
 
-    The served recipe's settings are export/quantize.py's, changed by the recipe's keyword arguments to
-    ``onnxruntime.quantization.quantize_dynamic``.
+    ``per-token-u8`` is the served rewrite with uint8 weights, ``blockwise`` ONNX Runtime's MatMulNBits; the others
+    are ONNX Runtime's dynamic quantisation (``onnxruntime.quantization.quantize_dynamic``) with the settings
+    served before the per-token recipe, changed by the recipe's keyword arguments.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from qwen3_asr_triton.export.onnx_export import save_with_external_data
+    from qwen3_asr_triton.export.per_token_int8 import UINT8, rewrite_graph
 
     changes = dict(RECIPES[recipe])
     if "weight_type" in changes:
@@ -216,6 +225,9 @@ def recipe_export(export_dir: Path, recipe: str, scratch: Path) -> Path:
     for graph in (ENCODER_GRAPH, DECODER_GRAPH):
         if recipe == BLOCKWISE_RECIPE:
             _quantize_blockwise(export_dir / onnx_filename(graph), target / onnx_filename(graph + "-int8"))
+            continue
+        if recipe == PER_TOKEN_U8_RECIPE:
+            rewrite_graph(export_dir / onnx_filename(graph), target / onnx_filename(graph + "-int8"), UINT8)
             continue
         settings = {
             "weight_type": QuantType.QInt8,
