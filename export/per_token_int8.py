@@ -157,24 +157,9 @@ def rewrite_graph(src: Path, dst: Path, weight_format: str = INT7) -> int:
                 continue
             x, w_name, y = node.input[0], node.input[1], node.output[0]
             if x not in quantized_inputs:
-                p = f"pt8/{len(quantized_inputs)}"
-                reduce = (
-                    helper.make_node("ReduceMax", [f"{p}/abs", "pt8/last_axis"], [f"{p}/peak"], keepdims=1)
-                    if opset >= 18
-                    else helper.make_node("ReduceMax", [f"{p}/abs"], [f"{p}/peak"], axes=[-1], keepdims=1)
-                )
-                nodes += [
-                    helper.make_node("Abs", [x], [f"{p}/abs"]),
-                    reduce,
-                    helper.make_node("Div", [f"{p}/peak", "pt8/levels"], [f"{p}/scale0"]),
-                    helper.make_node("Max", [f"{p}/scale0", "pt8/min_scale"], [f"{p}/scale"]),
-                    helper.make_node("Div", [x, f"{p}/scale"], [f"{p}/scaled"]),
-                    helper.make_node("Round", [f"{p}/scaled"], [f"{p}/rounded"]),
-                    helper.make_node("Clip", [f"{p}/rounded", "pt8/low", "pt8/levels"], [f"{p}/clipped"]),
-                    helper.make_node("Add", [f"{p}/clipped", "pt8/zero_point_f"], [f"{p}/shifted"]),
-                    helper.make_node("Cast", [f"{p}/shifted"], [f"{p}/q"], to=TensorProto.UINT8),
-                ]
-                quantized_inputs[x] = (f"{p}/q", f"{p}/scale")
+                prefix = f"pt8/{len(quantized_inputs)}"
+                nodes += _token_quantisation(x, prefix, opset)
+                quantized_inputs[x] = (f"{prefix}/q", f"{prefix}/scale")
             if w_name not in weights:
                 q = quantize_weight(read_tensor(weight, src.parent), weight_format)
                 values = numpy_helper.from_array(q.values, f"{w_name}/int8")
@@ -206,6 +191,29 @@ def rewrite_graph(src: Path, dst: Path, weight_format: str = INT7) -> int:
     shutil.rmtree(work, ignore_errors=True)
     logger.info("wrote %s (%d products per-token int8)", dst, rewritten)
     return rewritten
+
+
+def _token_quantisation(x: str, prefix: str, opset: int) -> list:
+    """Nodes computing ``{prefix}/scale`` ``[..., 1]`` and ``{prefix}/q`` ``[..., K]`` uint8 from activation ``x``."""
+    from onnx import TensorProto, helper
+
+    p = prefix
+    reduce = (
+        helper.make_node("ReduceMax", [f"{p}/abs", "pt8/last_axis"], [f"{p}/peak"], keepdims=1)
+        if opset >= 18  # axes became an input in opset 18
+        else helper.make_node("ReduceMax", [f"{p}/abs"], [f"{p}/peak"], axes=[-1], keepdims=1)
+    )
+    return [
+        helper.make_node("Abs", [x], [f"{p}/abs"]),
+        reduce,
+        helper.make_node("Div", [f"{p}/peak", "pt8/levels"], [f"{p}/scale0"]),
+        helper.make_node("Max", [f"{p}/scale0", "pt8/min_scale"], [f"{p}/scale"]),
+        helper.make_node("Div", [x, f"{p}/scale"], [f"{p}/scaled"]),
+        helper.make_node("Round", [f"{p}/scaled"], [f"{p}/rounded"]),
+        helper.make_node("Clip", [f"{p}/rounded", "pt8/low", "pt8/levels"], [f"{p}/clipped"]),
+        helper.make_node("Add", [f"{p}/clipped", "pt8/zero_point_f"], [f"{p}/shifted"]),
+        helper.make_node("Cast", [f"{p}/shifted"], [f"{p}/q"], to=TensorProto.UINT8),
+    ]
 
 
 def _move_to_file(tensor, out, location: str) -> None:

@@ -11,7 +11,9 @@ level send N requests with exactly ``--tokens`` generated tokens (forced and che
 requests with 1 token (time to first token) and, for vLLM, N streamed requests (first-chunk
 time); sample the memory of its whole process tree from ready to stop; read Triton's per-model
 statistics around each level; finally send every clip once with natural stopping (token
-agreement with the fp32 reference); stop it. Writes ``results.json``, ``report.md`` and PNG
+agreement with the fp32 reference); stop it. Where our fast mode ran, its accuracy against fp32,
+teacher-forced on the same clips (perf/fast_accuracy.py, ``--no-accuracy`` skips it), goes in the
+report too. Writes ``results.json``, ``report.md`` and PNG
 plots into ``--output-dir`` (default perf/results, or perf/results/smoke with ``--smoke``).
 A system that cannot run here (e.g. vLLM not installed, our fast mode not built yet) is
 reported as not available; the others still run.
@@ -35,6 +37,8 @@ if str(REPO) not in sys.path:
 
 from perf.agreement import token_agreement  # noqa: E402
 from perf.clips import BenchClip, clip_pool  # noqa: E402
+from perf.fast_accuracy import FAST_PRECISIONS  # noqa: E402
+from perf.fast_accuracy import measure as measure_accuracy  # noqa: E402
 from perf.load import Reply, run_load  # noqa: E402
 from perf.machine import describe_machine  # noqa: E402
 from perf.procmem import TreeSampler, tree_memory  # noqa: E402
@@ -184,6 +188,28 @@ def add_agreement(runs: list[dict], size: str) -> None:
         run["agreement"] = agr
 
 
+def accuracy_precision(args: argparse.Namespace, machine: dict) -> str | None:
+    """The fast precision whose teacher-forced accuracy goes in the report: the one our fast runs compute in
+    (``fast`` resolved from this CPU's flags), or None where no fast run of ours is in the benchmark."""
+    if args.no_accuracy or "triton" not in args.systems or "fast" not in args.precisions:
+        return None
+    if ("triton", "fast") in args.skip:
+        return None
+    chosen = machine["fast_precision"] if args.fast_precision == "fast" else args.fast_precision
+    return chosen if chosen in FAST_PRECISIONS else None
+
+
+def fast_accuracy(size: str, checkpoint: Path, clips: list[BenchClip], precision: str) -> dict:
+    """Teacher-forced figures of our fast precision against fp32 on the benchmark's clips (perf/fast_accuracy.py)."""
+    from tests.harness import cached_export
+
+    logger.info("=== fast mode accuracy (%s, teacher-forced), %s dims ===", precision, size)
+    started = time.perf_counter()
+    body = measure_accuracy(cached_export(checkpoint), precision, clips)
+    body["duration_s"] = round(time.perf_counter() - started, 1)
+    return body
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=SIZES, default=["0.6b", "1.7b"])
@@ -231,6 +257,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "about an hour at 1.7B)",
     )
     parser.add_argument("--no-stream", action="store_true", help="skip vLLM's streamed first-chunk pass")
+    parser.add_argument(
+        "--no-accuracy",
+        action="store_true",
+        help="skip the fast mode's teacher-forced accuracy against fp32 (perf/fast_accuracy.py on the same clips)",
+    )
     parser.add_argument("--output-dir", type=Path)
     parser.add_argument("--smoke", action="store_true", help="tiny checkpoint, one level, few requests")
     args = parser.parse_args(argv)
@@ -271,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     machine = describe_machine()
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)
     runs: list[dict] = []
+    accuracy: dict[str, dict] = {}
+    fast_precision = accuracy_precision(args, machine)
     for size in args.sizes:
         checkpoint = cached_checkpoint("asr", size=size)
         logger.info("checkpoint %s: %s", size, checkpoint)
@@ -283,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 runs.append(run_system(name, size, precision, checkpoint, clips, args))
         add_agreement(runs, size)
+        if fast_precision is not None:
+            accuracy[size] = fast_accuracy(size, checkpoint, clips, fast_precision)
 
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     results = {
@@ -308,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
             "logs": str(args.log_dir.relative_to(REPO)),
         },
         "runs": runs,
+        "accuracy": accuracy,
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")

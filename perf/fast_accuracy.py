@@ -68,6 +68,8 @@ VARIANTS = (DECODER_ONLY, ENCODER_AND_DECODER)
 DEFAULT_CLIP_SECONDS = 5.0
 DEFAULT_POOL = 8
 RESULTS = REPO / "perf" / "results" / "fast-accuracy"
+# Where the comparison recipes' graphs are written (the served int8 graphs live in the export itself).
+SCRATCH = REPO / ".cache" / "fast-accuracy"
 # The served int8 recipe (export/quantize.py -> export/per_token_int8.py: 7-bit weights per channel, uint8
 # activations with one scale per token) and, for comparison, ONNX Runtime's dynamic quantisation (int8
 # weights per channel, uint8 activations with one scale per tensor; served before the per-token recipe)
@@ -271,6 +273,82 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}"
 
 
+def measure(
+    export_dir: Path,
+    precision: str,
+    clips: list,
+    recipe: str = SERVED_RECIPE,
+    scratch: Path | None = None,
+    max_new_tokens: int | None = None,
+    min_new_tokens: int = 0,
+) -> dict:
+    """Teacher-forced figures of ``precision`` against fp32 on ``clips`` (objects with ``name`` and 16 kHz
+    ``waveform``): the JSON-ready body of a report (per clip, pooled, free-running agreement)."""
+    from qwen3_asr_triton.export.checkpoint import RANDOM_WEIGHTS_MARKER
+    from qwen3_asr_triton.export.onnx_export import STAMP_FILENAME
+    from qwen3_asr_triton.export.quantize import ensure_precision
+
+    if precision not in FAST_PRECISIONS:
+        raise ValueError(f"precision must be one of {FAST_PRECISIONS}, got {precision!r}")
+    # The export's stamp names its checkpoint; random checkpoints carry a marker file.
+    checkpoint = Path(json.loads((export_dir / STAMP_FILENAME).read_text())["checkpoint"])
+    random_weights = (checkpoint / RANDOM_WEIGHTS_MARKER).is_file()
+    t_quant = time.perf_counter()
+    if precision == BF16:
+        if recipe != SERVED_RECIPE:
+            raise ValueError("a recipe changes the int8 quantisation; bf16 has none")
+        candidate = Graphs.on_torch(export_dir, BF16)
+    else:
+        ensure_precision(export_dir, precision)
+        graphs_dir = export_dir if recipe == SERVED_RECIPE else recipe_export(export_dir, recipe, scratch or SCRATCH)
+        candidate = Graphs.load(graphs_dir, precision)
+    quantize_s = time.perf_counter() - t_quant
+    reference = Graphs.load(export_dir, "fp32")
+    results = []
+    for clip in clips:
+        result = clip_accuracy(
+            export_dir, reference, candidate, clip.name, clip.waveform, max_new_tokens, min_new_tokens
+        )
+        logger.info("%s: %d steps (%s)", clip.name, len(result.reference_tokens), result.finish_reason)
+        results.append(result)
+    free = token_agreement([r.reference_tokens for r in results], [r.candidate_tokens for r in results])
+    return {
+        "quantize_s": round(quantize_s, 1),
+        "precision": precision,
+        "recipe": {"name": recipe, "quantize_dynamic_changes": RECIPES[recipe]},
+        "export": export_dir.name,
+        "random_weights": random_weights,
+        "settings": {
+            "pool": len(clips),
+            "max_new_tokens": max_new_tokens,
+            "min_new_tokens": min_new_tokens,
+            "variants": {
+                DECODER_ONLY: "candidate decoder on the fp32 encoder's audio embeddings",
+                ENCODER_AND_DECODER: "candidate decoder on the candidate encoder's audio embeddings (served)",
+            },
+        },
+        "clips": [r.as_dict() for r in results],
+        "pooled": {v: s.as_dict() for v, s in pooled(results).items()},
+        "free_running": free.as_dict(),
+    }
+
+
+def pooled_table(pooled_figures: dict[str, dict]) -> list[str]:
+    """Markdown table lines of a report's ``pooled`` figures (one row per variant)."""
+    lines = [
+        "| variant | steps | KL mean | KL max | rel. logit err mean | max | top-1 all | top-1, margin > 1 (n) "
+        "| top-1, margin > 3 (n) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, s in pooled_figures.items():
+        buckets = " | ".join(f"{_fmt(b['agreement'])} ({b['steps']})" for b in s["by_margin"])
+        lines.append(
+            f"| {variant} | {s['steps']} | {s['kl_mean']:.3g} | {s['kl_max']:.3g} | {s['relative_error_mean']:.3g} "
+            f"| {s['relative_error_max']:.3g} | {s['top1_agreement']:.3f} | {buckets} |"
+        )
+    return lines
+
+
 def render(report: dict) -> str:
     """The markdown table of a report (pooled over its clips)."""
     lines = [
@@ -281,16 +359,8 @@ def render(report: dict) -> str:
         f"{report['pooled'][VARIANTS[0]]['steps']} teacher-forced steps; free-running token agreement "
         f"(encoder+decoder) {report['free_running']['position_rate']:.3f}. See README.md.",
         "",
-        "| variant | steps | KL mean | KL max | rel. logit err mean | max | top-1 all | top-1, margin > 1 (n) "
-        "| top-1, margin > 3 (n) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *pooled_table(report["pooled"]),
     ]
-    for variant, s in report["pooled"].items():
-        buckets = " | ".join(f"{_fmt(b['agreement'])} ({b['steps']})" for b in s["by_margin"])
-        lines.append(
-            f"| {variant} | {s['steps']} | {s['kl_mean']:.3g} | {s['kl_max']:.3g} | {s['relative_error_mean']:.3g} "
-            f"| {s['relative_error_max']:.3g} | {s['top1_agreement']:.3f} | {buckets} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -309,7 +379,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=SERVED_RECIPE,
         help="int8 settings: the served ones (export/quantize.py) or a change of them, quantized into --scratch",
     )
-    parser.add_argument("--scratch", type=Path, default=REPO / ".cache" / "fast-accuracy")
+    parser.add_argument("--scratch", type=Path, default=SCRATCH)
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -319,66 +389,28 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from perf.clips import clip_pool
     from perf.systems.base import BENCH_CACHE
-    from qwen3_asr_triton.export.checkpoint import RANDOM_WEIGHTS_MARKER
-    from qwen3_asr_triton.export.onnx_export import STAMP_FILENAME
-    from qwen3_asr_triton.export.quantize import ensure_precision
     from tests.harness import cached_checkpoint, cached_export
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     machine = describe_machine()
     export_dir = args.export or cached_export(cached_checkpoint("asr", size=args.size))
-    # The export's stamp names its checkpoint; random checkpoints carry a marker file.
-    checkpoint = Path(json.loads((export_dir / STAMP_FILENAME).read_text())["checkpoint"])
-    random_weights = (checkpoint / RANDOM_WEIGHTS_MARKER).is_file()
-    t_quant = time.perf_counter()
-    if args.precision == BF16:
-        if args.recipe != SERVED_RECIPE:
-            raise SystemExit("--recipe changes the int8 quantisation; bf16 has none")
-        candidate = Graphs.on_torch(export_dir, BF16)
-    else:
-        ensure_precision(export_dir, args.precision)
-        graphs_dir = (
-            export_dir if args.recipe == SERVED_RECIPE else recipe_export(export_dir, args.recipe, args.scratch)
-        )
-        candidate = Graphs.load(graphs_dir, args.precision)
-    quantize_s = time.perf_counter() - t_quant
-    reference = Graphs.load(export_dir, "fp32")
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)
-    results = []
-    for clip in clips:
-        result = clip_accuracy(
-            export_dir, reference, candidate, clip.name, clip.waveform, args.max_new_tokens, args.min_new_tokens
-        )
-        logger.info("%s: %d steps (%s)", clip.name, len(result.reference_tokens), result.finish_reason)
-        results.append(result)
-    free = token_agreement([r.reference_tokens for r in results], [r.candidate_tokens for r in results])
+    if args.precision == BF16 and args.recipe != SERVED_RECIPE:
+        raise SystemExit("--recipe changes the int8 quantisation; bf16 has none")
+    body = measure(
+        export_dir, args.precision, clips, args.recipe, args.scratch, args.max_new_tokens, args.min_new_tokens
+    )
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     report = {
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 1),
-        "quantize_s": round(quantize_s, 1),
         "command": f"python perf/fast_accuracy.py {argv_text}".strip(),
         "machine": machine,
         "size": args.size,
-        "precision": args.precision,
-        "recipe": {"name": args.recipe, "quantize_dynamic_changes": RECIPES[args.recipe]},
-        "export": export_dir.name,
-        "random_weights": random_weights,
-        "settings": {
-            "clip_seconds": args.clip_seconds,
-            "pool": args.pool,
-            "max_new_tokens": args.max_new_tokens,
-            "min_new_tokens": args.min_new_tokens,
-            "variants": {
-                DECODER_ONLY: "candidate decoder on the fp32 encoder's audio embeddings",
-                ENCODER_AND_DECODER: "candidate decoder on the candidate encoder's audio embeddings (served)",
-            },
-        },
-        "clips": [r.as_dict() for r in results],
-        "pooled": {v: s.as_dict() for v, s in pooled(results).items()},
-        "free_running": free.as_dict(),
+        **body,
     }
+    report["settings"]["clip_seconds"] = args.clip_seconds
     args.output_dir.mkdir(parents=True, exist_ok=True)
     stem = args.size if args.precision == INT8 else f"{args.size}-{args.precision}"
     stem = stem if args.recipe == SERVED_RECIPE else f"{stem}-{args.recipe}"

@@ -197,6 +197,29 @@ def agreement_table(results: dict, size: str) -> list[str]:
     return [*lines, ""]
 
 
+def accuracy_section(results: dict, size: str) -> list[str]:
+    """The fast mode's teacher-forced figures against fp32 (empty where the run measured none)."""
+    body = results.get("accuracy", {}).get(size)
+    if not body:
+        return []
+    from perf.fast_accuracy import pooled_table
+
+    weights = "random" if body["random_weights"] else "trained"
+    return [
+        f"### Fast mode accuracy: {body['precision']} against fp32, teacher-forced",
+        "",
+        f"Our fast mode's graphs ({body['precision']}, recipe {body['recipe']['name']}) and the fp32 graphs are fed "
+        f"the same prompt and the fp32 greedy tokens on the {body['settings']['pool']} clips above ({weights} weights; "
+        "perf/fast_accuracy.py, perf/results/fast-accuracy/README.md): KL divergence of the next-token "
+        "distributions (nats), relative logit error, top-1 agreement overall and where fp32's top-1/top-2 margin "
+        "exceeds 1 and 3. `decoder`: the fast decoder on fp32's audio embeddings; `encoder+decoder`: as served. "
+        f"Free-running token agreement (each decoding its own tokens): {body['free_running']['position_rate']:.1%}.",
+        "",
+        *pooled_table(body["pooled"]),
+        "",
+    ]
+
+
 def system_details(results: dict) -> list[str]:
     """How each system was configured (commands, knobs, start-up times) and why any did not run."""
     lines = ["## Systems as run", ""]
@@ -366,6 +389,7 @@ def render(results: dict, out_dir: Path) -> Path:
                     *breakdown_table(ours),
                 ]
         lines += ["### Token agreement with the fp32 reference", "", *agreement_table(results, size)]
+        lines += accuracy_section(results, size)
     lines += system_details(results)
     path = out_dir / REPORT_NAME
     path.write_text("\n".join(lines) + "\n")

@@ -40,3 +40,28 @@ def test_a_long_skip_value_is_quoted_short() -> None:
     with pytest.raises(ValueError) as info:
         parse_skips(["x" * 500], SYSTEMS)
     assert len(str(info.value)) < 200
+
+
+def _accuracy_args(**changes):
+    from argparse import Namespace
+
+    args = Namespace(no_accuracy=False, systems=["triton", "vllm"], precisions=["fp32", "fast"])
+    args.skip, args.fast_precision = frozenset(), "fast"
+    for key, value in changes.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_the_report_measures_the_accuracy_of_the_precision_our_fast_runs_compute_in() -> None:
+    from perf.benchmark import accuracy_precision
+
+    machine = {"fast_precision": "int8"}
+    assert accuracy_precision(_accuracy_args(), machine) == "int8"
+    assert accuracy_precision(_accuracy_args(), {"fast_precision": "bf16"}) == "bf16"
+    assert accuracy_precision(_accuracy_args(fast_precision="bf16"), machine) == "bf16"  # forced by the knob
+    # No fast run of ours, or asked not to: nothing measured.
+    assert accuracy_precision(_accuracy_args(precisions=["fp32"]), machine) is None
+    assert accuracy_precision(_accuracy_args(systems=["vllm"]), machine) is None
+    assert accuracy_precision(_accuracy_args(skip=frozenset({("triton", "fast")})), machine) is None
+    assert accuracy_precision(_accuracy_args(no_accuracy=True), machine) is None
+    assert accuracy_precision(_accuracy_args(fast_precision="fp32"), machine) is None

@@ -232,3 +232,22 @@ def test_a_broken_int8_graph_exceeds_the_bound(int8_export: Path, fp32_graphs, b
     print(f"broken ({how}) int8 vs fp32, teacher-forced decoder: {decoder}")
     assert decoder.kl_mean > DECODER_KL_MEAN_BOUND
     assert decoder.relative_error_mean > DECODER_RELATIVE_ERROR_BOUND
+
+
+@pytest.mark.slow
+def test_the_benchmark_report_carries_the_measured_figures(int8_export: Path, bound_waves) -> None:
+    from types import SimpleNamespace
+
+    from perf.fast_accuracy import DECODER_ONLY, measure
+    from perf.report import accuracy_section
+
+    clips = [SimpleNamespace(name=name, waveform=wave) for name, wave in bound_waves.items()]
+    body = measure(int8_export, "int8", clips)
+    decoder = body["pooled"][DECODER_ONLY]
+    assert body["precision"] == "int8" and body["random_weights"] and len(body["clips"]) == len(clips)
+    assert 0 < decoder["kl_mean"] < DECODER_KL_MEAN_BOUND and decoder["steps"] >= len(clips)
+    lines = accuracy_section({"accuracy": {"tiny": body}}, "tiny")
+    row = next(line for line in lines if line.startswith("| decoder |"))
+    assert f"| {decoder['steps']} | {decoder['kl_mean']:.3g} |" in row
+    assert any("encoder+decoder" in line for line in lines)
+    assert accuracy_section({"accuracy": {}}, "tiny") == [] and accuracy_section({}, "tiny") == []
