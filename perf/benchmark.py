@@ -37,8 +37,8 @@ if str(REPO) not in sys.path:
 
 from perf.agreement import token_agreement  # noqa: E402
 from perf.clips import BenchClip, clip_pool  # noqa: E402
-from perf.fast_accuracy import FAST_PRECISIONS  # noqa: E402
 from perf.fast_accuracy import measure as measure_accuracy  # noqa: E402
+from perf.fast_accuracy import precision_to_measure  # noqa: E402
 from perf.load import Reply, run_load  # noqa: E402
 from perf.machine import describe_machine  # noqa: E402
 from perf.procmem import TreeSampler, tree_memory  # noqa: E402
@@ -188,17 +188,6 @@ def add_agreement(runs: list[dict], size: str) -> None:
         run["agreement"] = agr
 
 
-def accuracy_precision(args: argparse.Namespace, machine: dict) -> str | None:
-    """The fast precision whose teacher-forced accuracy goes in the report: the one our fast runs compute in
-    (``fast`` resolved from this CPU's flags), or None where no fast run of ours is in the benchmark."""
-    if args.no_accuracy or "triton" not in args.systems or "fast" not in args.precisions:
-        return None
-    if ("triton", "fast") in args.skip:
-        return None
-    chosen = machine["fast_precision"] if args.fast_precision == "fast" else args.fast_precision
-    return chosen if chosen in FAST_PRECISIONS else None
-
-
 def fast_accuracy(size: str, checkpoint: Path, clips: list[BenchClip], precision: str) -> dict:
     """Teacher-forced figures of our fast precision against fp32 on the benchmark's clips (perf/fast_accuracy.py)."""
     from tests.harness import cached_export
@@ -303,7 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)
     runs: list[dict] = []
     accuracy: dict[str, dict] = {}
-    fast_precision = accuracy_precision(args, machine)
+    fast_precision = None
+    if not args.no_accuracy:
+        fast_precision = precision_to_measure(
+            args.systems, args.precisions, args.skip, args.fast_precision, str(machine["fast_precision"])
+        )
     for size in args.sizes:
         checkpoint = cached_checkpoint("asr", size=size)
         logger.info("checkpoint %s: %s", size, checkpoint)

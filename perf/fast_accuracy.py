@@ -333,6 +333,20 @@ def measure(
     }
 
 
+def precision_to_measure(
+    systems: list[str], precisions: list[str], skip: frozenset[tuple[str, str]], fast_knob: str, cpu_fast: str
+) -> str | None:
+    """The fast precision whose accuracy a benchmark run reports: the one our fast runs compute in.
+
+    ``fast_knob`` is the build's precision for our fast mode (``fast`` resolves to ``cpu_fast``, this
+    CPU's choice); None where the run has no fast run of ours.
+    """
+    if "triton" not in systems or "fast" not in precisions or ("triton", "fast") in skip:
+        return None
+    chosen = cpu_fast if fast_knob == "fast" else fast_knob
+    return chosen if chosen in FAST_PRECISIONS else None
+
+
 def pooled_table(pooled_figures: dict[str, dict]) -> list[str]:
     """Markdown table lines of a report's ``pooled`` figures (one row per variant)."""
     lines = [

@@ -42,26 +42,15 @@ def test_a_long_skip_value_is_quoted_short() -> None:
     assert len(str(info.value)) < 200
 
 
-def _accuracy_args(**changes):
-    from argparse import Namespace
-
-    args = Namespace(no_accuracy=False, systems=["triton", "vllm"], precisions=["fp32", "fast"])
-    args.skip, args.fast_precision = frozenset(), "fast"
-    for key, value in changes.items():
-        setattr(args, key, value)
-    return args
-
-
 def test_the_report_measures_the_accuracy_of_the_precision_our_fast_runs_compute_in() -> None:
-    from perf.benchmark import accuracy_precision
+    from perf.fast_accuracy import precision_to_measure
 
-    machine = {"fast_precision": "int8"}
-    assert accuracy_precision(_accuracy_args(), machine) == "int8"
-    assert accuracy_precision(_accuracy_args(), {"fast_precision": "bf16"}) == "bf16"
-    assert accuracy_precision(_accuracy_args(fast_precision="bf16"), machine) == "bf16"  # forced by the knob
-    # No fast run of ours, or asked not to: nothing measured.
-    assert accuracy_precision(_accuracy_args(precisions=["fp32"]), machine) is None
-    assert accuracy_precision(_accuracy_args(systems=["vllm"]), machine) is None
-    assert accuracy_precision(_accuracy_args(skip=frozenset({("triton", "fast")})), machine) is None
-    assert accuracy_precision(_accuracy_args(no_accuracy=True), machine) is None
-    assert accuracy_precision(_accuracy_args(fast_precision="fp32"), machine) is None
+    both, modes, none = ["triton", "vllm"], ["fp32", "fast"], frozenset()
+    assert precision_to_measure(both, modes, none, "fast", "int8") == "int8"
+    assert precision_to_measure(both, modes, none, "fast", "bf16") == "bf16"
+    assert precision_to_measure(both, modes, none, "bf16", "int8") == "bf16"  # forced by the build knob
+    # No fast run of ours: nothing measured.
+    assert precision_to_measure(both, ["fp32"], none, "fast", "int8") is None
+    assert precision_to_measure(["vllm"], modes, none, "fast", "int8") is None
+    assert precision_to_measure(both, modes, frozenset({("triton", "fast")}), "fast", "int8") is None
+    assert precision_to_measure(both, modes, none, "fp32", "int8") is None
