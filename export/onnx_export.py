@@ -89,13 +89,23 @@ def save_with_external_data(tmp_path: Path, path: Path) -> None:
     """
     import onnx
 
-    model = onnx.load(str(tmp_path), load_external_data=False)
+    write_with_external_data(onnx.load(str(tmp_path), load_external_data=False), tmp_path.parent, path)
+
+
+def write_with_external_data(model, folder: Path, path: Path) -> None:
+    """Write ``model`` to ``path`` with its large tensors in ``<name>.data`` next to it, and check it.
+
+    Tensors stored outside the graph are read from their files in ``folder``, one at a time; tensors
+    held in the graph (``raw_data``) are moved out. See :func:`save_with_external_data`.
+    """
+    import onnx
+
     data_file = external_data_file(path)
     for stale in (path, data_file):
         stale.unlink(missing_ok=True)
     with open(data_file, "wb") as out:
         for tensor in _graph_tensors(model.graph):
-            source = _external_source(tensor, tmp_path.parent)
+            source = _external_source(tensor, folder)
             if source:
                 length = source[2]
             elif tensor.HasField("raw_data"):
@@ -104,8 +114,7 @@ def save_with_external_data(tmp_path: Path, path: Path) -> None:
                 continue  # typed fields (float_data, ...): small constants, left as they are
             if length < EXTERNAL_MIN_BYTES:
                 if source:
-                    set_external_location(tensor, None)
-                    tensor.raw_data = _read_span(*source)
+                    _load_inline(tensor, source)
                 continue
             out.write(b"\0" * (-out.tell() % EXTERNAL_ALIGN))
             offset = out.tell()
@@ -155,9 +164,14 @@ def read_tensor(tensor, folder: Path) -> np.ndarray:
         return numpy_helper.to_array(tensor)
     inline = type(tensor)()
     inline.CopyFrom(tensor)
-    set_external_location(inline, None)
-    inline.raw_data = _read_span(*source)
+    _load_inline(inline, source)
     return numpy_helper.to_array(inline)
+
+
+def _load_inline(tensor, source: tuple[Path, int, int]) -> None:
+    """Bring an external tensor's bytes (``(file, offset, length)``) back into the graph."""
+    set_external_location(tensor, None)
+    tensor.raw_data = _read_span(*source)
 
 
 def _read_span(source: Path, offset: int, length: int) -> bytes:

@@ -30,7 +30,6 @@ Products between activations (attention) and the encoder's convolutions stay fp3
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +54,22 @@ MIN_SCALE = 1e-30
 WEIGHT_SCALES_SUFFIX = "/scales"
 # Written into the graph's metadata; a cached int8 graph without it (or with another value) is remade.
 RECIPE_KEY = "qwen3_asr_int8_recipe"
-RECIPE = "per-token-activations-u8-7bit-weights-v1"
 
 
 def recipe_name(weight_format: str) -> str:
-    """The metadata value of a graph written with ``weight_format`` (:data:`RECIPE` for the served one)."""
-    return RECIPE if weight_format == INT7 else f"per-token-activations-u8-{weight_format}-weights-v1"
+    """The metadata value of a graph written with ``weight_format``."""
+    return f"per-token-activations-u8-{weight_format}-weights-v1"
+
+
+# The served recipe's metadata value.
+RECIPE = recipe_name(INT7)
+
+
+def _weight_levels(weight_format: str) -> int:
+    """Levels each side of zero of a weight format (refusing names other than :data:`WEIGHT_FORMATS`)."""
+    if weight_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weight format must be one of {sorted(WEIGHT_FORMATS)}, got {weight_format!r}")
+    return WEIGHT_FORMATS[weight_format]
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,7 @@ def quantize_weight(weight: np.ndarray, weight_format: str = INT7) -> QuantizedW
     """``[K, N]`` float32 -> symmetric integers per output channel (column), in :data:`WEIGHT_FORMATS`."""
     if weight.ndim != 2:
         raise ValueError(f"a weight matrix is 2-D, got shape {weight.shape}")
-    if weight_format not in WEIGHT_FORMATS:
-        raise ValueError(f"weight format must be one of {sorted(WEIGHT_FORMATS)}, got {weight_format!r}")
-    levels = WEIGHT_FORMATS[weight_format]
+    levels = _weight_levels(weight_format)
     w = weight.astype(np.float32, copy=False)
     peak = np.abs(w).max(axis=0)
     scales = np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
@@ -108,16 +115,15 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def rewrite_graph(src: Path, dst: Path, weight_format: str = INT7) -> int:
     """Write ``dst`` (weights in ``dst.data``): ``src`` with every constant-weight MatMul per-token int8.
 
-    Returns the number of products rewritten. Weights are read and written one at a time, so memory
-    stays near one fp32 matrix (a 1.7B decoder's fp32 weights are 8 GB).
+    Returns the number of products rewritten. fp32 weights are read one matrix at a time, so memory
+    stays near the int8 weights plus one fp32 matrix (a 1.7B decoder's fp32 weights are 8 GB).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from .onnx_export import external_data_file, read_tensor, save_with_external_data
+    from .onnx_export import read_tensor, write_with_external_data
 
-    if weight_format not in WEIGHT_FORMATS:
-        raise ValueError(f"weight format must be one of {sorted(WEIGHT_FORMATS)}, got {weight_format!r}")
+    _weight_levels(weight_format)  # refuse an unknown format before reading anything
     model = onnx.load(str(src), load_external_data=False)
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -126,14 +132,6 @@ def rewrite_graph(src: Path, dst: Path, weight_format: str = INT7) -> int:
     for node in graph.node:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
-
-    work = dst.parent / f".quantize-{dst.stem}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    src_data = external_data_file(src)
-    if src_data.is_file():  # the fp32 tensors left as they are keep pointing at it, from the work folder
-        (work / src_data.name).symlink_to(src_data.resolve())
-    new_data = work / "int8.data"
 
     constants = [
         numpy_helper.from_array(np.array(ACTIVATION_LEVELS, np.float32), "pt8/levels"),
@@ -149,35 +147,33 @@ def rewrite_graph(src: Path, dst: Path, weight_format: str = INT7) -> int:
     weights: dict[str, tuple[str, str]] = {}  # fp32 initializer -> (int8 initializer, scale initializer)
     nodes = []
     rewritten = 0
-    with open(new_data, "wb") as out:
-        for node in graph.node:
-            weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
-            if weight is None or len(weight.dims) != 2 or weight.data_type != TensorProto.FLOAT:
-                nodes.append(node)
-                continue
-            x, w_name, y = node.input[0], node.input[1], node.output[0]
-            if x not in quantized_inputs:
-                prefix = f"pt8/{len(quantized_inputs)}"
-                nodes += _token_quantisation(x, prefix, opset)
-                quantized_inputs[x] = (f"{prefix}/q", f"{prefix}/scale")
-            if w_name not in weights:
-                q = quantize_weight(read_tensor(weight, src.parent), weight_format)
-                values = numpy_helper.from_array(q.values, f"{w_name}/int8")
-                _move_to_file(values, out, new_data.name)
-                scales = numpy_helper.from_array(q.scales, w_name + WEIGHT_SCALES_SUFFIX)
-                constants += [values, scales]
-                weights[w_name] = (values.name, scales.name)
-            xq, scale = quantized_inputs[x]
-            wq, w_scale = weights[w_name]
-            p = f"pt8/mm{rewritten}"
-            nodes += [
-                helper.make_node("MatMulInteger", [xq, wq, "pt8/zero_point", *w_zero], [f"{p}/acc"]),
-                helper.make_node("Cast", [f"{p}/acc"], [f"{p}/accf"], to=TensorProto.FLOAT),
-                helper.make_node("Mul", [f"{p}/accf", scale], [f"{p}/row"]),
-                helper.make_node("Mul", [f"{p}/row", w_scale], [y], name=node.name),
-            ]
-            uses[w_name] -= 1
-            rewritten += 1
+    for node in graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or len(weight.dims) != 2 or weight.data_type != TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        x, w_name, y = node.input[0], node.input[1], node.output[0]
+        if x not in quantized_inputs:
+            prefix = f"pt8/{len(quantized_inputs)}"
+            nodes += _token_quantisation(x, prefix, opset)
+            quantized_inputs[x] = (f"{prefix}/q", f"{prefix}/scale")
+        if w_name not in weights:
+            q = quantize_weight(read_tensor(weight, src.parent), weight_format)
+            values = numpy_helper.from_array(q.values, f"{w_name}/int8")
+            scales = numpy_helper.from_array(q.scales, w_name + WEIGHT_SCALES_SUFFIX)
+            constants += [values, scales]
+            weights[w_name] = (values.name, scales.name)
+        xq, scale = quantized_inputs[x]
+        wq, w_scale = weights[w_name]
+        p = f"pt8/mm{rewritten}"
+        nodes += [
+            helper.make_node("MatMulInteger", [xq, wq, "pt8/zero_point", *w_zero], [f"{p}/acc"]),
+            helper.make_node("Cast", [f"{p}/acc"], [f"{p}/accf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{p}/accf", scale], [f"{p}/row"]),
+            helper.make_node("Mul", [f"{p}/row", w_scale], [y], name=node.name),
+        ]
+        uses[w_name] -= 1
+        rewritten += 1
     keep = [t for t in graph.initializer if uses.get(t.name, 0) > 0]
     del graph.initializer[:]
     graph.initializer.extend(keep + constants)
@@ -185,10 +181,7 @@ def rewrite_graph(src: Path, dst: Path, weight_format: str = INT7) -> int:
     graph.node.extend(nodes)
     props = {p.key: p.value for p in model.metadata_props}
     helper.set_model_props(model, {**props, RECIPE_KEY: recipe_name(weight_format)})
-    tmp = work / dst.name
-    onnx.save_model(model, str(tmp))
-    save_with_external_data(tmp, dst)
-    shutil.rmtree(work, ignore_errors=True)
+    write_with_external_data(model, src.parent, dst)
     logger.info("wrote %s (%d products per-token int8)", dst, rewritten)
     return rewritten
 
@@ -214,16 +207,6 @@ def _token_quantisation(x: str, prefix: str, opset: int) -> list:
         helper.make_node("Add", [f"{p}/clipped", "pt8/zero_point_f"], [f"{p}/shifted"]),
         helper.make_node("Cast", [f"{p}/shifted"], [f"{p}/q"], to=TensorProto.UINT8),
     ]
-
-
-def _move_to_file(tensor, out, location: str) -> None:
-    """Append ``tensor``'s bytes to ``out`` and point the tensor at them (keeps the graph proto small)."""
-    from .onnx_export import set_external_location
-
-    offset, length = out.tell(), len(tensor.raw_data)
-    out.write(tensor.raw_data)
-    tensor.ClearField("raw_data")
-    set_external_location(tensor, (location, offset, length))
 
 
 def graph_recipe(path: Path) -> str | None:

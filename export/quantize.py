@@ -37,11 +37,6 @@ def quantized_name(graph: str, precision: str) -> str:
     return graph if precision == "fp32" else f"{graph}-{precision}"
 
 
-def quantize_graph(src: Path, dst: Path) -> None:
-    """Write an int8 copy of ``src`` (per-token activations, 7-bit weights; external data next to it) as ``dst``."""
-    rewrite_graph(src, dst)
-
-
 def _is_current(src: Path, dst: Path) -> bool:
     """Whether ``dst`` was made from ``src`` as it is now, with the current recipe."""
     return dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime and graph_recipe(dst) == RECIPE
@@ -63,7 +58,7 @@ def ensure_precision(export_dir: Path, precision: str) -> None:
             dst = export_dir / onnx_filename(quantized_name(graph, graphs))
             if _is_current(src, dst):
                 continue
-            quantize_graph(src, dst)
+            rewrite_graph(src, dst)  # per-token activations, 7-bit weights
     if HOLDS_TORCH_WEIGHTS[precision]:
         from .torch_runner import write_torch_weights
 
