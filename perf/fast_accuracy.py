@@ -93,7 +93,7 @@ BLOCKWISE_SETTINGS = {"bits": 8, "block_size": 128, "is_symmetric": True, "accur
 RECIPES[BLOCKWISE_RECIPE] = {"matmul_nbits": BLOCKWISE_SETTINGS}
 # The served per-token rewrite with 8-bit weights stored as uint8 (ONNX Runtime's u8 x u8 kernels).
 PER_TOKEN_U8_RECIPE = "per-token-u8"
-RECIPES[PER_TOKEN_U8_RECIPE] = {"per_token_weight_format": "uint8"}
+RECIPES[PER_TOKEN_U8_RECIPE] = {"per_token_weight_format": "uint8"}  # per_token_int8.UINT8
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ def recipe_export(export_dir: Path, recipe: str, scratch: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from qwen3_asr_triton.export.onnx_export import save_with_external_data
-    from qwen3_asr_triton.export.per_token_int8 import UINT8, rewrite_graph
+    from qwen3_asr_triton.export.per_token_int8 import rewrite_graph
 
     changes = dict(RECIPES[recipe])
     if "weight_type" in changes:
@@ -229,7 +229,8 @@ def recipe_export(export_dir: Path, recipe: str, scratch: Path) -> Path:
             _quantize_blockwise(export_dir / onnx_filename(graph), target / onnx_filename(graph + "-int8"))
             continue
         if recipe == PER_TOKEN_U8_RECIPE:
-            rewrite_graph(export_dir / onnx_filename(graph), target / onnx_filename(graph + "-int8"), UINT8)
+            weight_format = str(changes["per_token_weight_format"])
+            rewrite_graph(export_dir / onnx_filename(graph), target / onnx_filename(graph + "-int8"), weight_format)
             continue
         settings = {
             "weight_type": QuantType.QInt8,
@@ -299,8 +300,11 @@ def measure(
             raise ValueError("a recipe changes the int8 quantisation; bf16 has none")
         candidate = Graphs.on_torch(export_dir, BF16)
     else:
-        ensure_precision(export_dir, precision)
-        graphs_dir = export_dir if recipe == SERVED_RECIPE else recipe_export(export_dir, recipe, scratch or SCRATCH)
+        if recipe == SERVED_RECIPE:
+            ensure_precision(export_dir, precision)
+            graphs_dir = export_dir
+        else:
+            graphs_dir = recipe_export(export_dir, recipe, scratch or SCRATCH)
         candidate = Graphs.load(graphs_dir, precision)
     quantize_s = time.perf_counter() - t_quant
     reference = Graphs.load(export_dir, "fp32")
