@@ -6,7 +6,8 @@
 #
 # The one command a new machine needs: it creates .venv (scripts/setup_env.sh, extras
 # export,serve,gateway,test), installs the deployment linters into it (scripts/install_lint_tools.sh)
-# and, as root, apt-gets the system tools the tests use (espeak-ng, sox, ffmpeg, openssl, ps, ss, chromium).
+# and apt-gets the system tools the tests use (espeak-ng, sox, ffmpeg, openssl, ps, ss, chromium) when one
+# is missing: as root, or through sudo where it needs no password.
 # Re-runs skip what is already there. Generated checkpoints, ONNX graphs, audio and model
 # repositories are cached under .cache/ (git-ignored).
 set -euo pipefail
@@ -14,11 +15,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-INSTALL_SYSTEM_PACKAGES="$([[ "$(id -u)" == "0" ]] && echo 1 || echo 0)" "$ROOT/scripts/setup_env.sh"
+can_install=0
+if [[ "$(id -u)" == "0" ]] || sudo -n true 2>/dev/null; then
+  can_install=1
+fi
+INSTALL_SYSTEM_PACKAGES="$can_install" "$ROOT/scripts/setup_env.sh"
 "$ROOT/scripts/install_lint_tools.sh"
 for tool in espeak-ng sox ffmpeg openssl ps ss chromium; do
   command -v "$tool" >/dev/null || {
-    echo "test.sh: $tool is missing (run as root, or apt-get install espeak-ng sox libsox-fmt-all ffmpeg openssl procps iproute2 chromium)" >&2
+    echo "test.sh: $tool is missing (run as root or with password-less sudo, or apt-get install espeak-ng sox libsox-fmt-all ffmpeg openssl procps iproute2 chromium)" >&2
     exit 1
   }
 done

@@ -69,7 +69,14 @@ RESAMPLED_CLIPS: tuple[ClipSpec, ...] = (
     ClipSpec("mp3_44_stereo", "en", "English", _RATES_EN, "mp3", 44100, 2, distinct_channels=True),
     ClipSpec("ogg44_stereo", "it", "Italian", "Il treno parte alle otto.", "ogg", 44100, 2, distinct_channels=True),
     ClipSpec("ogg24", "pt", "Portuguese", "O comboio parte às oito horas.", "ogg", 24000),
+    ClipSpec("wav22_float", "en", "English", _RATES_EN, "wav", 22050, encoding="float"),
+    ClipSpec("flac44", "en-us", "English", _RATES_EN, "flac", 44100),
+    ClipSpec("mp3_24", "de", "German", "Wir treffen uns morgen um acht Uhr am Bahnhof.", "mp3", 24000),
+    ClipSpec("ogg22_stereo", "es", "Spanish", "El tren sale a las ocho.", "ogg", 22050, 2, distinct_channels=True),
 )
+# Every (format, rate) cell that RESAMPLED_CLIPS covers: the formats libsndfile reads, at the rates that are
+# no integer ratio of 16 kHz.
+RESAMPLED_CELLS = frozenset((fmt, rate) for fmt in ("wav", "flac", "mp3", "ogg") for rate in (22050, 24000, 44100))
 # Bumped whenever make_clip's recipe changes, so cached clips are made again.
 _RECIPE = 2
 
