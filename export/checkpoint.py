@@ -87,11 +87,6 @@ def load_state_dict(
     return state
 
 
-def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries under ``prefix`` with the prefix removed."""
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
-
 def _read_spec(checkpoint: Path, flag: str) -> ModelSpec:
     try:
         return ModelSpec.from_checkpoint(checkpoint)

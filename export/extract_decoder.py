@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from qwen3_asr_triton.model_spec import ModelSpec, read_model_config
+from qwen3_asr_triton.torch_modules import sub_state
 
-from .checkpoint import CheckpointError, load_state_dict, sub_state
+from .checkpoint import CheckpointError, load_state_dict
 
 logger = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ import torch
 from qwen3_asr_triton.artifacts import ALIGNER_FILENAME, DECODER_FILENAME, EMBED_FILENAME, ENCODER_FILENAME
 from qwen3_asr_triton.model_spec import SPEC_FILENAME, ModelSpec
 from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
+from qwen3_asr_triton.torch_modules import AlignerModel, AudioEncoder, DecoderWithCache
 
 from .checkpoint import CheckpointError, load_state_dict
-from .modules import AlignerModel, AudioEncoder, DecoderWithCache
 
 logger = logging.getLogger(__name__)
 

@@ -60,6 +60,6 @@ def ensure_precision(export_dir: Path, precision: str) -> None:
                 continue
             rewrite_graph(src, dst)  # per-token activations, 7-bit weights
     if HOLDS_TORCH_WEIGHTS[precision]:
-        from .torch_runner import write_torch_weights
+        from .torch_weights import write_torch_weights
 
         write_torch_weights(export_dir)

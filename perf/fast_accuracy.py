@@ -56,7 +56,7 @@ logger = logging.getLogger("fast_accuracy")
 
 SIZES = ("tiny", "0.6b", "1.7b")
 # The fast precisions to compare with fp32: export/quantize.py's int8 graphs (ONNX Runtime), and bf16,
-# which runs the export's torch modules (export/torch_runner.py: ONNX Runtime's CPU provider has no bf16).
+# which runs the export's torch modules (qwen3_asr_triton/torch_runner.py: ONNX Runtime's CPU provider has no bf16).
 INT8 = "int8"
 BF16 = "bf16"
 FAST_PRECISIONS = (INT8, BF16)
@@ -107,7 +107,7 @@ class Graphs:
     def on_torch(cls, export_dir: Path, precision: str) -> Graphs:
         """The export's torch modules in ``precision`` (``"bf16"``; their weights are written once)."""
         from qwen3_asr_triton.export.quantize import ensure_precision
-        from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner, TorchEncoderRunner
+        from qwen3_asr_triton.torch_runner import TorchDecoderRunner, TorchEncoderRunner
 
         ensure_precision(export_dir, BF16)
         return cls(TorchEncoderRunner(export_dir, precision), TorchDecoderRunner(export_dir, precision))

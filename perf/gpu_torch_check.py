@@ -70,7 +70,7 @@ def sample_clips(count: int) -> dict[str, np.ndarray]:
 
 
 def device_graphs(export: Path, precision: str, device: str) -> Graphs:
-    from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner, TorchEncoderRunner
+    from qwen3_asr_triton.torch_runner import TorchDecoderRunner, TorchEncoderRunner
 
     return Graphs(TorchEncoderRunner(export, precision, device), TorchDecoderRunner(export, precision, device))
 

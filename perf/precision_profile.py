@@ -153,7 +153,7 @@ def load_runners(export: Path, precision: str, threads: int):
     """(encoder, decoder) runners of ``precision`` over ``export`` (bf16: the torch runners)."""
     options = OrtOptions(intra_op_threads=threads)
     if precision == BF16:
-        from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner, TorchEncoderRunner
+        from qwen3_asr_triton.torch_runner import TorchDecoderRunner, TorchEncoderRunner
 
         return TorchEncoderRunner(export, BF16, threads=threads), TorchDecoderRunner(export, BF16, threads=threads)
     suffix = "" if precision == FP32 else "-int8"

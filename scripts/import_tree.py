@@ -9,6 +9,12 @@ first on ``sys.path``)::
 
     cd "$(python scripts/import_tree.py)" && lint-imports --config "$ROOT/pyproject.toml"
 
+Beside the package, the tree holds the other code the contracts cover: ``perf`` (a link to perf/,
+imported as ``perf.xxx`` by its scripts) and ``model_glue``, a package made up here whose module
+``model_glue.<name>`` links ``model_repository/<name>/1/model.py`` (Triton loads each as a file, so
+they form no package of their own). import-linter only parses their imports, so
+``triton_python_backend_utils``, which exists only inside Triton, needs not be importable.
+
 Usage: ``python scripts/import_tree.py [OUT]`` (default: .cache/import-tree).
 """
 
@@ -25,6 +31,9 @@ except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / ".cache" / "import-tree"
+# The made-up package of the model glue, and the folder of benchmark scripts (a package: perf/__init__.py).
+GLUE = "model_glue"
+PERF = "perf"
 
 
 def package_dirs(root: Path = ROOT) -> dict[str, Path]:
@@ -33,11 +42,27 @@ def package_dirs(root: Path = ROOT) -> dict[str, Path]:
     return {name: root / folder for name, folder in config["tool"]["setuptools"]["package-dir"].items()}
 
 
+def glue_files(root: Path = ROOT) -> dict[str, Path]:
+    """Triton model name -> its python backend's ``model.py``, for every model that has one."""
+    files = {path.parents[1].name: path for path in sorted((root / "model_repository").glob("*/1/model.py"))}
+    odd = [name for name in files if not name.isidentifier()]
+    if odd:
+        raise SystemExit(f"model names that are no Python module names: {odd}")
+    return files
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
 def lay_out(out: Path = DEFAULT_OUT, root: Path = ROOT) -> Path:
     """Write the tree under ``out`` (replacing an earlier one) and return ``out``."""
     mapped = package_dirs(root)
-    for top in {name.split(".")[0] for name in mapped}:
-        shutil.rmtree(out / top, ignore_errors=True)
+    for top in {name.split(".")[0] for name in mapped} | {GLUE, PERF}:
+        _remove(out / top)
     for name in sorted(mapped, key=lambda n: n.count(".")):
         dest = out.joinpath(*name.split("."))
         if not any(other.startswith(f"{name}.") for other in mapped):
@@ -48,6 +73,14 @@ def lay_out(out: Path = DEFAULT_OUT, root: Path = ROOT) -> Path:
         for entry in mapped[name].iterdir():
             if entry.name != "__pycache__":
                 (dest / entry.name).symlink_to(entry)
+    (out / PERF).symlink_to(root / PERF, target_is_directory=True)
+    glue = out / GLUE
+    glue.mkdir(parents=True)
+    (glue / "__init__.py").write_text(
+        f'"""model_repository/<name>/1/model.py as {GLUE}.<name> (scripts/import_tree.py)."""\n'
+    )
+    for name, path in glue_files(root).items():
+        (glue / f"{name}.py").symlink_to(path)
     return out
 
 

@@ -34,7 +34,7 @@ def code_hash(*relative: str) -> str:
 
 CHECKPOINT_CODE = ("export/random_checkpoint.py", "export/vocab.py", "export/chat_templates.py")
 EXPORT_CODE = (
-    "export/modules.py",
+    "qwen3_asr_triton/torch_modules.py",
     "export/onnx_export.py",
     "export/checkpoint.py",
     "qwen3_asr_triton/model_spec.py",

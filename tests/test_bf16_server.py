@@ -63,8 +63,8 @@ def test_a_bf16_repository_holds_weights_not_graphs(bf16_build) -> None:
 
 
 def test_the_server_logs_bf16_and_gives_the_torch_runners_tokens(bf16_build, bf16_server, clips) -> None:
-    from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner, TorchEncoderRunner
     from qwen3_asr_triton.pipeline import OfflineRecognizer
+    from qwen3_asr_triton.torch_runner import TorchDecoderRunner, TorchEncoderRunner
 
     _, export = bf16_build
     wave = next(c for c in clips if c.name == "en_hello").waveform()
@@ -98,9 +98,9 @@ def test_concurrent_bf16_requests_batch_and_match_alone(bf16_server, clips) -> N
 
 
 def test_fast_holds_both_and_picks_from_the_cpu_flags(asr_checkpoint, asr_export, tmp_path, monkeypatch) -> None:
-    from qwen3_asr_triton.export import runners
-    from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner, TorchEncoderRunner
+    from qwen3_asr_triton import runners
     from qwen3_asr_triton.model_spec import ModelSpec
+    from qwen3_asr_triton.torch_runner import TorchDecoderRunner, TorchEncoderRunner
 
     repo, _ = _build(asr_checkpoint, asr_export, tmp_path, FAST)
     params = {"precision": FAST, "intra_op_threads": "0", "ort_spin_wait": "false"}

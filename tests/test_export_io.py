@@ -8,9 +8,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from qwen3_asr_triton.export.modules import DecoderWithCache, with_weights
 from qwen3_asr_triton.export.onnx_export import EXTERNAL_ALIGN, EXTERNAL_MIN_BYTES, save_with_external_data
 from qwen3_asr_triton.model_spec import ModelSpec
+from qwen3_asr_triton.torch_modules import DecoderWithCache, with_weights
 
 
 def _graph_with(weights: dict[str, np.ndarray]) -> onnx.ModelProto:

@@ -1,4 +1,4 @@
-"""The torch runners (export/torch_runner.py): the bf16 path, checked on the tiny model.
+"""The torch runners (qwen3_asr_triton/torch_runner.py): the bf16 path, checked on the tiny model.
 
 In fp32 the torch runners compute what the ONNX graphs compute (the plumbing: weights, KV cache
 layout, masks, positions); in bf16 the teacher-forced logits stay within a bound of fp32 (on this
@@ -60,14 +60,14 @@ def fake_prompt(asr_export: Path):
 
 
 def test_unknown_precision_is_refused() -> None:
-    from qwen3_asr_triton.export.torch_runner import torch_dtype
+    from qwen3_asr_triton.torch_runner import torch_dtype
 
     with pytest.raises(ValueError, match="bf16"):
         torch_dtype("int8")
 
 
 def test_missing_weights_are_named(tmp_path: Path, bf16_export: Path) -> None:
-    from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner
+    from qwen3_asr_triton.torch_runner import TorchDecoderRunner
 
     for name in ("model_spec.json", "embed_tokens.npy"):
         (tmp_path / name).symlink_to(bf16_export / name)
@@ -88,7 +88,7 @@ def test_weights_are_bf16_module_states(bf16_export: Path) -> None:
 def test_fp32_decoder_on_torch_equals_the_onnx_graph(bf16_export, onnx_graphs, fake_prompt) -> None:
     from qwen3_asr_triton.decoding.decoder import greedy_decode
     from qwen3_asr_triton.decoding.teacher import teacher_forced_logits
-    from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner
+    from qwen3_asr_triton.torch_runner import TorchDecoderRunner
 
     ids, audio = fake_prompt
     runner = TorchDecoderRunner(bf16_export, "fp32")
@@ -103,11 +103,11 @@ def test_fp32_decoder_on_torch_equals_the_onnx_graph(bf16_export, onnx_graphs, f
 
 
 def test_fp32_encoder_on_torch_equals_the_onnx_graph(bf16_export, onnx_graphs, clips) -> None:
-    from qwen3_asr_triton.export.torch_runner import TorchEncoderRunner
     from qwen3_asr_triton.features import LogMel
     from qwen3_asr_triton.model_spec import ModelSpec
     from qwen3_asr_triton.pipeline import prepare_audio
     from qwen3_asr_triton.segmentation import MAX_ASR_SEGMENT_SECONDS
+    from qwen3_asr_triton.torch_runner import TorchEncoderRunner
 
     spec = ModelSpec.load(bf16_export)
     wave = next(c for c in clips if c.name == "en_hello").waveform()
@@ -121,7 +121,7 @@ def test_fp32_encoder_on_torch_equals_the_onnx_graph(bf16_export, onnx_graphs, c
 def test_the_inflight_batch_runs_on_torch(bf16_export) -> None:
     """Three prompts of different lengths batched together get the tokens each gets alone."""
     from qwen3_asr_triton.decoding.decoder import DecodeBatch, Sequence, greedy_decode
-    from qwen3_asr_triton.export.torch_runner import TorchDecoderRunner
+    from qwen3_asr_triton.torch_runner import TorchDecoderRunner
 
     runner = TorchDecoderRunner(bf16_export, "fp32")
     prompts = [_fake_prompt(bf16_export, n, seed) for seed, n in enumerate((24, 10, 17))]

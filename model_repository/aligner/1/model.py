@@ -52,7 +52,7 @@ class _BlsGraphs:
         self.encoder_model = params["encoder_model"]
         self.lm_model = params["lm_model"]
         self.pad_to = int(params["pad_windows_to"])
-        self.max_batch = int(params["encoder_max_batch"])
+        self.encoder_max_batch = int(params["encoder_max_batch"])
         self.max_tokens = int(params["max_tokens"])
 
     def _call(self, model, inputs, outputs):
@@ -63,9 +63,9 @@ class _BlsGraphs:
 
     def encode(self, windows):
         parts = []
-        for start in range(0, len(windows.features), self.max_batch):
-            feats = windows.features[start : start + self.max_batch]
-            frames = np.asarray(windows.frames[start : start + self.max_batch], dtype=np.int64)
+        for start in range(0, len(windows.features), self.encoder_max_batch):
+            feats = windows.features[start : start + self.encoder_max_batch]
+            frames = np.asarray(windows.frames[start : start + self.encoder_max_batch], dtype=np.int64)
             batch = np.zeros((len(feats), feats[0].shape[0], self.pad_to), dtype=np.float32)
             for i, f in enumerate(feats):
                 batch[i, :, : f.shape[1]] = f

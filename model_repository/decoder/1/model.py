@@ -25,8 +25,8 @@ import triton_python_backend_utils as pb_utils
 
 from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightScheduler, SchedulerConfig
 from qwen3_asr_triton.errors import InputError
-from qwen3_asr_triton.export.runners import decoder_runner
 from qwen3_asr_triton.metrics import ModelMetrics
+from qwen3_asr_triton.runners import decoder_runner
 from qwen3_asr_triton.serving import RequestInputs, model_parameters, setup_worker, triton_error, version_dir
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL

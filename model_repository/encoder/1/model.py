@@ -9,9 +9,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from qwen3_asr_triton.errors import InputError
-from qwen3_asr_triton.export.runners import encoder_runner
 from qwen3_asr_triton.features import stack_windows
 from qwen3_asr_triton.model_spec import ModelSpec
+from qwen3_asr_triton.runners import encoder_runner
 from qwen3_asr_triton.serving import RequestInputs, error_response, model_parameters, setup_worker, version_dir
 
 

@@ -1,5 +1,8 @@
 """Export-friendly torch modules of the Qwen3-ASR architecture.
 
+The export traces its ONNX graphs from them (export/onnx_export.py), and the bf16 mode serves them
+(:mod:`qwen3_asr_triton.torch_runner`): they live in the core because a served model runs them.
+
 They compute what ``transformers.models.qwen3_asr`` computes, restated with
 static shapes and explicit masks so that one graph serves every batch:
 
@@ -31,13 +34,16 @@ from torch import nn
 
 from qwen3_asr_triton.model_spec import EncoderSpec, ModelSpec, TextSpec
 
-from .checkpoint import sub_state
-
 # Additive attention bias for masked keys: exp() of it underflows to exactly 0
 # in fp32, and it saturates to -inf (still exact) in fp16 TensorRT builds.
 MASK_BIAS = -1e9
 # Timescale of the encoder's sinusoidal positions (Whisper's).
 MAX_TIMESCALE = 10000.0
+
+
+def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix`` with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def sinusoid_table(length: int, channels: int) -> torch.Tensor:

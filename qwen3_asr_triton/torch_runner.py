@@ -1,7 +1,7 @@
 """The encoder and decoder on torch instead of ONNX Runtime: bf16 compute on any torch device.
 
 ONNX Runtime's CPU provider has no bf16 kernels (a bf16 ``MatMul`` is refused), so bf16 runs the
-export's own torch modules (:mod:`.modules`, the graphs the ONNX files are traced from) with their
+export's own torch modules (:mod:`.torch_modules`, the graphs the ONNX files are traced from) with their
 weights and activations in bf16: oneDNN's bf16 kernels on CPUs with AVX-512-bf16 or AMX, an emulation
 (correct, slow) on CPUs without them, and the same code on CUDA. The runners keep the ONNX runners'
 interfaces (numpy in, fp32 numpy out), so the in-flight scheduler, teacher forcing and greedy decoding
@@ -12,11 +12,13 @@ Normalisations and RoPE tables follow transformers' bf16 recipe (RMSNorm in fp32
 cos/sin computed in fp32 and cast to the activations' dtype). With ``precision="fp32"`` the runners
 widen the bf16 weights and compute what the ONNX graphs compute (exactly so for checkpoints stored in
 bf16, as the published ones are), which the tests and perf/gpu_torch_check.py use to check the plumbing.
+
+It serves (:mod:`.runners` imports it for bf16), so it lives in the core; the build writes the weights
+it loads (export/torch_weights.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -28,17 +30,12 @@ from qwen3_asr_triton.artifacts import DECODER_GRAPH, ENCODER_GRAPH, torch_weigh
 from qwen3_asr_triton.decoding.decoder import DecoderRunner
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.sessions import EncoderRunner
-
-from .checkpoint import load_state_dict
-from .modules import AudioEncoder, DecoderWithCache
-from .onnx_export import STAMP_FILENAME
+from qwen3_asr_triton.torch_modules import AudioEncoder, DecoderWithCache
 
 logger = logging.getLogger(__name__)
 
 # The torch dtypes a runner computes in, by the names the benchmark and the build use.
 TORCH_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# The weights files hold bf16 (what the published checkpoints store: widening them is exact).
-WEIGHTS_DTYPE = torch.bfloat16
 
 
 def torch_dtype(precision: str) -> torch.dtype:
@@ -46,38 +43,6 @@ def torch_dtype(precision: str) -> torch.dtype:
     if precision not in TORCH_PRECISIONS:
         raise ValueError(f"torch precision must be one of {sorted(TORCH_PRECISIONS)}, got {precision!r}")
     return TORCH_PRECISIONS[precision]
-
-
-def _modules(spec: ModelSpec, state: dict[str, torch.Tensor]) -> dict[str, torch.nn.Module]:
-    return {
-        ENCODER_GRAPH: AudioEncoder.from_state(spec, state),
-        DECODER_GRAPH: DecoderWithCache.from_state(spec, state),
-    }
-
-
-def write_torch_weights(export_dir: Path) -> None:
-    """Write the encoder's and decoder's bf16 weights next to their graphs (once; from the export's checkpoint).
-
-    The files hold each module's own state (``module.state_dict()`` names), so a runner loads them
-    without the checkpoint or its naming; a tied output projection is stored as its own tensor.
-    """
-    from safetensors.torch import save_file
-
-    targets = {g: export_dir / torch_weights_filename(g) for g in (ENCODER_GRAPH, DECODER_GRAPH)}
-    stamp = export_dir / STAMP_FILENAME
-    if all(t.is_file() and t.stat().st_mtime >= stamp.stat().st_mtime for t in targets.values()):
-        return
-    checkpoint = Path(json.loads(stamp.read_text())["checkpoint"])
-    spec = ModelSpec.load(export_dir)
-    if ModelSpec.from_checkpoint(checkpoint) != spec:
-        raise ValueError(f"checkpoint {checkpoint} does not match the export's model spec")
-    state = load_state_dict(checkpoint, spec, keep_dtype=True)
-    for graph, module in _modules(spec, state).items():
-        weights = {k: v.detach().to(WEIGHTS_DTYPE).contiguous().clone() for k, v in module.state_dict().items()}
-        tmp = targets[graph].with_suffix(".tmp")
-        save_file(weights, str(tmp))
-        os.replace(tmp, targets[graph])
-        logger.info("wrote %s (%d tensors)", targets[graph], len(weights))
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -102,13 +67,13 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 class TorchDecoderRunner(DecoderRunner):
-    """:class:`DecoderRunner` whose graph call runs :class:`.modules.DecoderWithCache` in torch.
+    """:class:`DecoderRunner` whose graph call runs :class:`.torch_modules.DecoderWithCache` in torch.
 
     Parameters
     ----------
     model_dir : path
         A folder with ``model_spec.json``, ``embed_tokens.npy`` and ``decoder-bf16.safetensors``
-        (an export after :func:`write_torch_weights`, or a repository's decoder version folder).
+        (an export after export/torch_weights.py's ``write_torch_weights``, or a repository's decoder version folder).
     precision : str
         ``"bf16"`` or ``"fp32"`` (the bf16 weights widened: the plumbing's check against the graphs).
     device : str
@@ -146,7 +111,7 @@ class TorchDecoderRunner(DecoderRunner):
 
 
 class TorchEncoderRunner(EncoderRunner):
-    """:class:`EncoderRunner` whose call runs :class:`.modules.AudioEncoder` in torch (same arguments).
+    """:class:`EncoderRunner` whose call runs :class:`.torch_modules.AudioEncoder` in torch (same arguments).
 
     ``model_dir`` holds ``model_spec.json`` and ``encoder-bf16.safetensors``; the other parameters
     are :class:`TorchDecoderRunner`'s.

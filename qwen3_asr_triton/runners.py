@@ -5,6 +5,9 @@ resolved against this machine's CPU flags (:mod:`qwen3_asr_triton.cpu_precision`
 built elsewhere serves in what suits the CPU it runs on, and the choice and its reason go to the log.
 fp32 and int8 run the ONNX graph placed as ``<graph>.onnx``; bf16 runs the torch modules on their
 bf16 weights (:mod:`.torch_runner`, imported only then: torch is needed only for bf16).
+
+They serve, so they live in the core: the model glue imports no part of the export package
+(pyproject.toml ``[tool.importlinter]``).
 """
 
 from __future__ import annotations
