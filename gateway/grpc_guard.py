@@ -10,6 +10,10 @@ it. The guard listens where clients connect, speaks the same ``inference.GRPCInf
 - every ``ModelInfer`` request and every ``ModelStreamInfer`` message passes
   :func:`~qwen3_asr_triton.gateway.infer_check.check_infer_request`; a refused unary call ends
   ``INVALID_ARGUMENT``, a refused stream message gets an error response on the stream, which goes on;
+- inference reaches only the public models (:data:`PUBLIC_MODELS`: the entry models and the
+  diarizer); the pipeline's internal stages (``preprocess``, ``encoder``, ``decoder``,
+  ``postprocess``, the aligner's) are called by the entry models on Triton's own port, and a client
+  asking for one gets ``PERMISSION_DENIED`` (on a stream, an error response);
 - model load/unload, shared-memory registration and the trace / log settings RPCs are refused
   (``PERMISSION_DENIED``); unknown methods are ``UNIMPLEMENTED``;
 - more than ``max_concurrent_rpcs`` calls at once are refused at once (``RESOURCE_EXHAUSTED``);
@@ -37,7 +41,13 @@ from tritonclient.grpc import service_pb2 as pb
 from qwen3_asr_triton.client.options import parse_url
 from qwen3_asr_triton.errors import bounded_message
 
-from .infer_check import RejectedRequestError, check_infer_request, parse_infer_request
+from .infer_check import (
+    InternalModelError,
+    RejectedRequestError,
+    check_infer_request,
+    check_public_model,
+    parse_infer_request,
+)
 from .open_sequences import OpenSequences
 from .options import GRACEFUL_SHUTDOWN_SECONDS, MAX_GRPC_CHANNELS, check_int
 
@@ -81,6 +91,11 @@ REFUSED = frozenset(
         "LogSettings",
     )
 )
+# The models clients may run inference on: the three entry models (unary, token deltas, live streams)
+# and the diarizer, which checks its own audio. The others are stages the entry models call on Triton's
+# own port; each checks its inputs too, but none is meant for clients (the decoder takes prompt
+# embeddings, postprocess any token ids, the aligner features).
+PUBLIC_MODELS = frozenset({"qwen3_asr", "qwen3_asr_deltas", "qwen3_asr_streaming", "diarizer"})
 # Loopback by default, as every local script binds; containers pass 0.0.0.0 explicitly.
 DEFAULT_HOST = "127.0.0.1"
 # Triton's customary gRPC port: clients keep their URL, the guard takes Triton's place.
@@ -139,6 +154,8 @@ class GuardOptions:
         Calls in flight before one more is refused with ``RESOURCE_EXHAUSTED``.
     upstream_channels : int
         gRPC channels to Triton.
+    public_models : frozenset of str
+        Models clients may run inference on; a request for any other is refused.
     """
 
     triton_url: str
@@ -147,6 +164,7 @@ class GuardOptions:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     upstream_channels: int = DEFAULT_UPSTREAM_CHANNELS
+    public_models: frozenset[str] = PUBLIC_MODELS
 
     def __post_init__(self) -> None:
         parse_url(self.triton_url)
@@ -156,6 +174,8 @@ class GuardOptions:
         check_int("upstream_channels", self.upstream_channels, 1, MAX_UPSTREAM_CHANNELS)
         if not self.host:
             raise ValueError("host must not be empty")
+        if not self.public_models or not all(self.public_models):
+            raise ValueError("public_models must name at least one model, and no empty name")
 
 
 def message_limit(repository: Path) -> int:
@@ -284,9 +304,15 @@ class Guard(grpc.GenericRpcHandler):
             call.cancel()  # the client left: Triton's request is cancelled too
             raise
 
+    def _check(self, request: pb.ModelInferRequest) -> None:
+        check_public_model(request, self._options.public_models)
+        check_infer_request(request)
+
     async def _infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            check_infer_request(parse_infer_request(request))
+            self._check(parse_infer_request(request))
+        except InternalModelError as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except RejectedRequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return await self._unary(INFER, request, context)
@@ -317,7 +343,7 @@ class Guard(grpc.GenericRpcHandler):
                     await out.put(_stream_error(str(exc), None))
                     continue
                 try:
-                    check_infer_request(parsed)
+                    self._check(parsed)
                 except RejectedRequestError as exc:
                     await out.put(_stream_error(str(exc), parsed))
                     continue

@@ -17,6 +17,7 @@ from .grpc_guard import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
     DEFAULT_UPSTREAM_CHANNELS,
+    PUBLIC_MODELS,
     GuardOptions,
     message_limit,
     serve,
@@ -25,6 +26,13 @@ from .options import LOG_LEVELS
 
 COMMAND = "serve-grpc"
 HELP = "serve Triton's gRPC API to clients, every message checked before it reaches Triton"
+
+
+def _model_names(text: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected model names separated by commas, got {text[:100]!r}")
+    return names
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -64,6 +72,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         default=DEFAULT_UPSTREAM_CHANNELS,
         help="gRPC connections to Triton (default: %(default)s)",
     )
+    parser.add_argument(
+        "--public-models",
+        type=_model_names,
+        default=PUBLIC_MODELS,
+        metavar="NAME[,NAME...]",
+        help="models clients may run inference on; requests for any other get PERMISSION_DENIED "
+        f"(default: {','.join(sorted(PUBLIC_MODELS))})",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(default: %(default)s)")
     return parser
 
@@ -91,6 +107,7 @@ def main(argv: list[str], prog: str) -> int:
             max_message_bytes=max_message_bytes,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             upstream_channels=args.upstream_channels,
+            public_models=args.public_models,
         )
     except (ValueError, OSError) as exc:
         parser.error(str(exc))

@@ -75,6 +75,25 @@ class RejectedRequestError(ValueError):
     """A request this endpoint refuses; the message quotes at most a short excerpt of the input."""
 
 
+class InternalModelError(RejectedRequestError):
+    """A request for a model that only the server's own models call (``PERMISSION_DENIED``)."""
+
+
+def check_public_model(request: pb.ModelInferRequest, public: frozenset[str]) -> None:
+    """Refuse a request for a model outside ``public`` (the pipeline's internal stages).
+
+    Raises
+    ------
+    InternalModelError
+        When ``request.model_name`` is not in ``public``.
+    """
+    if request.model_name not in public:
+        raise InternalModelError(
+            f"model {excerpt(request.model_name)} is not served through this endpoint; "
+            f"send requests to {', '.join(sorted(public))}"
+        )
+
+
 def parse_infer_request(raw: bytes) -> pb.ModelInferRequest:
     """Decode a serialized ``ModelInferRequest``.
 

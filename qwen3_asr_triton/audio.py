@@ -19,14 +19,18 @@ Raw ``WAVEFORM`` input skips step 1, and streams resample chunk by chunk with
 All limits are explicit (:class:`AudioLimits`) so that a hostile or broken
 request fails fast with a clear :class:`~qwen3_asr_triton.errors.InputError`
 instead of exhausting memory: a file whose header announces too much audio is
-refused before anything is decoded.
+refused before anything is decoded, and memory stays bounded by the limits at 16 kHz, whatever
+the input's rate: a file whose raw samples would exceed :data:`ONE_READ_SAMPLES` is decoded in
+blocks that are resampled as they come (:func:`load_audio`).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 import soundfile
@@ -47,8 +51,13 @@ RESAMPLE_QUALITY = "HQ"
 # libsndfile reports an unknown length (a FLAC written to a pipe, say) as SF_COUNT_MAX = 2**63 - 1;
 # no real header announces more than 2**62 frames (146 million years at 1 kHz).
 _UNKNOWN_FRAMES = 2**62
-# Frames per read when the length is unknown: 64 Ki frames keep a block of 8 float32 channels at 2 MiB.
+# Frames per read when a file is read in blocks: 64 Ki frames keep a block of 8 float32 channels at 2 MiB.
 _BLOCK_FRAMES = 1 << 16
+# Most raw samples (frames x channels) a file is decoded to in one read, as librosa reads it: 2**26 float32
+# samples are 256 MiB, and a whole hour of 16 kHz mono (57.6 million samples) fits. Anything larger (an
+# hour at 48 kHz stereo would be 1.3 GiB, 3,600 s at 384 kHz 5.5 GiB) or of unknown length is read in
+# blocks and resampled block by block, so a request never holds more than this plus its 16 kHz samples.
+ONE_READ_SAMPLES = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -137,16 +146,80 @@ def check_payload_size(
 
 
 # ----------------------------------------------------------------------------- decoding
-def _decode_libsndfile(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int] | None:
-    """Decode with libsndfile; ``None`` when libsndfile does not recognise the format.
+class _Sink(Protocol):
+    """Where decoded mono blocks go: kept at the input's rate, or resampled as they arrive."""
 
-    A known length is checked against the limits before any sample is decoded, and the
-    whole file is then read in one call, as ``librosa.load`` reads it: libsndfile's MP3
-    decoder returns slightly different floats (1 ulp) when the same file is read in smaller
-    blocks, so only one read gives the official samples. An unknown length is read in
-    blocks and stops as soon as it passes the limit. A file libsndfile opens but fails to
-    read (a FLAC cut without fixing its header, say) also goes to FFmpeg, as librosa hands
-    it to its fallback decoder.
+    def push(self, block: np.ndarray) -> None: ...
+
+
+SinkT = TypeVar("SinkT", bound=_Sink)
+
+
+class _Collect:
+    """Keeps the ``[n]`` mono blocks at the input's rate (:func:`decode_audio_bytes`)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.parts: list[np.ndarray] = []
+
+    def push(self, block: np.ndarray) -> None:
+        self.parts.append(block)
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+
+
+class _Resample:
+    """Resamples the mono blocks to 16 kHz as they arrive (:func:`load_audio`).
+
+    A file that came in one block is resampled in one call (:func:`resample`), as librosa
+    does; more blocks go through :class:`StreamResampler`, whose output is the same.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.first: np.ndarray | None = None
+        self.stream: StreamResampler | None = None
+        self.parts: list[np.ndarray] = []
+
+    def push(self, block: np.ndarray) -> None:
+        if self.first is None and self.stream is None:
+            self.first = block
+            return
+        if self.stream is None:
+            self.stream = StreamResampler(self.rate)
+            self.parts.append(self.stream.push(self.first))
+            self.first = None
+        self.parts.append(self.stream.push(block))
+
+    def samples(self) -> np.ndarray:
+        if self.stream is None:
+            return resample(self.first if self.first is not None else np.zeros(0, np.float32), self.rate)
+        self.parts.append(self.stream.finish())
+        return np.concatenate(self.parts)
+
+
+def _push_checked(sink: _Sink, block: np.ndarray, count: int, rate: int, limits: AudioLimits) -> int:
+    """Push one mono block after the running duration and finiteness checks; returns the new count."""
+    count += block.size
+    _check_duration(count, rate, limits)
+    if not np.all(np.isfinite(block)):  # a float WAV can hold them
+        raise InputError("AUDIO contains NaN or infinite samples")
+    sink.push(block)
+    return count
+
+
+def _decode_libsndfile(data: bytes, limits: AudioLimits, make_sink: Callable[[int], SinkT]) -> tuple[SinkT, int] | None:
+    """Decode with libsndfile into ``make_sink(rate)``; returns the sink and the samples it was given, or
+    ``None`` when libsndfile does not recognise the format.
+
+    A known length is checked against the limits before any sample is decoded. A file of at
+    most :data:`ONE_READ_SAMPLES` raw samples is then read in one call, as ``librosa.load``
+    reads it: libsndfile's MP3 decoder returns slightly different floats (1 ulp) when the same
+    file is read in smaller blocks, so only one read gives the official samples. A larger file,
+    or one of unknown length, is read in blocks, and one of unknown length stops as soon as it
+    passes the limit. A file libsndfile opens but fails to read (a FLAC cut without fixing its
+    header, say) also goes to FFmpeg, as librosa hands it to its fallback decoder.
     """
     try:
         sound = soundfile.SoundFile(io.BytesIO(data))
@@ -155,30 +228,24 @@ def _decode_libsndfile(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, in
     with sound:
         rate = int(sound.samplerate)
         check_sample_rate(rate, "AUDIO's sample rate")
+        known = sound.frames < _UNKNOWN_FRAMES
+        if known:
+            _check_duration(int(sound.frames), rate, limits)
+        one_read = known and sound.frames * sound.channels <= ONE_READ_SAMPLES
+        sink, count = make_sink(rate), 0
         try:
-            if sound.frames < _UNKNOWN_FRAMES:
-                _check_duration(int(sound.frames), rate, limits)
-                mono = mix_to_mono(sound.read(dtype="float32", always_2d=True))
-            else:
-                mono = _read_blocks(sound, rate, limits)
+            while True:
+                frames = -1 if one_read else _BLOCK_FRAMES
+                block = sound.read(frames, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                count = _push_checked(sink, mix_to_mono(block), count, rate, limits)
+                if one_read:
+                    break
         except soundfile.SoundFileError as exc:
             logger.debug("libsndfile could not read the audio (%s); trying FFmpeg", exc)
             return None
-    return mono, rate
-
-
-def _read_blocks(sound: soundfile.SoundFile, rate: int, limits: AudioLimits) -> np.ndarray:
-    """Read a stream of unknown length block by block, refusing it once it passes the limit."""
-    parts: list[np.ndarray] = []
-    count = 0
-    while True:
-        block = sound.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
-        if block.shape[0] == 0:
-            break
-        parts.append(mix_to_mono(block))
-        count += block.shape[0]
-        _check_duration(count, rate, limits)
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return sink, count
 
 
 # Full-scale value of each integer sample format FFmpeg decodes to (float formats are already in [-1, 1]).
@@ -202,11 +269,11 @@ def _frame_to_mono(frame) -> np.ndarray:
     return mix_to_mono(np.asarray(arr, dtype=np.float32).T)
 
 
-def _decode_ffmpeg(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int]:
-    """Decode with FFmpeg (PyAV): the containers libsndfile does not read (m4a/aac, webm, video...)."""
+def _decode_ffmpeg(data: bytes, limits: AudioLimits, make_sink: Callable[[int], SinkT]) -> tuple[SinkT, int]:
+    """Decode with FFmpeg (PyAV) into ``make_sink(rate)``: what libsndfile does not read (m4a/aac, webm...);
+    returns the sink and the samples it was given."""
     import av  # imported lazily: only needed for what libsndfile refuses
 
-    parts: list[np.ndarray] = []
     count = 0
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
@@ -221,24 +288,35 @@ def _decode_ffmpeg(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int]:
             check_sample_rate(rate, "AUDIO's sample rate")
             if stream.duration is not None and stream.time_base is not None:
                 _check_duration(int(float(stream.duration * stream.time_base) * rate), rate, limits)
-            max_samples = limits.max_samples(rate) + 1
+            sink = make_sink(rate)
             for frame in container.decode(stream):
                 if frame.rate and frame.rate != rate:
                     raise InputError("AUDIO changes sample rate mid-stream")
-                mono = _frame_to_mono(frame)
-                parts.append(mono)
-                count += mono.size
-                if count > max_samples:
-                    _check_duration(count, rate, limits)
+                count = _push_checked(sink, _frame_to_mono(frame), count, rate, limits)
     except InputError:
         raise
     except (av.FFmpegError, ValueError, EOFError, IndexError) as exc:
         raise InputError(f"could not decode AUDIO: {exc}") from exc
-    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), rate
+    return sink, count
+
+
+def _decode(data: bytes, limits: AudioLimits | None, make_sink: Callable[[int], SinkT]) -> SinkT:
+    """Check the payload's size, then decode it into a sink: libsndfile first, FFmpeg for the rest."""
+    limits = limits or AudioLimits()
+    if not data:
+        raise InputError("AUDIO is empty: send the bytes of an audio file")
+    check_payload_size(limits, audio_bytes=len(data))
+    sink, count = _decode_libsndfile(data, limits, make_sink) or _decode_ffmpeg(data, limits, make_sink)
+    if count == 0:
+        raise InputError("AUDIO decoded to zero samples")
+    return sink
 
 
 def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[np.ndarray, int]:
-    """Decode an encoded audio file held in memory.
+    """Decode an encoded audio file held in memory, at its own rate.
+
+    Holds the whole file's samples at its rate: for the short chunks of a stream. Requests
+    use :func:`load_audio`, which resamples as it decodes.
 
     Parameters
     ----------
@@ -253,18 +331,8 @@ def decode_audio_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[
     (np.ndarray, int)
         ``[num_samples]`` float32 mono samples (channel mean) and their sample rate.
     """
-    limits = limits or AudioLimits()
-    if not data:
-        raise InputError("AUDIO is empty: send the bytes of an audio file")
-    check_payload_size(limits, audio_bytes=len(data))
-    decoded = _decode_libsndfile(data, limits)
-    samples, rate = decoded if decoded is not None else _decode_ffmpeg(data, limits)
-    if samples.size == 0:
-        raise InputError("AUDIO decoded to zero samples")
-    _check_duration(samples.size, rate, limits)
-    if not np.all(np.isfinite(samples)):  # a float WAV can hold them
-        raise InputError("AUDIO contains NaN or infinite samples")
-    return samples, rate
+    sink = _decode(data, limits, _Collect)
+    return sink.samples(), sink.rate
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -405,6 +473,14 @@ def prepare_waveform(waveform: np.ndarray, sample_rate: int, limits: AudioLimits
 
 
 def load_audio(data: bytes, limits: AudioLimits | None = None) -> np.ndarray:
-    """Decode an audio file's bytes to mono 16 kHz float32 in [-1, 1] (the official front end)."""
-    samples, rate = decode_audio_bytes(data, limits)
-    return limit_peak(resample(samples, rate))
+    """Decode an audio file's bytes to mono 16 kHz float32 in [-1, 1] (the official front end).
+
+    A file of more than :data:`ONE_READ_SAMPLES` raw samples is resampled block by block as it
+    is decoded, so memory is bounded by the duration limit at 16 kHz, not at the file's rate.
+
+    Returns
+    -------
+    np.ndarray
+        ``[ceil(num_samples * 16000 / rate)]`` float32.
+    """
+    return limit_peak(_decode(data, limits, _Resample).samples())

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
+from qwen3_asr_triton import audio
 from qwen3_asr_triton.audio import (
     AudioLimits,
     StreamResampler,
@@ -86,6 +88,55 @@ def test_decoded_waveform_equals_librosa(matrix, fmt, rate, channels):
     # Exact, not just close: the same decoder, the same float32 channel mean, the same resampler.
     assert np.array_equal(ours, official), f"max difference {np.abs(ours - official).max():.3e}"
     assert np.abs(official).max() > 0.05  # speech, not silence
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_file_read_in_blocks_equals_librosa(matrix, fmt, monkeypatch):
+    """Past ``ONE_READ_SAMPLES`` raw samples a file is decoded in blocks that are resampled as they come
+    (bounded memory): the same samples as one read. The one exception is libsndfile's MP3 decoder, whose
+    floats depend on the read size: read in blocks, they differ from one read by up to 6e-8 (a few ulp of
+    the decoded samples, seen at 44.1 and 48 kHz), which the resampler carries through."""
+    monkeypatch.setattr(audio, "ONE_READ_SAMPLES", 4096)
+    for rate in RATES:
+        for channels in (1, 2):
+            path = matrix[(fmt, rate, channels)]
+            ours = load_audio(path.read_bytes())
+            official = official_waveform(path)
+            assert ours.shape == official.shape, (rate, channels)
+            if fmt == "mp3":
+                assert np.abs(ours - official).max() <= 1e-7, (rate, channels)
+            else:
+                assert np.array_equal(ours, official), (rate, channels, np.abs(ours - official).max())
+
+
+def test_a_long_high_rate_file_is_decoded_in_bounded_memory(tmp_path):
+    """300 s at 384 kHz of unknown length (a FLAC written to a pipe has no length in its header) would be
+    440 MiB of float32 samples at its own rate; resampled block by block, the request holds its 16 kHz
+    samples (18 MiB) and a few blocks. Past the limit it is refused as soon as the limit is passed."""
+    path = tmp_path / "unknown-length.flac"
+    source = ["-f", "lavfi", "-i", "anullsrc=r=384000:cl=mono", "-t", "300"]
+    with path.open("wb") as out:
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", *source, "-c:a", "flac", "-sample_fmt", "s16", "-f", "flac", "pipe:1"],
+            check=True,
+            stdout=out,
+        )
+    data = path.read_bytes()
+    with soundfile.SoundFile(str(path)) as sound:
+        assert sound.frames >= 2**62  # libsndfile: length unknown
+    tracemalloc.start()
+    try:
+        wave = load_audio(data, AudioLimits(max_seconds=400))
+        _, peak = tracemalloc.get_traced_memory()
+        assert wave.size == 300 * 16000
+        assert peak < 80 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+        tracemalloc.reset_peak()
+        with pytest.raises(InputError, match="limit is 100 s"):
+            load_audio(data, AudioLimits(max_seconds=100))
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    finally:
+        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("channels", [1, 2])

@@ -20,6 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 from qwen3_asr_triton.gateway.grpc_guard import (
     DEFAULT_MAX_MESSAGE_BYTES,
     INFER,
+    PUBLIC_MODELS,
     STREAM_INFER,
     UNREACHABLE,
     GuardOptions,
@@ -166,7 +167,15 @@ def test_message_limit_follows_the_repository(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "field, value", [("port", 0), ("max_message_bytes", 2**31), ("max_concurrent_rpcs", 0), ("upstream_channels", True)]
+    "field, value",
+    [
+        ("port", 0),
+        ("max_message_bytes", 2**31),
+        ("max_concurrent_rpcs", 0),
+        ("upstream_channels", True),
+        ("public_models", frozenset()),
+        ("public_models", frozenset({"qwen3_asr", ""})),
+    ],
 )
 def test_options_are_validated_once(field, value):
     with pytest.raises(ValueError, match=field):
@@ -228,6 +237,8 @@ async def _guard(upstream_alive: bool = True, **limits):
         server.add_insecure_port(f"127.0.0.1:{upstream_port}")
         await server.start()
     stop = asyncio.Event()
+    # The stand-in's test models ("slow", "failing") are public here, beside the real ones.
+    limits.setdefault("public_models", PUBLIC_MODELS | {"slow", "failing"})
     options = GuardOptions(triton_url=f"127.0.0.1:{upstream_port}", port=guard_port, **limits)
     serving = asyncio.ensure_future(serve(options, stop, grace=1))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{guard_port}", options=[("grpc.max_send_message_length", -1)])
@@ -283,6 +294,34 @@ def test_guard_forwards_good_calls_and_keeps_bad_ones_back():
                 await _infer_call(channel)(_good("failing"), timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert 0 < len(info.value.details()) <= 600
+
+    asyncio.run(scenario())
+
+
+def test_internal_models_are_not_reachable_through_the_guard():
+    """Inference on the pipeline's internal stages is refused (PERMISSION_DENIED; on a stream, an error
+    response) before the upstream sees it: the decoder, for one, takes any prompt embeddings."""
+
+    async def scenario():
+        async with _guard() as (channel, upstream):
+            for model in ("decoder", "preprocess", "encoder", "postprocess", "aligner", "x" * 5000):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await _infer_call(channel)(_good(model), timeout=10)
+                assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, model
+                assert "is not served through this endpoint" in info.value.details()
+                assert len(info.value.details()) < 300
+            call = channel.stream_stream(
+                STREAM_INFER, pb.ModelInferRequest.SerializeToString, pb.ModelStreamInferResponse.FromString
+            )(timeout=10)
+            for request in (_good("decoder", "1"), _good("qwen3_asr_streaming", "2")):
+                await call.write(request)
+            await call.done_writing()
+            by_id = {response.infer_response.id: response async for response in call}
+            assert "'decoder' is not served through this endpoint" in by_id["1"].error_message
+            assert by_id["2"].error_message == ""
+            assert [(r.model_name, r.id) for r in upstream.requests] == [("qwen3_asr_streaming", "2")]
+            for model in sorted(PUBLIC_MODELS):
+                assert (await _infer_call(channel)(_good(model), timeout=10)).model_name == model
 
     asyncio.run(scenario())
 
