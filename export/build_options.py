@@ -68,7 +68,8 @@ class BuildOptions:
     # decoder runs almost all the time there, and an encoder call on every core waits for the core the
     # decoder holds (measured at 32 tiny-model streams on 2 cores, perf/results/live-captions/).
     encoder_threads: int = 0
-    # ONNX Runtime workers spin between operators during a run and stop when it returns (see session.py).
+    # ONNX Runtime workers spin between operators during a run and stop when it returns (see OrtOptions in
+    # qwen3_asr_triton/sessions.py).
     ort_spin_wait: bool = True
     log_level: str = "INFO"
     # Streaming (qwen3_asr_streaming): chunks per execute, streams held, their length and idle timeout,

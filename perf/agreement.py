@@ -1,13 +1,13 @@
-"""Token agreement between two systems' greedy outputs for the same clips (natural stopping)."""
+"""Token agreement between two systems' greedy outputs for the same clips (natural stopping).
+
+Some systems return the final end token, others drop it: the checkpoint's end-of-sequence ids
+(``ModelSpec.eos_token_ids``) are stripped from both sides before comparing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
-
-# Qwen3 end-of-sequence ids (<|endoftext|>, <|im_end|>). Some systems return the
-# final end token, others drop it: it is stripped from both sides before comparing.
-EOS_IDS = frozenset({151643, 151645})
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,19 @@ class Agreement:
         return asdict(self)
 
 
-def strip_eos(ids: Iterable[int]) -> list[int]:
-    """``ids`` without trailing end-of-sequence tokens."""
+def strip_eos(ids: Iterable[int], eos_ids: Collection[int]) -> list[int]:
+    """``ids`` without trailing end-of-sequence tokens (``eos_ids``)."""
     out = list(ids)
-    while out and out[-1] in EOS_IDS:
+    while out and out[-1] in eos_ids:
         out.pop()
     return out
 
 
-def token_agreement(reference: Sequence[Sequence[int]], candidate: Sequence[Sequence[int]]) -> Agreement:
-    """Agreement of ``candidate`` with ``reference`` (one id list per clip, same clip order)."""
+def token_agreement(
+    reference: Sequence[Sequence[int]], candidate: Sequence[Sequence[int]], eos_ids: Collection[int]
+) -> Agreement:
+    """Agreement of ``candidate`` with ``reference`` (one id list per clip, same clip order); ``eos_ids`` are
+    the checkpoint's end-of-sequence ids (``ModelSpec.eos_token_ids``)."""
     if len(reference) != len(candidate):
         raise ValueError(f"{len(reference)} reference outputs but {len(candidate)} candidate outputs")
     if not reference:
@@ -51,7 +54,7 @@ def token_agreement(reference: Sequence[Sequence[int]], candidate: Sequence[Sequ
     positions = same = equal_sequences = prefix_total = reference_total = 0
     divergence: list[int | None] = []
     for ref_ids, cand_ids in zip(reference, candidate):
-        ref, cand = strip_eos(ref_ids), strip_eos(cand_ids)
+        ref, cand = strip_eos(ref_ids, eos_ids), strip_eos(cand_ids, eos_ids)
         positions += max(len(ref), len(cand))
         same += sum(a == b for a, b in zip(ref, cand))
         first = next((i for i, (a, b) in enumerate(zip(ref, cand)) if a != b), None)

@@ -47,6 +47,7 @@ from perf.systems import SYSTEMS, BenchSystem, SystemConfig, SystemUnavailableEr
 from perf.systems.base import BENCH_CACHE, PRECISIONS, parse_knobs, parse_skips  # noqa: E402
 from perf.systems.triton import DEFAULT_FAST_PRECISION  # noqa: E402
 from perf.triton_stats import breakdown  # noqa: E402
+from qwen3_asr_triton.model_spec import ModelSpec  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
@@ -173,8 +174,9 @@ def level_requests(requests: int, concurrency: int) -> int:
     return max(requests, concurrency)
 
 
-def add_agreement(runs: list[dict], size: str) -> None:
-    """Agreement of each run's natural outputs with the fp32 reference (transformers, else our fp32)."""
+def add_agreement(runs: list[dict], size: str, eos_ids: tuple[int, ...]) -> None:
+    """Agreement of each run's natural outputs with the fp32 reference (transformers, else our fp32);
+    ``eos_ids``: the checkpoint's end-of-sequence ids."""
     candidates = [r for r in runs if r["size"] == size and r["status"] == "ok" and r.get("natural_outputs")]
     reference = next((r for r in candidates if r["system"] == "transformers"), None)
     reference = reference or next((r for r in candidates if r["system"] == "triton" and r["precision"] == "fp32"), None)
@@ -183,7 +185,7 @@ def add_agreement(runs: list[dict], size: str) -> None:
     for run in candidates:
         if run is reference:
             continue
-        agr = token_agreement(reference["natural_outputs"], run["natural_outputs"]).as_dict()
+        agr = token_agreement(reference["natural_outputs"], run["natural_outputs"], eos_ids).as_dict()
         agr["reference"] = reference["label"]
         run["agreement"] = agr
 
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
                     logger.info("skipping %s %s (--skip)", name, precision)
                     continue
                 runs.append(run_system(name, size, precision, checkpoint, clips, args))
-        add_agreement(runs, size)
+        add_agreement(runs, size, ModelSpec.from_checkpoint(checkpoint).eos_token_ids)
         if fast_precision is not None:
             accuracy[size] = fast_accuracy(size, checkpoint, clips, fast_precision)
 

@@ -315,7 +315,11 @@ def measure(
         )
         logger.info("%s: %d steps (%s)", clip.name, len(result.reference_tokens), result.finish_reason)
         results.append(result)
-    free = token_agreement([r.reference_tokens for r in results], [r.candidate_tokens for r in results])
+    free = token_agreement(
+        [r.reference_tokens for r in results],
+        [r.candidate_tokens for r in results],
+        ModelSpec.load(export_dir).eos_token_ids,
+    )
     return {
         "quantize_s": round(quantize_s, 1),
         "precision": precision,

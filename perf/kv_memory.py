@@ -42,8 +42,6 @@ from perf.machine import describe_machine  # noqa: E402
 
 RESULTS = REPO / "perf" / "results" / "kv-memory"
 AUDIO_TOKENS_PER_S = 12.5
-HEAD = [151644, 8948, 198, 151645, 198, 151644, 872, 198, 151669]  # system turn, user turn, <|audio_start|>
-TAIL = [151670, 151645, 198, 151644, 77091, 198]  # <|audio_end|>, end of turn, assistant turn
 CONCURRENCY = 16
 CONCURRENT_STEPS = 32
 LONG_STEPS = 8
@@ -54,6 +52,7 @@ def export_dir(size: str) -> Path:
     """The cached export of a random ``size`` checkpoint (the newest under .cache/onnx, else built)."""
     from tests.harness import CACHE, cached_checkpoint, cached_export
 
+    # onnx_export's STAMP_FILENAME, spelled here: that module imports torch, which would count in the measured RSS.
     found = sorted((CACHE / "onnx").glob(f"{size}-asr-hf-*/export_stamp.json"), key=lambda p: p.stat().st_mtime)
     if found:
         return found[-1].parent
@@ -86,29 +85,41 @@ class PeakRss:
         self.peak = max(self.peak, self._process.memory_info().rss)
 
 
-def prompt(spec, audio_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prompt-table ids (audio as ``vocab_size + k``) and ``[audio_rows, hidden]`` random audio rows."""
+def prompt_builder(export: Path, spec):
+    """The recogniser's prompts from the measured export's own tokenizer and audio token id."""
+    from qwen3_asr_triton.prompt import PromptBuilder
+    from qwen3_asr_triton.tokenizer import TextTokenizer
+
+    return PromptBuilder(TextTokenizer.from_file(export), spec.audio_token_id)
+
+
+def prompt(spec, builder, audio_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The recognition prompt without context (system turn, user turn with ``<|audio_start|>``, the audio,
+    ``<|audio_end|>``, end of turn, assistant turn) in prompt-table ids (audio as ``vocab_size + k``), and
+    ``[audio_rows, hidden]`` random audio rows."""
+    from qwen3_asr_triton.prompt import to_prompt_table_ids
+
     table = np.random.default_rng(seed).standard_normal((audio_rows, spec.text.hidden_size), dtype=np.float32)
-    audio = np.arange(spec.text.vocab_size, spec.text.vocab_size + audio_rows)
-    return np.concatenate([HEAD, audio, TAIL]).astype(np.int64), table
+    ids = to_prompt_table_ids(builder.asr_prompt(audio_rows), spec.audio_token_id, spec.text.vocab_size)
+    return ids.astype(np.int64), table
 
 
-def run_long(runner, audio_seconds: float) -> dict:
+def run_long(runner, builder, audio_seconds: float) -> dict:
     from qwen3_asr_triton.decoding.decoder import greedy_decode
 
-    ids, table = prompt(runner.spec, round(audio_seconds * AUDIO_TOKENS_PER_S), 0)
+    ids, table = prompt(runner.spec, builder, round(audio_seconds * AUDIO_TOKENS_PER_S), 0)
     result = greedy_decode(runner, ids, table, max_new_tokens=LONG_STEPS + 1, eos_ids=frozenset())
     return {"prompt_tokens": int(ids.size), "generated": len(result.tokens)}
 
 
-def run_concurrent(runner) -> dict:
+def run_concurrent(runner, builder) -> dict:
     from qwen3_asr_triton.decoding.scheduler import GenerationRequest, InflightScheduler, SchedulerConfig
 
     config = SchedulerConfig(max_running_sequences=CONCURRENCY, max_kv_tokens=1 << 30, prefill_chunk=512)
     sched = InflightScheduler(runner, config)
     done: dict = {}
     for i in range(CONCURRENCY):
-        ids, table = prompt(runner.spec, round(5 * AUDIO_TOKENS_PER_S), i)
+        ids, table = prompt(runner.spec, builder, round(5 * AUDIO_TOKENS_PER_S), i)
         sched.submit(
             GenerationRequest(
                 key=i,
@@ -136,9 +147,11 @@ def run_case(size: str, case: str, audio_seconds: float, trace: bool = False) ->
     """
     from qwen3_asr_triton.decoding.decoder import DecoderRunner
 
-    runner = DecoderRunner(export_dir(size))
+    export = export_dir(size)
+    runner = DecoderRunner(export)
+    builder = prompt_builder(export, runner.spec)
     if case == "concurrent":  # a warm-up call, so ONNX Runtime's first-run allocations are in the baseline
-        ids, table = prompt(runner.spec, 4, 99)
+        ids, table = prompt(runner.spec, builder, 4, 99)
         from qwen3_asr_triton.decoding.decoder import greedy_decode
 
         greedy_decode(runner, ids, table, max_new_tokens=2, eos_ids=frozenset())
@@ -147,7 +160,7 @@ def run_case(size: str, case: str, audio_seconds: float, trace: bool = False) ->
         tracemalloc.start()
     start = time.perf_counter()
     with PeakRss() as rss:
-        info = run_long(runner, audio_seconds) if case == "long" else run_concurrent(runner)
+        info = run_long(runner, builder, audio_seconds) if case == "long" else run_concurrent(runner, builder)
     wall = time.perf_counter() - start
     if trace:
         info["numpy_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / MIB, 1)

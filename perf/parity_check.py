@@ -54,7 +54,11 @@ def main() -> None:
         t_ours += time.perf_counter() - t
         try:
             report = check_tokens(
-                got.token_ids, ref, lambda p, w=wave: reference.step_margin(w, p), max_new_tokens=args.max_new_tokens
+                got.token_ids,
+                ref,
+                lambda p, w=wave: reference.step_margin(w, p),
+                eos_ids=ours.recognizer.spec.eos_token_ids,
+                max_new_tokens=args.max_new_tokens,
             ).describe()
         except AssertionError as exc:
             report = f"MISMATCH: {exc}"

@@ -35,9 +35,6 @@ class Segment:
     def num_samples(self) -> int:
         return self.stop - self.start
 
-    def offset_seconds(self, sample_rate: int) -> float:
-        return self.start / float(sample_rate)
-
 
 def split_segments(
     waveform: np.ndarray,

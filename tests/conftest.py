@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qwen3_asr_triton.export.layout import BUILD_INFO
 from tests.harness import (
     CACHE,
     EXPORT_CODE,
@@ -155,7 +156,7 @@ def model_repository(asr_checkpoint: Path, aligner_checkpoint: Path, campplus_ch
     )
     key = code_hash(*BUILD_CODE, *templates)
     out = CACHE / "repos" / f"tiny-{asr_checkpoint.name}-{key}"
-    if not (out / "build_info.json").is_file():
+    if not (out / BUILD_INFO).is_file():
         prune_stale(out, "tiny-")
         opts = BuildOptions(
             entry_instances=6,

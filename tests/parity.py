@@ -10,7 +10,7 @@ allowed to differ.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 NEAR_TIE = 1e-5
@@ -35,7 +35,7 @@ def first_difference(ours: list[int], ref: list[int]) -> int | None:
     return None if len(ours) == len(ref) else min(len(ours), len(ref))
 
 
-def strip_eos(tokens: list[int], eos_ids: frozenset[int]) -> list[int]:
+def strip_eos(tokens: list[int], eos_ids: Collection[int]) -> list[int]:
     out = list(tokens)
     while out and out[-1] in eos_ids:
         out.pop()
@@ -46,14 +46,16 @@ def check_tokens(
     ours: list[int],
     ref: list[int],
     margin_at: Callable[[list[int]], object],
-    eos_ids: frozenset[int] = frozenset({151643, 151645}),
+    *,
+    eos_ids: Collection[int],
     max_new_tokens: int | None = None,
 ) -> ParityReport:
     """Assert that ``ours`` equals the reference's greedy ``ref`` up to a proven near-tie.
 
     ``ours`` may come without its final EOS (the served TOKEN_IDS drop it);
     ``ref`` is the reference's full generation. ``margin_at(prefix)`` returns the
-    reference's StepMargin after ``prefix``.
+    reference's StepMargin after ``prefix``. ``eos_ids`` are the checkpoint's
+    end-of-sequence ids (``ModelSpec.eos_token_ids``).
     """
     ref_text = strip_eos(ref, eos_ids)
     ours_text = strip_eos(ours, eos_ids)

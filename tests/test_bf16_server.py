@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
+from qwen3_asr_triton.artifacts import DECODER_GRAPH, ENCODER_GRAPH, onnx_filename, torch_weights_filename
 from qwen3_asr_triton.cpu_precision import BF16, FAST, INT8, choose_fast_precision, read_cpu_flags
 from tests.harness import start_server, stop_server
 from tests.triton_requests import transcribe
@@ -55,10 +56,10 @@ def bf16_server(bf16_build, tmp_path_factory):
 
 def test_a_bf16_repository_holds_weights_not_graphs(bf16_build) -> None:
     repo, _ = bf16_build
-    for model in ("encoder", "decoder"):
+    for model in (ENCODER_GRAPH, DECODER_GRAPH):
         version = repo / model / "1"
-        assert (version / f"{model}-bf16.safetensors").is_file()
-        assert not (version / f"{model}.onnx").exists()
+        assert (version / torch_weights_filename(model)).is_file()
+        assert not (version / onnx_filename(model)).exists()
         assert 'key: "precision" value: { string_value: "bf16" }' in (repo / model / "config.pbtxt").read_text()
 
 
@@ -105,10 +106,10 @@ def test_fast_holds_both_and_picks_from_the_cpu_flags(asr_checkpoint, asr_export
     repo, _ = _build(asr_checkpoint, asr_export, tmp_path, FAST)
     params = {"precision": FAST, "intra_op_threads": "0", "ort_spin_wait": "false"}
     enc, dec = repo / "encoder" / "1", repo / "decoder" / "1"
-    for version, graph in ((enc, "encoder"), (dec, "decoder")):
-        ops = {n.op_type for n in onnx.load(str(version / f"{graph}.onnx"), load_external_data=False).graph.node}
+    for version, graph in ((enc, ENCODER_GRAPH), (dec, DECODER_GRAPH)):
+        ops = {n.op_type for n in onnx.load(str(version / onnx_filename(graph)), load_external_data=False).graph.node}
         assert "MatMulInteger" in ops, "fast places the int8 graph"
-        assert (version / f"{graph}-bf16.safetensors").is_file()
+        assert (version / torch_weights_filename(graph)).is_file()
     monkeypatch.setattr(runners, "read_cpu_flags", lambda: AMX_FLAGS)
     assert isinstance(runners.encoder_runner(enc, params), TorchEncoderRunner)
     assert isinstance(runners.decoder_runner(dec, params), TorchDecoderRunner)

@@ -6,6 +6,12 @@ import numpy as np
 import pytest
 
 from qwen3_asr_triton.decoding.decoder import KV_BLOCK, DecodeBatch, DecoderRunner, Sequence, greedy_decode, kv_columns
+from qwen3_asr_triton.prompt import IM_END, IM_START
+from qwen3_asr_triton.tokenizer import TextTokenizer
+
+# Text tokens of every prompt here: a system turn (``<|im_start|>system\n`` ... ``<|im_end|>\n``) around
+# the audio rows, so a prompt of ``n`` audio rows is ``n + 5`` tokens.
+TEXT_TOKENS = 5
 
 
 @pytest.fixture(scope="module")
@@ -13,10 +19,21 @@ def runner(asr_export):
     return DecoderRunner(asr_export)
 
 
-def _prompt(runner, n_audio: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+@pytest.fixture(scope="module")
+def system_turn(asr_export) -> tuple[list[int], list[int]]:
+    """The checkpoint's ids of ``<|im_start|>system\\n`` and ``<|im_end|>\\n`` (its tokenizer's, not literals)."""
+    tokenizer = TextTokenizer.from_file(asr_export)
+    head, tail = tokenizer.encode(f"{IM_START}system\n"), tokenizer.encode(f"{IM_END}\n")
+    assert len(head) + len(tail) == TEXT_TOKENS
+    return head, tail
+
+
+def _prompt(runner, system_turn, n_audio: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n_audio`` random audio rows (prompt-table ids ``vocab_size + k``) inside a system turn."""
     spec = runner.spec
     table = np.random.default_rng(seed).standard_normal((n_audio, spec.text.hidden_size)).astype(np.float32)
-    ids = np.array([151644, 8948, 198, *range(spec.text.vocab_size, spec.text.vocab_size + n_audio), 151645, 198])
+    head, tail = system_turn
+    ids = np.array([*head, *range(spec.text.vocab_size, spec.text.vocab_size + n_audio), *tail])
     return ids, table
 
 
@@ -28,11 +45,11 @@ def _held_bytes(batch: DecodeBatch) -> int:
     return sum(b.nbytes for b in batch.kv or [])
 
 
-def test_a_long_prompt_grows_by_whole_blocks_and_joins_an_empty_batch_without_a_copy(runner):
+def test_a_long_prompt_grows_by_whole_blocks_and_joins_an_empty_batch_without_a_copy(runner, system_turn):
     """2,000 tokens in chunks of 512: after each chunk the buffers hold whole blocks, just enough;
     the past is moved at most once per chunk (no concatenation of intermediate copies), and the
     finished prompt's buffers become the batch's as they are."""
-    ids, table = _prompt(runner, 1995, 0)
+    ids, table = _prompt(runner, system_turn, 2000 - TEXT_TOKENS, 0)
     batch = DecodeBatch(runner)
     job = batch.start_prefill(_sequence(0), runner.embed_prompt(ids, table))
     moved = 0
@@ -56,14 +73,14 @@ def test_a_long_prompt_grows_by_whole_blocks_and_joins_an_empty_batch_without_a_
     assert batch.width == kv_columns(ids.size) + KV_BLOCK and batch.copies == kv_columns(ids.size)
 
 
-def test_joining_and_leaving_move_only_the_sequences_concerned(runner):
+def test_joining_and_leaving_move_only_the_sequences_concerned(runner, system_turn):
     batch = DecodeBatch(runner)
     lengths = (30, 50, 20, 40)
     for key, n in enumerate(lengths):
-        job = batch.start_prefill(_sequence(key), runner.embed_prompt(*_prompt(runner, n, key)))
+        job = batch.start_prefill(_sequence(key), runner.embed_prompt(*_prompt(runner, system_turn, n, key)))
         batch.advance_prefill(job, 512)
-    assert batch.width == kv_columns(max(n + 5 for n in lengths))
-    joined = sum(n + 5 for n in lengths[1:])  # the first was adopted; the others were copied in once each
+    assert batch.width == kv_columns(max(n + TEXT_TOKENS for n in lengths))
+    joined = sum(n + TEXT_TOKENS for n in lengths[1:])  # the first was adopted; the others were copied in once each
     assert batch.copies == joined
     assert batch.cached_positions == 4 * batch.width and _held_bytes(batch) == 4 * batch.width * (
         runner.spec.text.kv_bytes_per_token
@@ -74,21 +91,22 @@ def test_joining_and_leaving_move_only_the_sequences_concerned(runner):
     assert _held_bytes(batch) == 3 * batch.width * runner.spec.text.kv_bytes_per_token
     batch.remove([0])  # a hole: the last row moves into it, the middle row stays where it is
     assert [s.key for s in batch.sequences] == [2, 1]
-    assert batch.copies == joined + lengths[2] + 5
+    assert batch.copies == joined + lengths[2] + TEXT_TOKENS
     for row, key in enumerate((2, 1)):
         for now, then in zip(batch.kv, rows[key], strict=True):
             np.testing.assert_array_equal(now[row], then)
-    assert batch.width == kv_columns(55)  # the longest is still there: no column copy
+    assert batch.width == kv_columns(lengths[1] + TEXT_TOKENS)  # the longest is still there: no column copy
     batch.remove([1])  # the longest left: the columns shrink to the remaining one's blocks
-    assert batch.width == kv_columns(25) and batch.cached_positions == kv_columns(25)
+    remaining = lengths[2] + TEXT_TOKENS
+    assert batch.width == kv_columns(remaining) and batch.cached_positions == kv_columns(remaining)
 
 
-def test_a_mixed_batch_with_joins_and_leaves_equals_greedy_decoding_alone(runner):
+def test_a_mixed_batch_with_joins_and_leaves_equals_greedy_decoding_alone(runner, system_turn):
     """Prompts of 9 to 150 tokens join at different steps (one prefilled in chunks of 32 while the
     others decode) and leave at their own lengths; each stream equals its greedy decoding alone."""
     plan = {0: (40, 12, 0), 1: (7, 3, 0), 2: (150, 20, 2), 3: (60, 6, 4), 4: (22, 9, 4), 5: (90, 15, 9)}
     batch = DecodeBatch(runner)
-    prompts = {key: _prompt(runner, n, key) for key, (n, _, _) in plan.items()}
+    prompts = {key: _prompt(runner, system_turn, n, key) for key, (n, _, _) in plan.items()}
     seqs, jobs = {}, []
     for step in range(60):
         for key, (_, max_new, at) in plan.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qwen3_asr_triton.export.layout import BUILD_INFO
 from qwen3_asr_triton.export.versions import parse_env_file, read_versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,7 +311,7 @@ def _entry(script: str, repo: Path, target: str) -> subprocess.CompletedProcess:
 
 
 def test_prepare_repository_keeps_a_finished_build_and_refuses_a_foreign_one(tmp_path):
-    (tmp_path / "build_info.json").write_text('{"target": "gpu"}')
+    (tmp_path / BUILD_INFO).write_text('{"target": "gpu"}')
     kept = _entry("prepare_repository.sh", tmp_path, "gpu")
     assert kept.returncode == 0 and "nothing to do" in kept.stderr
     foreign = _entry("prepare_repository.sh", tmp_path, "cpu")
@@ -330,7 +331,7 @@ def test_prepare_repository_keeps_a_finished_build_and_refuses_a_foreign_one(tmp
 
 
 def test_serve_refuses_a_repository_of_another_target(tmp_path):
-    (tmp_path / "build_info.json").write_text('{"target": "cpu"}')
+    (tmp_path / BUILD_INFO).write_text('{"target": "cpu"}')
     result = _entry("serve.sh", tmp_path, "gpu")
     assert result.returncode == 2 and "no finished gpu build" in result.stderr
     assert _entry("serve.sh", tmp_path / "absent", "cpu").returncode == 2

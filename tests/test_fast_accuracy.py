@@ -201,14 +201,17 @@ def _broken_export(int8_export: Path, directory: Path, how: str) -> Path:
     ``how``: ``"double"`` multiplies every weight scale by 2 (codes quantised for a 7-bit range read as 8-bit);
     ``"reversed"`` reverses each weight's per-channel scales (the channel axis mixed up).
     """
+    from qwen3_asr_triton.artifacts import DECODER_GRAPH, onnx_filename
     from qwen3_asr_triton.export.onnx_export import save_with_external_data
     from qwen3_asr_triton.export.per_token_int8 import WEIGHT_SCALES_SUFFIX
+    from qwen3_asr_triton.export.quantize import quantized_name
 
+    int8_decoder = onnx_filename(quantized_name(DECODER_GRAPH, "int8"))
     directory.mkdir()
     for f in int8_export.iterdir():
-        if not f.name.startswith("decoder-int8"):
+        if not f.name.startswith(int8_decoder):  # the graph and its .data
             (directory / f.name).symlink_to(f)
-    model = onnx.load(str(int8_export / "decoder-int8.onnx"))
+    model = onnx.load(str(int8_export / int8_decoder))
     changed = 0
     for init in model.graph.initializer:
         if init.name.endswith(WEIGHT_SCALES_SUFFIX) and init.dims:
@@ -218,7 +221,7 @@ def _broken_export(int8_export: Path, directory: Path, how: str) -> Path:
             changed += 1
     assert changed > 0, "no weight scales found in the int8 decoder"
     onnx.save(model, str(directory / "raw.onnx"), save_as_external_data=True, location="raw.onnx.data")
-    save_with_external_data(directory / "raw.onnx", directory / "decoder-int8.onnx")
+    save_with_external_data(directory / "raw.onnx", directory / int8_decoder)
     return directory
 
 

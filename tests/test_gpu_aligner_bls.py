@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pytest
 
+from qwen3_asr_triton.artifacts import ALIGNER_FILENAME, ENCODER_FILENAME
 from qwen3_asr_triton.features import LogMel
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.sessions import AlignerRunner, EncoderRunner
@@ -24,8 +25,8 @@ class BlsRouter:
     """BLS calls of the aligner model, served by ONNX Runtime on the aligner's exported graphs."""
 
     def __init__(self, export_dir, pad_to: int) -> None:
-        self.encoder = EncoderRunner(export_dir / "encoder.onnx")
-        self.lm = AlignerRunner(export_dir / "aligner.onnx")
+        self.encoder = EncoderRunner(export_dir / ENCODER_FILENAME)
+        self.lm = AlignerRunner(export_dir / ALIGNER_FILENAME)
         self.pad_to = pad_to
         self.calls: list[tuple[str, tuple[int, ...]]] = []
 

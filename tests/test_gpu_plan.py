@@ -17,15 +17,18 @@ from pathlib import Path
 
 import pytest
 
+from qwen3_asr_triton.artifacts import EMBED_FILENAME, SPEAKER_FILENAME, VAD_FILENAME
 from qwen3_asr_triton.export.build_options import BuildOptions
 from qwen3_asr_triton.export.fill_config import parse_model_config
 from qwen3_asr_triton.export.gpu_options import GpuOptions, decoder_limits
 from qwen3_asr_triton.export.gpu_plan import GpuPaths, gpu_plan, run_gpu_build
 from qwen3_asr_triton.export.gpu_repository import assemble_gpu_repository
+from qwen3_asr_triton.export.layout import BUILD_INFO
 from qwen3_asr_triton.export.repository_values import fill_repository_configs, models_for
 from qwen3_asr_triton.export.steps import Step, run_steps
 from qwen3_asr_triton.export.versions import read_versions
-from qwen3_asr_triton.model_spec import ModelSpec
+from qwen3_asr_triton.model_spec import SPEC_FILENAME, ModelSpec
+from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS_WITH_ALIGNER = [
@@ -245,7 +248,7 @@ class FakeContainer:
             value = {a[2:]: argv[i + 1] for i, a in enumerate(argv) if a.startswith("--")}
             out = Path(value["output_dir"])
             out.mkdir(parents=True, exist_ok=True)
-            vocab = json.loads((Path(value["checkpoint_dir"]).parent / "onnx-asr" / "model_spec.json").read_text())
+            vocab = json.loads((Path(value["checkpoint_dir"]).parent / "onnx-asr" / SPEC_FILENAME).read_text())
             build = {k: int(value[k]) for k in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens")}
             build["max_prompt_embedding_table_size"] = int(value["max_prompt_embedding_table_size"])
             config = {
@@ -286,7 +289,7 @@ def test_build_runs_every_step_and_assembles_the_repository(built, asr_checkpoin
     assert ran == with_diarizer(STEPS_WITH_ALIGNER)
     assert fake.ran.count("convert") == 3 and fake.ran.count("compare") == 3
     repo = paths.output
-    info = json.loads((repo / "build_info.json").read_text())
+    info = json.loads((repo / BUILD_INFO).read_text())
     assert info["target"] == "gpu" and info["versions"]["trtllm_version"] == read_versions().trtllm_version
     assert sorted(info["models"]) == sorted(models_for(True, "gpu", has_diarizer=True))
     spec = ModelSpec.from_checkpoint(asr_checkpoint)
@@ -300,16 +303,16 @@ def test_build_runs_every_step_and_assembles_the_repository(built, asr_checkpoin
     assert (repo / "decoder" / "1" / "engine" / "rank0.engine").is_file()
     assert {p.name for p in (repo / "aligner" / "1").iterdir()} == {
         "model.py",
-        "model_spec.json",
-        "tokenizer.json",
-        "embed_tokens.npy",
+        SPEC_FILENAME,
+        TOKENIZER_FILENAME,
+        EMBED_FILENAME,
     }
-    assert {p.name for p in (repo / "qwen3_asr" / "1").iterdir()} == {"model.py", "model_spec.json", "tokenizer.json"}
+    assert {p.name for p in (repo / "qwen3_asr" / "1").iterdir()} == {"model.py", SPEC_FILENAME, TOKENIZER_FILENAME}
     # The diarizer runs on ONNX Runtime on the CPU on both targets: its graph, not a plan.
     assert {p.name for p in (repo / "diarizer" / "1").iterdir()} == {
         "model.py",
-        "speaker_embedding.onnx",
-        "silero_vad.onnx",
+        SPEAKER_FILENAME,
+        VAD_FILENAME,
     }
     # The ONNX Runtime halves of the comparisons really ran and left inputs + reference outputs.
     for graph in ("encoder", "aligner_encoder", "aligner_lm"):
@@ -341,7 +344,7 @@ def test_assembly_refuses_an_engine_built_for_other_limits(built):
         engine["build_config"]["max_batch_size"] = opts.decoder_max_batch
         (paths.trtllm_engine / "config.json").write_text(json.dumps(engine))
     assemble_gpu_repository(other, opts, gpu, read_versions())
-    assert (other.output / "build_info.json").is_file()
+    assert (other.output / BUILD_INFO).is_file()
 
 
 def test_plan_is_deterministic(built):

@@ -15,6 +15,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from qwen3_asr_triton.artifacts import ENCODER_FILENAME
 from qwen3_asr_triton.bls import BlsConfig, BlsStages
 from qwen3_asr_triton.decoding.decoder import DecoderRunner
 from qwen3_asr_triton.export.build_options import BuildOptions
@@ -104,7 +105,7 @@ def trtllm_prompt_tuning_embeddings(
 @pytest.fixture(scope="module")
 def captured(asr_export):
     spec = ModelSpec.load(asr_export)
-    encoder = EncoderRunner(asr_export / "encoder.onnx")
+    encoder = EncoderRunner(asr_export / ENCODER_FILENAME)
     rng = np.random.default_rng(3)
     seconds = 19.3  # two full 8 s windows and a short one
     wave = 0.2 * np.sin(np.arange(int(seconds * 16000)) * 0.05) + 0.05 * rng.standard_normal(int(seconds * 16000))

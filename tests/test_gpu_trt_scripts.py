@@ -14,6 +14,9 @@ import numpy as np
 import onnx
 import pytest
 
+from qwen3_asr_triton.artifacts import onnx_filename
+from qwen3_asr_triton.model_spec import SPEC_FILENAME
+
 TRT_DIR = Path(__file__).resolve().parents[1] / "export" / "trt"
 # TensorRT layer type for the ONNX ops of the exported graphs (as TensorRT's ONNX parser maps them).
 LAYER_TYPES = {
@@ -101,7 +104,7 @@ def network_of(path: Path, trt) -> tuple[FakeNetwork, list]:
 @pytest.mark.parametrize(("which", "graph"), [("asr", "encoder"), ("aligner", "aligner")])
 def test_norms_and_softmax_stay_fp32(asr_export, aligner_export, fake_tensorrt, which, graph, capsys):
     fp32 = load_script("fp32_layers")
-    path = (asr_export if which == "asr" else aligner_export) / f"{graph}.onnx"
+    path = (asr_export if which == "asr" else aligner_export) / onnx_filename(graph)
     network, nodes = network_of(path, fake_tensorrt)
     fp32.postprocess(network)
     pinned = {layer.name for layer in network.layers if layer.precision == "float32"}
@@ -127,19 +130,19 @@ def test_postprocess_refuses_a_network_it_does_not_recognise(fake_tensorrt):
 # ----------------------------------------------------------------------------- data_loader
 def test_comparison_inputs_look_like_serving_inputs(asr_export, aligner_export, monkeypatch):
     loader = load_script("data_loader")
-    monkeypatch.setenv("QWEN3_ASR_PG_SPEC", str(asr_export / "model_spec.json"))
+    monkeypatch.setenv("QWEN3_ASR_PG_SPEC", str(asr_export / SPEC_FILENAME))
     monkeypatch.setenv("QWEN3_ASR_PG_BATCH", "3")
     (feed,) = list(loader.load_encoder_data())
-    spec = json.loads((asr_export / "model_spec.json").read_text())
+    spec = json.loads((asr_export / SPEC_FILENAME).read_text())
     frames = spec["features"]["window_frames"]
     assert feed["input_features"].shape == (3, spec["features"]["n_mels"], frames)
     assert feed["input_features"].dtype == np.float32 and feed["feature_lens"].dtype == np.int64
     assert feed["feature_lens"].tolist()[:2] == [frames, frames] and 0 < feed["feature_lens"][2] < frames
     assert not feed["input_features"][2, :, feed["feature_lens"][2] :].any(), "padding is zero as in serving"
-    monkeypatch.setenv("QWEN3_ASR_PG_SPEC", str(aligner_export / "model_spec.json"))
+    monkeypatch.setenv("QWEN3_ASR_PG_SPEC", str(aligner_export / SPEC_FILENAME))
     monkeypatch.setenv("QWEN3_ASR_PG_SEQ", "37")
     (feed,) = list(loader.load_aligner_lm_data())
-    hidden = json.loads((aligner_export / "model_spec.json").read_text())["text"]["hidden_size"]
+    hidden = json.loads((aligner_export / SPEC_FILENAME).read_text())["text"]["hidden_size"]
     assert feed["inputs_embeds"].shape == (1, 37, hidden) and feed["attention_mask"].tolist() == [[1] * 37]
     monkeypatch.delenv("QWEN3_ASR_PG_SPEC")
     with pytest.raises(RuntimeError, match="QWEN3_ASR_PG_SPEC"):

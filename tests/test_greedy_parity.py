@@ -33,6 +33,7 @@ def test_token_ids_equal_reference(recognizer, reference, clips, variant):
             ours.token_ids,
             ref,
             lambda prefix, w=wave, la=lang: reference.step_margin(w, prefix, la, context),
+            eos_ids=recognizer.recognizer.spec.eos_token_ids,
             max_new_tokens=MAX_NEW_TOKENS,
         )
         reports.append((clip.name, report.describe()))

@@ -2,15 +2,17 @@
 
 Missing inputs of internal models are client errors (INVALID_ARG), never internal ones; an internal
 error reported by a model called through BLS reaches the client said to be internal once, with the
-called model's own text.
+called model's own text; a client's cancellation is CANCELLED and no error in the server log.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from qwen3_asr_triton.errors import DownstreamError
-from qwen3_asr_triton.serving import INTERNAL_PREFIX, error_response, raise_for_bls_error, triton_error
+from qwen3_asr_triton.errors import DownstreamError, RequestCancelledError
+from qwen3_asr_triton.serving import CANCELLED_MARK, INTERNAL_PREFIX, error_response, raise_for_bls_error, triton_error
 from tests import fake_pb_utils as pb
 from tests.fake_pb_utils import InferenceRequest
 from tests.test_models_unit import error_text, load
@@ -45,3 +47,16 @@ def test_an_internal_error_downstream_is_said_to_be_internal_once():
     assert error.message() == "internal error: decoder: RuntimeError: ONNX Runtime failed"
     assert error.message().count(INTERNAL_PREFIX) == 1
     assert error.code() == pb.TritonError.INTERNAL
+
+
+def test_a_client_cancellation_is_cancelled_and_logs_no_error(caplog):
+    caplog.set_level(logging.DEBUG)
+    cancelled = RequestCancelledError("the client cancelled the request")
+    for marked in (True, False):
+        error = triton_error(pb, cancelled, marked=marked)
+        assert error.code() == pb.TritonError.CANCELLED
+        assert error.message() == (CANCELLED_MARK if marked else "") + "the client cancelled the request"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # The same capture sees what an internal error logs: the absence above is not a logger caplog misses.
+    triton_error(pb, RuntimeError("ONNX Runtime failed"))
+    assert [r.levelno for r in caplog.records if r.levelno >= logging.ERROR] == [logging.ERROR]

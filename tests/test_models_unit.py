@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from qwen3_asr_triton.artifacts import ENCODER_FILENAME
 from qwen3_asr_triton.features import LogMel, split_windows
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.sessions import EncoderRunner
@@ -56,7 +57,7 @@ def test_encoder_batch_isolates_a_bad_request(model_repository, clips):
     responses = model.execute([good_a, bad, good_b])
     assert "multiple of 100" in error_text(responses[1])
     assert responses[1].error().code() == pb.TritonError.INVALID_ARG
-    direct = EncoderRunner(model_repository / "encoder" / "1" / "encoder.onnx")
+    direct = EncoderRunner(model_repository / "encoder" / "1" / ENCODER_FILENAME)
     for response, feats, frames in ((responses[0], full, win.frames[:2]), (responses[2], tail, win.frames[-1:])):
         assert not response.has_error()
         embeds = pb.get_output_tensor_by_name(response, "audio_embeds").as_numpy()
@@ -197,7 +198,8 @@ def _tiny_prompt(repository, spec, rows=20):
 
 
 def test_decoder_enforces_its_own_limits(decoder_model, model_repository):
-    """Called directly, the decoder can do nothing the public model cannot (issue: 20,000 tokens were generated)."""
+    """Called directly, the decoder can do nothing the public model cannot: a request for 20,000 tokens is
+    refused (at most 4,096), not generated."""
     prompt, table = _tiny_prompt(model_repository, decoder_model.spec)
     cases = {
         "request_output_len must be between 1 and 4096": _decoder_request(prompt, table, 20000),

@@ -7,6 +7,15 @@ import onnx
 import pytest
 import torch
 
+from qwen3_asr_triton.artifacts import (
+    ALIGNER_FILENAME,
+    ALIGNER_GRAPH,
+    DECODER_GRAPH,
+    EMBED_FILENAME,
+    ENCODER_FILENAME,
+    ENCODER_GRAPH,
+    onnx_filename,
+)
 from qwen3_asr_triton.decoding.decoder import DecodeBatch, DecoderRunner, Sequence
 from qwen3_asr_triton.features import LogMel, split_windows, stack_windows
 from qwen3_asr_triton.model_spec import ModelSpec
@@ -18,10 +27,11 @@ ATOL = 2e-4
 
 
 @pytest.mark.parametrize(
-    ("which", "graph"), [("asr", "encoder"), ("asr", "decoder"), ("aligner", "encoder"), ("aligner", "aligner")]
+    ("which", "graph"),
+    [("asr", ENCODER_GRAPH), ("asr", DECODER_GRAPH), ("aligner", ENCODER_GRAPH), ("aligner", ALIGNER_GRAPH)],
 )
 def test_graphs_are_valid_onnx_with_external_data(asr_export, aligner_export, which, graph):
-    path = (asr_export if which == "asr" else aligner_export) / f"{graph}.onnx"
+    path = (asr_export if which == "asr" else aligner_export) / onnx_filename(graph)
     onnx.checker.check_model(str(path))
     model = onnx.load(str(path), load_external_data=False)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
@@ -59,7 +69,7 @@ def _reference_audio(reference, wave):
 
 
 def test_encoder_batches_windows_of_different_utterances(asr_export, reference, clips):
-    encoder = EncoderRunner(asr_export / "encoder.onnx")
+    encoder = EncoderRunner(asr_export / ENCODER_FILENAME)
     spec = ModelSpec.load(asr_export)
     chosen = [c for c in clips if c.name in ("en_yes", "en_long", "zh_park", "it_phone")]
     waves = [c.waveform() for c in chosen]
@@ -140,9 +150,9 @@ def test_decoder_step_logits_are_close(asr_export, reference, clips):
 
 def test_aligner_graph_matches_transformers(aligner_export, reference, clips):
     spec = ModelSpec.load(aligner_export)
-    encoder = EncoderRunner(aligner_export / "encoder.onnx")
-    aligner = AlignerRunner(aligner_export / "aligner.onnx")
-    embed = np.load(aligner_export / "embed_tokens.npy", mmap_mode="r")
+    encoder = EncoderRunner(aligner_export / ENCODER_FILENAME)
+    aligner = AlignerRunner(aligner_export / ALIGNER_FILENAME)
+    embed = np.load(aligner_export / EMBED_FILENAME, mmap_mode="r")
     wave = clips[1].waveform()
     inputs, _ = reference.aligner_processor.prepare_forced_aligner_inputs(
         audio=wave, transcript=clips[1].spec.text, return_tensors="pt"

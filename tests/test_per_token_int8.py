@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from qwen3_asr_triton.artifacts import DECODER_GRAPH, onnx_filename
 from qwen3_asr_triton.export.onnx_export import save_with_external_data
 from qwen3_asr_triton.export.per_token_int8 import (
     ACTIVATION_LEVELS,
@@ -159,7 +160,7 @@ def test_uint8_weights_and_opset_18(tmp_path, weights) -> None:
 
 
 def test_the_recipe_is_recorded_and_stale_graphs_are_remade(asr_export, tmp_path) -> None:
-    from qwen3_asr_triton.export.quantize import ensure_precision
+    from qwen3_asr_triton.export.quantize import ensure_precision, quantized_name
 
     export = tmp_path / "export"
     export.mkdir()
@@ -167,7 +168,7 @@ def test_the_recipe_is_recorded_and_stale_graphs_are_remade(asr_export, tmp_path
         if "-int8" not in f.name and "bf16" not in f.name:
             (export / f.name).symlink_to(f.resolve())
     ensure_precision(export, "int8")
-    decoder = export / "decoder-int8.onnx"
+    decoder = export / onnx_filename(quantized_name(DECODER_GRAPH, "int8"))
     assert graph_recipe(decoder) == RECIPE
     made = decoder.stat().st_mtime_ns
     ensure_precision(export, "int8")

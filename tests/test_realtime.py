@@ -302,7 +302,7 @@ LONG_SENTENCES = (
 
 @pytest.mark.slow
 def test_minutes_of_speech_give_one_completed_per_utterance(triton_server):
-    """The issue's bar: a few minutes of multi-utterance speech, one completed transcript per utterance."""
+    """Over two minutes of multi-utterance speech give exactly one completed transcript per utterance, in order."""
     rate = 24000
     sentences = LONG_SENTENCES * 3
     pcm = sentences_pcm(rate, sentences)

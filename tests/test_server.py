@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from qwen3_asr_triton.audio import load_audio
+from qwen3_asr_triton.model_spec import ModelSpec
 from tests.parity import check_tokens
 from tests.speech import RESAMPLED_CELLS
 from tests.triton_requests import transcribe
@@ -18,6 +19,12 @@ pytestmark = pytest.mark.server
 
 MAX_NEW_TOKENS = 40
 CONTEXT = "Glossary: Triton, Kubernetes, Qwen3-ASR, perf_analyzer."
+
+
+@pytest.fixture(scope="module")
+def eos_ids(asr_export) -> tuple[int, ...]:
+    """The served checkpoint's end-of-sequence ids."""
+    return ModelSpec.load(asr_export).eos_token_ids
 
 
 def _variant(clip, variant):
@@ -29,7 +36,7 @@ def _variant(clip, variant):
 
 
 @pytest.mark.parametrize("variant", ["auto", "forced", "context"])
-def test_token_ids_equal_reference(triton_server, clips, reference, reference_tokens, variant):
+def test_token_ids_equal_reference(triton_server, clips, reference, reference_tokens, eos_ids, variant):
     for clip in clips:
         language, context = _variant(clip, variant)
         out = transcribe(
@@ -45,6 +52,7 @@ def test_token_ids_equal_reference(triton_server, clips, reference, reference_to
             out["TOKEN_IDS"].tolist(),
             ref,
             lambda prefix, w=wave, la=language, c=context: reference.step_margin(w, prefix, la, c),
+            eos_ids=eos_ids,
             max_new_tokens=MAX_NEW_TOKENS,
         )
         assert out["DETECTED_LANGUAGE"][0] == (language or out["DETECTED_LANGUAGE"][0])
@@ -52,7 +60,7 @@ def test_token_ids_equal_reference(triton_server, clips, reference, reference_to
 
 
 def test_resampled_clips_equal_the_reference_fed_by_librosa(
-    triton_server, resampled_clips, reference, reference_tokens
+    triton_server, resampled_clips, reference, reference_tokens, eos_ids
 ):
     """22.05, 24 and 44.1 kHz in each of wav, flac, mp3 and ogg, stereo included: the served front end (bytes in)
     gives the token ids of the transformers reference fed with ``librosa.load(path, sr=16000)``."""
@@ -65,6 +73,7 @@ def test_resampled_clips_equal_the_reference_fed_by_librosa(
             out["TOKEN_IDS"].tolist(),
             ref,
             lambda prefix, w=wave: reference.step_margin(w, prefix, None, None),
+            eos_ids=eos_ids,
             max_new_tokens=MAX_NEW_TOKENS,
         )
         assert report.identical, f"{clip.name}: {report.describe()}"

@@ -9,10 +9,14 @@ on the torch runner unchanged.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from qwen3_asr_triton.artifacts import DECODER_GRAPH, EMBED_FILENAME, ENCODER_GRAPH, torch_weights_filename
+from qwen3_asr_triton.model_spec import SPEC_FILENAME
 
 # The bound clips and their minimum length (as tests/test_fast_accuracy.py: 3.6 s and 3.7 s of speech).
 BOUND_CLIPS = ("en_hello", "de_greeting")
@@ -69,17 +73,17 @@ def test_unknown_precision_is_refused() -> None:
 def test_missing_weights_are_named(tmp_path: Path, bf16_export: Path) -> None:
     from qwen3_asr_triton.torch_runner import TorchDecoderRunner
 
-    for name in ("model_spec.json", "embed_tokens.npy"):
+    for name in (SPEC_FILENAME, EMBED_FILENAME):
         (tmp_path / name).symlink_to(bf16_export / name)
-    with pytest.raises(FileNotFoundError, match=r"decoder-bf16\.safetensors"):
+    with pytest.raises(FileNotFoundError, match=re.escape(torch_weights_filename(DECODER_GRAPH))):
         TorchDecoderRunner(tmp_path, "fp32")
 
 
 def test_weights_are_bf16_module_states(bf16_export: Path) -> None:
     from safetensors import safe_open
 
-    for graph, prefix in (("encoder", "conv2d1."), ("decoder", "body.layers.0.")):
-        with safe_open(str(bf16_export / f"{graph}-bf16.safetensors"), framework="pt") as f:
+    for graph, prefix in ((ENCODER_GRAPH, "conv2d1."), (DECODER_GRAPH, "body.layers.0.")):
+        with safe_open(str(bf16_export / torch_weights_filename(graph)), framework="pt") as f:
             keys = list(f.keys())
             assert any(k.startswith(prefix) for k in keys)
             assert {str(f.get_tensor(k).dtype) for k in keys} == {"torch.bfloat16"}
