@@ -89,7 +89,7 @@ class BuildOptions:
     max_utterance_seconds: float = 30.0
     # cpu target: "fp32" serves the exact graphs (token parity with transformers); "int8" the int8-weight
     # copies of the encoder and decoder (export/quantize.py); "bf16" the export's torch modules in bf16
-    # (export/torch_runner.py; needs torch where the server runs); "fast" holds int8 and bf16 and picks
+    # (qwen3_asr_triton/torch_runner.py; needs torch where the server runs); "fast" holds int8 and bf16 and picks
     # one where each model loads, from the CPU's flags (qwen3_asr_triton/cpu_precision.py).
     precision: str = "fp32"
 

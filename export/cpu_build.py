@@ -2,7 +2,7 @@
 
 Every model runs in Triton's python backend, the neural stages on ONNX Runtime
 from the exported graphs (fp32, or the int8-weight copies of ``--precision int8``); ``--precision bf16``
-runs the encoder and decoder on torch instead (export/torch_runner.py), ``fast`` holds both and each
+runs the encoder and decoder on torch instead (qwen3_asr_triton/torch_runner.py), ``fast`` holds both and each
 model picks one when it loads (qwen3_asr_triton/cpu_precision.py).
 """
 

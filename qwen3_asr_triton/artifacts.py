@@ -29,7 +29,7 @@ VAD_FILENAME = "silero_vad.onnx"
 EMBED_FILENAME = "embed_tokens.npy"
 # CAM++ speaker embeddings for diarization (fbank [B, T, 80] -> [B, 192]), from export/speaker_model.py.
 SPEAKER_FILENAME = "speaker_embedding.onnx"
-# The encoder's and decoder's weights for the torch runners (bf16; export/torch_runner.py), by graph stem.
+# The encoder's and decoder's weights for the torch runners (bf16; qwen3_asr_triton/torch_runner.py), by graph stem.
 TORCH_WEIGHTS_SUFFIX = "-bf16.safetensors"
 
 

@@ -6,7 +6,7 @@ CPUs), so the fast mode is chosen where the model loads, not where it is built:
 - ``fp32``: the exact ONNX graphs (token parity with transformers). Never chosen for the user.
 - ``int8``: the int8-weight ONNX graphs (export/quantize.py, ONNX Runtime's integer kernels; VNNI is
   used where the CPU has it, without a choice of ours).
-- ``bf16``: the export's torch modules in bf16 (export/torch_runner.py; ONNX Runtime's CPU provider has
+- ``bf16``: the export's torch modules in bf16 (qwen3_asr_triton/torch_runner.py; ONNX Runtime's CPU provider has
   no bf16 kernels). Weights and activations keep fp32's range, with 8 bits of mantissa.
 - ``fast``: a repository holding both, ``bf16`` where the CPU has bf16 instructions and torch is
   installed, ``int8`` elsewhere (:func:`choose_fast_precision`).
