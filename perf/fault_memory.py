@@ -46,15 +46,25 @@ SAMPLE_SECONDS = 0.05
 SETTLE_SECONDS = 3.0
 
 
-def long_flac() -> bytes:
-    """3,700 s of digital silence at 384 kHz, mono 16-bit FLAC (FFmpeg's encoder: a few MB)."""
-    path = CACHE / "silence-3700s-384k.flac"
+def long_flac(seconds: int = 3700, known_length: bool = True) -> bytes:
+    """``seconds`` of digital silence at 384 kHz, mono 16-bit FLAC (FFmpeg's encoder: under a MB).
+
+    ``known_length=False`` writes it to a pipe, as a live encoder does: FFmpeg cannot seek back to
+    fill in the header, so the file does not say how long it is and only decoding tells.
+    """
+    path = CACHE / f"silence-{seconds}s-384k{'' if known_length else '-unknown-length'}.flac"
     if not path.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.flac")
-        source = ["-f", "lavfi", "-i", "anullsrc=r=384000:cl=mono", "-t", "3700"]
-        encode = ["-c:a", "flac", "-sample_fmt", "s16", str(tmp)]
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *source, *encode], check=True)
+        source = ["-f", "lavfi", "-i", "anullsrc=r=384000:cl=mono", "-t", str(seconds)]
+        encode = ["-c:a", "flac", "-sample_fmt", "s16", "-f", "flac"]
+        with tmp.open("wb") as out:
+            target = [str(tmp), "-y"] if known_length else ["pipe:1"]
+            subprocess.run(
+                ["ffmpeg", "-loglevel", "error", *source, *encode, *target],
+                check=True,
+                stdout=subprocess.DEVNULL if known_length else out,
+            )
         tmp.rename(path)
     return path.read_bytes()
 
@@ -151,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     flac = long_flac()
+    unknown = long_flac(known_length=False)
+    accepted = long_flac(600, known_length=False)
     args.out.mkdir(parents=True, exist_ok=True)
     good = sorted((REPO / "tests" / "data").glob("*.wav"))[0].read_bytes()
     big = serialized_audio_request(os.urandom(300_000_000))
@@ -160,6 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         [
             ("warm-up", "guard", {"audio": good, "max_new_tokens": 4}),
             (f"FLAC, 3700 s at 384 kHz ({len(flac) / 1e6:.1f} MB)", "guard", {"audio": flac}),
+            (
+                f"FLAC, 3700 s at 384 kHz, no length in its header ({len(unknown) / 1e6:.1f} MB)",
+                "guard",
+                {"audio": unknown},
+            ),
+            (
+                f"FLAC, 600 s at 384 kHz, no length in its header, accepted ({len(accepted) / 1e6:.1f} MB)",
+                "guard",
+                {"audio": accepted, "max_new_tokens": 4},
+            ),
             ("300 MB of random bytes as AUDIO", "guard", {"serialized": big}),
             ("a good request afterwards", "guard", {"audio": good, "max_new_tokens": 4}),
             ("300 MB of random bytes as AUDIO, to Triton's own port", "triton", {"serialized": big}),

@@ -92,11 +92,13 @@ class AudioLimits:
         return int(self.max_seconds * sample_rate)
 
 
-def _check_duration(num_samples: int, sample_rate: int, limits: AudioLimits) -> None:
+def _check_duration(num_samples: int, sample_rate: int, limits: AudioLimits, decoding: bool = False) -> None:
+    """Refuse more than ``limits.max_seconds`` of audio; ``decoding``: the count so far of a file still being read."""
     seconds = num_samples / float(sample_rate)
     if seconds > limits.max_seconds:
+        length = f"longer than {seconds:.1f} s (decoding stopped there)" if decoding else f"{seconds:.1f} s long"
         raise InputError(
-            f"audio is {seconds:.1f} s long; the limit is {limits.max_seconds:.0f} s"
+            f"audio is {length}; the limit is {limits.max_seconds:.0f} s"
             " (split it client-side or raise the server's max_audio_seconds)"
         )
 
@@ -158,7 +160,7 @@ SinkT = TypeVar("SinkT", bound=_Sink)
 class _Collect:
     """Keeps the ``[n]`` mono blocks at the input's rate (:func:`decode_audio_bytes`)."""
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: int, limits: AudioLimits) -> None:
         self.rate = rate
         self.parts: list[np.ndarray] = []
 
@@ -173,14 +175,28 @@ class _Resample:
     """Resamples the mono blocks to 16 kHz as they arrive (:func:`load_audio`).
 
     A file that came in one block is resampled in one call (:func:`resample`), as librosa
-    does; more blocks go through :class:`StreamResampler`, whose output is the same.
+    does; more blocks go through :class:`StreamResampler`, whose output is the same, written
+    into one buffer sized for the longest audio the limits allow at 16 kHz. That buffer is a
+    single large allocation, which the C library maps on its own and returns to the system
+    when it is freed; untouched pages of it are never resident. (Many small arrays, one per
+    block, would land in the heap among other allocations, and a refused hour of audio left
+    its 230 MB there.)
     """
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: int, limits: AudioLimits) -> None:
         self.rate = rate
+        self.limits = limits
         self.first: np.ndarray | None = None
         self.stream: StreamResampler | None = None
-        self.parts: list[np.ndarray] = []
+        self.out = np.zeros(0, np.float32)
+        self.filled = 0
+
+    def _write(self, part: np.ndarray) -> None:
+        end = self.filled + part.size
+        if end > self.out.size:  # past the limit's length: _push_checked refuses before this happens
+            self.out = np.concatenate([self.out[: self.filled], np.empty(end - self.filled, np.float32)])
+        self.out[self.filled : end] = part
+        self.filled = end
 
     def push(self, block: np.ndarray) -> None:
         if self.first is None and self.stream is None:
@@ -188,29 +204,33 @@ class _Resample:
             return
         if self.stream is None:
             self.stream = StreamResampler(self.rate)
-            self.parts.append(self.stream.push(self.first))
+            capacity = resampled_length(self.limits.max_samples(self.rate) + 1, self.rate) + _BLOCK_FRAMES
+            self.out = np.empty(capacity, np.float32)
+            self._write(self.stream.push(self.first))
             self.first = None
-        self.parts.append(self.stream.push(block))
+        self._write(self.stream.push(block))
 
     def samples(self) -> np.ndarray:
         if self.stream is None:
             return resample(self.first if self.first is not None else np.zeros(0, np.float32), self.rate)
-        self.parts.append(self.stream.finish())
-        return np.concatenate(self.parts)
+        self._write(self.stream.finish())
+        return self.out[: self.filled]
 
 
 def _push_checked(sink: _Sink, block: np.ndarray, count: int, rate: int, limits: AudioLimits) -> int:
     """Push one mono block after the running duration and finiteness checks; returns the new count."""
     count += block.size
-    _check_duration(count, rate, limits)
+    _check_duration(count, rate, limits, decoding=True)
     if not np.all(np.isfinite(block)):  # a float WAV can hold them
         raise InputError("AUDIO contains NaN or infinite samples")
     sink.push(block)
     return count
 
 
-def _decode_libsndfile(data: bytes, limits: AudioLimits, make_sink: Callable[[int], SinkT]) -> tuple[SinkT, int] | None:
-    """Decode with libsndfile into ``make_sink(rate)``; returns the sink and the samples it was given, or
+def _decode_libsndfile(
+    data: bytes, limits: AudioLimits, make_sink: Callable[[int, AudioLimits], SinkT]
+) -> tuple[SinkT, int] | None:
+    """Decode with libsndfile into ``make_sink(rate, limits)``; returns the sink and the samples it was given, or
     ``None`` when libsndfile does not recognise the format.
 
     A known length is checked against the limits before any sample is decoded. A file of at
@@ -232,7 +252,7 @@ def _decode_libsndfile(data: bytes, limits: AudioLimits, make_sink: Callable[[in
         if known:
             _check_duration(int(sound.frames), rate, limits)
         one_read = known and sound.frames * sound.channels <= ONE_READ_SAMPLES
-        sink, count = make_sink(rate), 0
+        sink, count = make_sink(rate, limits), 0
         try:
             while True:
                 frames = -1 if one_read else _BLOCK_FRAMES
@@ -269,8 +289,10 @@ def _frame_to_mono(frame) -> np.ndarray:
     return mix_to_mono(np.asarray(arr, dtype=np.float32).T)
 
 
-def _decode_ffmpeg(data: bytes, limits: AudioLimits, make_sink: Callable[[int], SinkT]) -> tuple[SinkT, int]:
-    """Decode with FFmpeg (PyAV) into ``make_sink(rate)``: what libsndfile does not read (m4a/aac, webm...);
+def _decode_ffmpeg(
+    data: bytes, limits: AudioLimits, make_sink: Callable[[int, AudioLimits], SinkT]
+) -> tuple[SinkT, int]:
+    """Decode with FFmpeg (PyAV) into ``make_sink(rate, limits)``: what libsndfile does not read (m4a/aac, webm...);
     returns the sink and the samples it was given."""
     import av  # imported lazily: only needed for what libsndfile refuses
 
@@ -288,7 +310,7 @@ def _decode_ffmpeg(data: bytes, limits: AudioLimits, make_sink: Callable[[int], 
             check_sample_rate(rate, "AUDIO's sample rate")
             if stream.duration is not None and stream.time_base is not None:
                 _check_duration(int(float(stream.duration * stream.time_base) * rate), rate, limits)
-            sink = make_sink(rate)
+            sink = make_sink(rate, limits)
             for frame in container.decode(stream):
                 if frame.rate and frame.rate != rate:
                     raise InputError("AUDIO changes sample rate mid-stream")
@@ -300,7 +322,7 @@ def _decode_ffmpeg(data: bytes, limits: AudioLimits, make_sink: Callable[[int], 
     return sink, count
 
 
-def _decode(data: bytes, limits: AudioLimits | None, make_sink: Callable[[int], SinkT]) -> SinkT:
+def _decode(data: bytes, limits: AudioLimits | None, make_sink: Callable[[int, AudioLimits], SinkT]) -> SinkT:
     """Check the payload's size, then decode it into a sink: libsndfile first, FFmpeg for the rest."""
     limits = limits or AudioLimits()
     if not data:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -55,8 +56,58 @@ def _answer_after(server, data: bytes, expected: list[int], killed_at: float, ti
     raise AssertionError(f"no correct answer {timeout:.0f} s after the kill; last: {last}")
 
 
-@pytest.mark.parametrize("victim", ["decoder", "preprocess", "encoder", "qwen3_asr", "tritonserver"])
-def test_the_deployment_answers_again_after_a_kill(own_server, clips, victim):
+class _Load:
+    """Requests sent one after another on two threads while a test kills something: each one's outcome."""
+
+    def __init__(self, url: str, data: bytes, expected: list[int]) -> None:
+        self.url, self.data, self.expected = url, data, expected
+        self.outcomes: list[tuple[float, float, str]] = []  # (sent, seconds, "ok" | "wrong" | error text)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            try:
+                out = transcribe(self.url, audio=self.data, max_new_tokens=12, client_timeout=LOAD_TIMEOUT)
+                outcome = "ok" if out["TOKEN_IDS"].tolist() == self.expected else "wrong"
+            except Exception as exc:  # what a request meets while a worker is dead or the server restarts
+                outcome = str(exc)[:300]
+            self.outcomes.append((sent, time.monotonic() - sent, outcome))
+            if outcome != "ok":
+                time.sleep(0.2)
+
+    def __enter__(self) -> _Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(LOAD_TIMEOUT + 10)
+
+
+# A request under load waits at most this long: one that is caught by the kill must fail, not hang.
+LOAD_TIMEOUT = 30.0
+# Every python model of the test repository (its instances are named <model>_<instance>_<device>).
+PYTHON_MODELS = (
+    "decoder",
+    "preprocess",
+    "encoder",
+    "postprocess",
+    "aligner",
+    "diarizer",
+    "qwen3_asr",
+    "qwen3_asr_deltas",
+    "qwen3_asr_streaming",
+)
+
+
+@pytest.mark.parametrize("victim", [*PYTHON_MODELS, "tritonserver"])
+def test_the_deployment_answers_again_after_a_kill_under_load(own_server, clips, victim):
+    """SIGKILL of any worker while two clients keep sending: no request hangs or gets a wrong answer, the
+    ones caught by the kill fail with a clear error, and correct answers come back after the restart."""
     data = clips[0].path.read_bytes()
     expected = transcribe(own_server.grpc_url, audio=data, max_new_tokens=12)["TOKEN_IDS"].tolist()
     server_pid = _tritonserver_pid(own_server)
@@ -67,18 +118,43 @@ def test_the_deployment_answers_again_after_a_kill(own_server, clips, victim):
     restarts = own_server.log_path.read_text().count("serve_cpu.sh: restarting Triton")
     regions = group_regions(server_pid)
     assert regions, "the server's python workers have shared-memory regions"
-    killed_at = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
-    # The watchdog notices (a second preprocess instance may still answer meanwhile), then the restart.
-    while own_server.log_path.read_text().count("serve_cpu.sh: restarting Triton") == restarts:
-        assert time.monotonic() - killed_at < 10, "the watchdog did not notice the kill"
-        time.sleep(0.1)
-    noticed = time.monotonic() - killed_at
-    seconds = _answer_after(own_server, data, expected, killed_at)
+    with _Load(own_server.grpc_url, data, expected) as load:
+        while not any(outcome == "ok" for _, _, outcome in load.outcomes):
+            time.sleep(0.05)
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        # The watchdog notices (a second preprocess instance may still answer meanwhile), then the restart.
+        while own_server.log_path.read_text().count("serve_cpu.sh: restarting Triton") == restarts:
+            assert time.monotonic() - killed_at < 10, "the watchdog did not notice the kill"
+            time.sleep(0.1)
+        noticed = time.monotonic() - killed_at
+        seconds = _answer_after(own_server, data, expected, killed_at)
+        # Load goes on until a request sent after the restart is answered correctly.
+        while not any(sent > killed_at + seconds and outcome == "ok" for sent, _, outcome in load.outcomes):
+            assert time.monotonic() - killed_at < seconds + LOAD_TIMEOUT + 10, load.outcomes[-3:]
+            time.sleep(0.1)
     assert _tritonserver_pid(own_server) != server_pid
     left = [name for name in regions if (Path("/dev/shm") / name).exists()]
     assert not left, f"the killed server's shared memory was not freed: {left[:3]}"
-    print(f"SIGKILL of {victim}: restart began after {noticed:.1f} s, correct answers again after {seconds:.1f} s")
+    caught = [(round(took, 2), outcome) for sent, took, outcome in load.outcomes if outcome != "ok"]
+    assert all(outcome != "wrong" for _, outcome in caught), caught
+    assert all(took < LOAD_TIMEOUT for took, _ in caught), f"a request hung: {caught}"
+    assert all(_clear(outcome) for _, outcome in caught), caught
+    kinds = sorted({_status(outcome) for _, outcome in caught})
+    longest = max([0.0, *[took for took, _ in caught]])
+    print(
+        f"SIGKILL of {victim} under load: restart began after {noticed:.1f} s, correct answers again after "
+        f"{seconds:.1f} s; {len(caught)} of {len(load.outcomes)} requests failed, longest {longest:.1f} s: {kinds}"
+    )
+
+
+def _status(outcome: str) -> str:
+    return outcome.split("]", 1)[0].lstrip("[") if outcome.startswith("[StatusCode.") else outcome[:60]
+
+
+def _clear(outcome: str) -> bool:
+    """A failure a client can act on: UNAVAILABLE (retry), or a connection refused while the guard restarts."""
+    return outcome.startswith("[StatusCode.UNAVAILABLE]") or "failed to connect" in outcome.lower()
 
 
 def test_without_restarts_the_script_exits_for_its_supervisor(model_repository, tmp_path):

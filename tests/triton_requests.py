@@ -45,16 +45,27 @@ def build_inputs(
     return items
 
 
-def transcribe(url: str, protocol: str = "grpc", **kwargs) -> dict[str, np.ndarray]:
-    """One unary request; returns every output as numpy (strings decoded)."""
+def transcribe(
+    url: str, protocol: str = "grpc", client_timeout: float | None = None, **kwargs
+) -> dict[str, np.ndarray]:
+    """One unary request; returns every output as numpy (strings decoded). ``client_timeout``: gRPC only."""
     if protocol == "grpc":
         import tritonclient.grpc as module
+
+        deadline = {"client_timeout": client_timeout}
     else:
         import tritonclient.http as module
+
+        if client_timeout is not None:
+            raise ValueError("client_timeout is for gRPC requests")
+        deadline = {}
     client = module.InferenceServerClient(url)
     try:
         result = client.infer(
-            "qwen3_asr", build_inputs(module, **kwargs), outputs=[module.InferRequestedOutput(n) for n in OUTPUTS]
+            "qwen3_asr",
+            build_inputs(module, **kwargs),
+            outputs=[module.InferRequestedOutput(n) for n in OUTPUTS],
+            **deadline,
         )
     finally:
         client.close()
