@@ -48,6 +48,10 @@ class MalformedResponseError(Qwen3ASRError):
 _INTERNAL_PREFIX = "internal error"
 _CAPACITY_TEXT = "too many concurrent streams"
 
+# How Triton words its NOT_FOUND for a model that its repository holds but that has no version loaded
+# (after a restart it accepts calls before its models are ready); a model it does not hold "is not found".
+NOT_LOADED_TEXT = "has no available versions"
+
 _BY_STATUS: dict[str, type[Qwen3ASRError]] = {
     "INVALID_ARGUMENT": InvalidRequestError,
     "UNAVAILABLE": ServerUnavailableError,
@@ -56,11 +60,18 @@ _BY_STATUS: dict[str, type[Qwen3ASRError]] = {
 
 
 def status_name(exc: InferenceServerException) -> str | None:
-    """``"UNAVAILABLE"`` for tritonclient's ``"StatusCode.UNAVAILABLE"``; None when it has no status."""
+    """``"UNAVAILABLE"`` for tritonclient's ``"StatusCode.UNAVAILABLE"``; None when it has no status.
+
+    Triton's ``NOT_FOUND`` for a model it holds but has not loaded yet (:data:`NOT_LOADED_TEXT`, as
+    while a restarted server loads) counts as ``UNAVAILABLE``: it passes, and a retry gets through.
+    """
     status = exc.status()
     if not status:
         return None
-    return str(status).rsplit(".", 1)[-1]
+    name = str(status).rsplit(".", 1)[-1]
+    if name == "NOT_FOUND" and NOT_LOADED_TEXT in (exc.message() or ""):
+        return "UNAVAILABLE"
+    return name
 
 
 def from_status(status: str | None, message: str, context: str = "") -> Qwen3ASRError:

@@ -173,6 +173,19 @@ def test_other_statuses_are_never_retried(status, error):
     assert not isinstance(info.value, ServerUnavailableError)
 
 
+def test_a_model_not_loaded_yet_is_retried_and_an_unknown_one_is_not():
+    """After a restart Triton answers NOT_FOUND "... has no available versions" until its models are loaded:
+    that passes, so it is retried as UNAVAILABLE; "... is not found" (no such model) is final."""
+    budget = CallBudget(RetryPolicy(max_attempts=10), timeout=30.0, what="infer", clock=FakeClock())
+    budget.start_attempt()
+    loading = _error("NOT_FOUND", "Request for unknown model: 'qwen3_asr' has no available versions")
+    assert budget.after_failure(loading) > 0
+    budget.start_attempt()
+    with pytest.raises(Qwen3ASRError) as info:
+        budget.after_failure(_error("NOT_FOUND", "Request for unknown model: 'qwen3_asr_x' is not found"))
+    assert info.value.status == "NOT_FOUND"
+
+
 def test_backoff_never_runs_past_the_deadline():
     clock = FakeClock()
     budget = CallBudget(

@@ -20,6 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 from qwen3_asr_triton.gateway.grpc_guard import (
     DEFAULT_MAX_MESSAGE_BYTES,
     INFER,
+    NOT_LOADED,
     PUBLIC_MODELS,
     STREAM_INFER,
     UNREACHABLE,
@@ -219,6 +220,12 @@ class Upstream(grpc.GenericRpcHandler):
                 raise
         if request.model_name == "failing":
             await context.abort(grpc.StatusCode.UNAVAILABLE, "x" * 10_000)
+        if request.model_name == "loading":  # Triton's answer while a restarted server loads its models
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'loading' has no available versions"
+            )
+        if request.model_name == "unknown":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'unknown' is not found")
         return pb.ModelInferResponse(model_name=request.model_name, id=request.id).SerializeToString()
 
     async def _stream(self, requests, context):
@@ -237,8 +244,8 @@ async def _guard(upstream_alive: bool = True, **limits):
         server.add_insecure_port(f"127.0.0.1:{upstream_port}")
         await server.start()
     stop = asyncio.Event()
-    # The stand-in's test models ("slow", "failing") are public here, beside the real ones.
-    limits.setdefault("public_models", PUBLIC_MODELS | {"slow", "failing"})
+    # The stand-in's test models are public here, beside the real ones.
+    limits.setdefault("public_models", PUBLIC_MODELS | {"slow", "failing", "loading", "unknown"})
     options = GuardOptions(triton_url=f"127.0.0.1:{upstream_port}", port=guard_port, **limits)
     serving = asyncio.ensure_future(serve(options, stop, grace=1))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{guard_port}", options=[("grpc.max_send_message_length", -1)])
@@ -294,6 +301,15 @@ def test_guard_forwards_good_calls_and_keeps_bad_ones_back():
                 await _infer_call(channel)(_good("failing"), timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert 0 < len(info.value.details()) <= 600
+            # A model Triton has not loaded yet (restarting) is UNAVAILABLE, which clients retry; one it does
+            # not know stays NOT_FOUND.
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await _infer_call(channel)(_good("loading"), timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert info.value.details() == NOT_LOADED
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await _infer_call(channel)(_good("unknown"), timeout=10)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
     asyncio.run(scenario())
 
