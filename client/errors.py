@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from tritonclient.utils import InferenceServerException
 
+from qwen3_asr_triton.errors import restarting
+
 
 class Qwen3ASRError(Exception):
     """A call to the server failed.
@@ -48,10 +50,6 @@ class MalformedResponseError(Qwen3ASRError):
 _INTERNAL_PREFIX = "internal error"
 _CAPACITY_TEXT = "too many concurrent streams"
 
-# How Triton words its NOT_FOUND for a model that its repository holds but that has no version loaded
-# (after a restart it accepts calls before its models are ready); a model it does not hold "is not found".
-NOT_LOADED_TEXT = "has no available versions"
-
 _BY_STATUS: dict[str, type[Qwen3ASRError]] = {
     "INVALID_ARGUMENT": InvalidRequestError,
     "UNAVAILABLE": ServerUnavailableError,
@@ -62,14 +60,15 @@ _BY_STATUS: dict[str, type[Qwen3ASRError]] = {
 def status_name(exc: InferenceServerException) -> str | None:
     """``"UNAVAILABLE"`` for tritonclient's ``"StatusCode.UNAVAILABLE"``; None when it has no status.
 
-    Triton's ``NOT_FOUND`` for a model it holds but has not loaded yet (:data:`NOT_LOADED_TEXT`, as
-    while a restarted server loads) counts as ``UNAVAILABLE``: it passes, and a retry gets through.
+    Triton's ``INTERNAL`` and ``NOT_FOUND`` errors of a server being restarted (a dead python worker, the
+    shutdown, models not loaded yet: :func:`~qwen3_asr_triton.errors.restarting`) count as
+    ``UNAVAILABLE``: they pass, and a retry gets through.
     """
     status = exc.status()
     if not status:
         return None
     name = str(status).rsplit(".", 1)[-1]
-    if name == "NOT_FOUND" and NOT_LOADED_TEXT in (exc.message() or ""):
+    if name in ("INTERNAL", "NOT_FOUND") and restarting(exc.message() or ""):
         return "UNAVAILABLE"
     return name
 

@@ -18,8 +18,9 @@ it. The guard listens where clients connect, speaks the same ``inference.GRPCInf
   (``PERMISSION_DENIED``); unknown methods are ``UNIMPLEMENTED``;
 - more than ``max_concurrent_rpcs`` calls at once are refused at once (``RESOURCE_EXHAUSTED``);
 - deadlines, metadata and cancellation travel with the call; Triton's answers come back unchanged,
-  except that error details are cut to a bounded length, and a model not loaded yet (Triton restarted and
-  still loading) is ``UNAVAILABLE`` rather than Triton's ``NOT_FOUND``, so clients retry it;
+  except that error details are cut to a bounded length, and Triton's errors of a restart (a dead
+  worker, the shutdown, models not loaded yet) are ``UNAVAILABLE`` rather than ``INTERNAL`` or
+  ``NOT_FOUND``, so clients retry them;
 - a client that vanishes from a stream (its call cancelled or its connection lost before it
   half-closed) leaves no state behind: the guard sends Triton an END for every sequence it started
   there and did not end (:mod:`.open_sequences`), so the streaming model frees them at once.
@@ -39,9 +40,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc import service_pb2 as pb
 
-from qwen3_asr_triton.client.errors import NOT_LOADED_TEXT
 from qwen3_asr_triton.client.options import parse_url
-from qwen3_asr_triton.errors import bounded_message
+from qwen3_asr_triton.errors import bounded_message, restarting
 
 from .infer_check import (
     InternalModelError,
@@ -138,9 +138,10 @@ HOP_METADATA = ("user-agent", "content-type", "te", "host", "grpc-")
 END_TIMEOUT_SECONDS = 60.0
 # Said instead of the channel's own text (which names Triton's internal address) when Triton is down.
 UNREACHABLE = "the inference server is not reachable (starting or restarting); retry shortly"
-# Triton's NOT_FOUND for a model its repository holds but has not loaded yet (NOT_LOADED_TEXT: after a
-# restart it listens before its models are ready) is passed on as UNAVAILABLE, which clients retry.
-NOT_LOADED = "the model is not loaded yet (the server is starting or restarting); retry shortly"
+# Triton's INTERNAL or NOT_FOUND errors of a server being restarted (a dead python worker, the shutdown,
+# models not loaded yet: qwen3_asr_triton.errors.restarting) are passed on as UNAVAILABLE, which clients
+# retry, with this text.
+RESTARTING = "the inference server is restarting (a worker died) or still loading its models; retry shortly"
 
 
 @dataclass(frozen=True)
@@ -326,8 +327,8 @@ class Guard(grpc.GenericRpcHandler):
         text = details or ""
         if code == grpc.StatusCode.UNAVAILABLE and ":" + self._options.triton_url.rsplit(":", 1)[-1] in text:
             text = UNREACHABLE  # the channel's own failure: it names Triton's internal address
-        if code == grpc.StatusCode.NOT_FOUND and NOT_LOADED_TEXT in text:
-            code, text = grpc.StatusCode.UNAVAILABLE, NOT_LOADED
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.NOT_FOUND) and restarting(text):
+            code, text = grpc.StatusCode.UNAVAILABLE, RESTARTING
         return code, bounded_message(text)
 
     # ---- streams ---------------------------------------------------------------------------------

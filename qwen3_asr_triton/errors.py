@@ -15,6 +15,24 @@ EXCERPT_CHARS = 100
 # Longest message any model sends: a bound even for exceptions whose text we do not control.
 MAX_MESSAGE_CHARS = 600
 
+# How Triton 2.51 words the failures that pass once its supervisor has restarted it; it sends them as
+# INTERNAL or NOT_FOUND, and this project's models, gRPC guard and client library treat them as
+# UNAVAILABLE (retry shortly):
+# - a python model whose stub process died ("Stub process 'decoder_0_0' is not healthy.");
+DEAD_WORKER_TEXT = "is not healthy"
+# - a BLS call made while the server shuts down for the restart ("Error when running inference: Server
+#   not ready");
+SHUTTING_DOWN_TEXT = "Server not ready"
+# - a model the repository holds but has not loaded yet, as while a restarted server starts
+#   ("Request for unknown model: 'qwen3_asr' has no available versions"; an unknown one "is not found").
+NOT_LOADED_TEXT = "has no available versions"
+RESTARTING_TEXTS = (DEAD_WORKER_TEXT, SHUTTING_DOWN_TEXT, NOT_LOADED_TEXT)
+
+
+def restarting(message: str) -> bool:
+    """Whether Triton's error ``message`` is one of :data:`RESTARTING_TEXTS` (a failure that passes)."""
+    return any(text in message for text in RESTARTING_TEXTS)
+
 
 class InputError(ValueError):
     """The request itself is invalid; the message is safe to show to the client."""

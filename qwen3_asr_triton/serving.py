@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CapacityError, DownstreamError, InputError, RequestCancelledError, bounded_message
+from .errors import (
+    CapacityError,
+    DownstreamError,
+    InputError,
+    RequestCancelledError,
+    bounded_message,
+    restarting,
+)
 
 if TYPE_CHECKING:
     from .audio import AudioLimits
@@ -180,8 +187,6 @@ CANCELLED_MARK = "[cancelled] "
 _MARKS = ((INPUT_MARK, InputError), (CAPACITY_MARK, CapacityError), (CANCELLED_MARK, RequestCancelledError))
 # How an internal error's message starts (once, however many models it passed through).
 INTERNAL_PREFIX = "internal error: "
-# What Triton 2.51 answers for a model whose python stub process died.
-DEAD_WORKER_TEXT = "is not healthy"
 
 
 def request_waveform(inputs: RequestInputs, limits: AudioLimits) -> np.ndarray:
@@ -243,8 +248,9 @@ def raise_for_bls_error(response: Any, model: str) -> None:
     for mark, cls in _MARKS:
         if mark in message:
             raise cls(message.split(mark, 1)[1])
-    if DEAD_WORKER_TEXT in message:
-        # Triton 2.51 does not restart a python stub that died (the watchdog restarts the server): fail fast.
+    if restarting(message):
+        # A python stub that died (Triton 2.51 never restarts one: the watchdog restarts the server), or the
+        # server shutting down for that restart: fail fast, and say it passes.
         raise CapacityError(f"the {model} worker is not running; the server is restarting it, retry shortly")
     raise DownstreamError(f"{model}: {message.removeprefix(INTERNAL_PREFIX)}")
 

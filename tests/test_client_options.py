@@ -173,13 +173,16 @@ def test_other_statuses_are_never_retried(status, error):
     assert not isinstance(info.value, ServerUnavailableError)
 
 
-def test_a_model_not_loaded_yet_is_retried_and_an_unknown_one_is_not():
-    """After a restart Triton answers NOT_FOUND "... has no available versions" until its models are loaded:
-    that passes, so it is retried as UNAVAILABLE; "... is not found" (no such model) is final."""
+def test_a_server_being_restarted_is_retried_and_an_unknown_model_is_not():
+    """A dead worker's INTERNAL "... is not healthy", and after a restart NOT_FOUND "... has no available
+    versions" until the models are loaded: both pass, so they are retried as UNAVAILABLE; "... is not found"
+    (no such model) is final."""
     budget = CallBudget(RetryPolicy(max_attempts=10), timeout=30.0, what="infer", clock=FakeClock())
     budget.start_attempt()
     loading = _error("NOT_FOUND", "Request for unknown model: 'qwen3_asr' has no available versions")
     assert budget.after_failure(loading) > 0
+    budget.start_attempt()
+    assert budget.after_failure(_error("INTERNAL", "Stub process 'qwen3_asr_0_1' is not healthy.")) > 0
     budget.start_attempt()
     with pytest.raises(Qwen3ASRError) as info:
         budget.after_failure(_error("NOT_FOUND", "Request for unknown model: 'qwen3_asr_x' is not found"))

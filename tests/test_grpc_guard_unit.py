@@ -20,8 +20,8 @@ from tritonclient.grpc import service_pb2 as pb
 from qwen3_asr_triton.gateway.grpc_guard import (
     DEFAULT_MAX_MESSAGE_BYTES,
     INFER,
-    NOT_LOADED,
     PUBLIC_MODELS,
+    RESTARTING,
     STREAM_INFER,
     UNREACHABLE,
     GuardOptions,
@@ -224,6 +224,8 @@ class Upstream(grpc.GenericRpcHandler):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'loading' has no available versions"
             )
+        if request.model_name == "dead":  # Triton's answer for a python model whose stub died
+            await context.abort(grpc.StatusCode.INTERNAL, "Stub process 'dead_0_0' is not healthy.")
         if request.model_name == "unknown":
             await context.abort(grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'unknown' is not found")
         return pb.ModelInferResponse(model_name=request.model_name, id=request.id).SerializeToString()
@@ -245,7 +247,7 @@ async def _guard(upstream_alive: bool = True, **limits):
         await server.start()
     stop = asyncio.Event()
     # The stand-in's test models are public here, beside the real ones.
-    limits.setdefault("public_models", PUBLIC_MODELS | {"slow", "failing", "loading", "unknown"})
+    limits.setdefault("public_models", PUBLIC_MODELS | {"slow", "failing", "loading", "dead", "unknown"})
     options = GuardOptions(triton_url=f"127.0.0.1:{upstream_port}", port=guard_port, **limits)
     serving = asyncio.ensure_future(serve(options, stop, grace=1))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{guard_port}", options=[("grpc.max_send_message_length", -1)])
@@ -301,12 +303,15 @@ def test_guard_forwards_good_calls_and_keeps_bad_ones_back():
                 await _infer_call(channel)(_good("failing"), timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert 0 < len(info.value.details()) <= 600
-            # A model Triton has not loaded yet (restarting) is UNAVAILABLE, which clients retry; one it does
-            # not know stays NOT_FOUND.
+            # A model Triton has not loaded yet, or whose worker died (restarting), is UNAVAILABLE, which
+            # clients retry; one it does not know stays NOT_FOUND.
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await _infer_call(channel)(_good("loading"), timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert info.value.details() == NOT_LOADED
+            assert info.value.details() == RESTARTING
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await _infer_call(channel)(_good("dead"), timeout=10)
+            assert (info.value.code(), info.value.details()) == (grpc.StatusCode.UNAVAILABLE, RESTARTING)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await _infer_call(channel)(_good("unknown"), timeout=10)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND

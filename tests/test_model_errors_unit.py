@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from qwen3_asr_triton.errors import DownstreamError, RequestCancelledError
+from qwen3_asr_triton.errors import CapacityError, DownstreamError, RequestCancelledError
 from qwen3_asr_triton.serving import CANCELLED_MARK, INTERNAL_PREFIX, error_response, raise_for_bls_error, triton_error
 from tests import fake_pb_utils as pb
 from tests.fake_pb_utils import InferenceRequest
@@ -47,6 +47,21 @@ def test_an_internal_error_downstream_is_said_to_be_internal_once():
     assert error.message() == "internal error: decoder: RuntimeError: ONNX Runtime failed"
     assert error.message().count(INTERNAL_PREFIX) == 1
     assert error.code() == pb.TritonError.INTERNAL
+
+
+def test_a_downstream_worker_lost_to_a_restart_is_unavailable():
+    """Triton's own BLS errors while the watchdog restarts the server (a dead stub, the shutdown) pass: the
+    entry model answers UNAVAILABLE, which clients retry, not an internal error."""
+    for text in ("Stub process 'decoder_0_0' is not healthy.", "Error when running inference: Server not ready"):
+        downstream = pb.InferenceResponse(error=pb.TritonError(f"Model decoder - {text}"))
+        try:
+            raise_for_bls_error(downstream, "decoder")
+        except CapacityError as exc:
+            error = triton_error(pb, exc)
+        else:
+            raise AssertionError(f"{text!r} was not raised as a capacity error")
+        assert error.code() == pb.TritonError.UNAVAILABLE
+        assert "the decoder worker is not running; the server is restarting it" in error.message()
 
 
 def test_a_client_cancellation_is_cancelled_and_logs_no_error(caplog):
