@@ -13,7 +13,8 @@ it. The guard listens where clients connect, speaks the same ``inference.GRPCInf
 - inference reaches only the public models (:data:`PUBLIC_MODELS`: the entry models and the
   diarizer); the pipeline's internal stages (``preprocess``, ``encoder``, ``decoder``,
   ``postprocess``, the aligner's) are called by the entry models on Triton's own port, and a client
-  asking for one gets ``PERMISSION_DENIED`` (on a stream, an error response);
+  asking for one gets ``NOT_FOUND``, as for a model the server does not have (on a stream, an error
+  response);
 - model load/unload, shared-memory registration and the trace / log settings RPCs are refused
   (``PERMISSION_DENIED``); unknown methods are ``UNIMPLEMENTED``;
 - more than ``max_concurrent_rpcs`` calls at once are refused at once (``RESOURCE_EXHAUSTED``);
@@ -44,8 +45,8 @@ from qwen3_asr_triton.client.options import parse_url
 from qwen3_asr_triton.errors import bounded_message, restarting
 
 from .infer_check import (
-    InternalModelError,
     RejectedRequestError,
+    UnknownModelError,
     check_infer_request,
     check_public_model,
     parse_infer_request,
@@ -311,14 +312,14 @@ class Guard(grpc.GenericRpcHandler):
             raise
 
     def _check(self, request: pb.ModelInferRequest) -> None:
+        check_infer_request(request)  # first: it bounds the model name that check_public_model quotes
         check_public_model(request, self._options.public_models)
-        check_infer_request(request)
 
     async def _infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
             self._check(parse_infer_request(request))
-        except InternalModelError as exc:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except UnknownModelError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except RejectedRequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return await self._unary(INFER, request, context)

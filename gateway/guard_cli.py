@@ -77,7 +77,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         type=_model_names,
         default=PUBLIC_MODELS,
         metavar="NAME[,NAME...]",
-        help="models clients may run inference on; requests for any other get PERMISSION_DENIED "
+        help="models clients may run inference on; requests for any other get NOT_FOUND "
         f"(default: {','.join(sorted(PUBLIC_MODELS))})",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(default: %(default)s)")

@@ -75,22 +75,22 @@ class RejectedRequestError(ValueError):
     """A request this endpoint refuses; the message quotes at most a short excerpt of the input."""
 
 
-class InternalModelError(RejectedRequestError):
-    """A request for a model that only the server's own models call (``PERMISSION_DENIED``)."""
+class UnknownModelError(RejectedRequestError):
+    """A request for a model this endpoint does not serve (``NOT_FOUND``)."""
 
 
 def check_public_model(request: pb.ModelInferRequest, public: frozenset[str]) -> None:
-    """Refuse a request for a model outside ``public`` (the pipeline's internal stages).
+    """Refuse a request for a model outside ``public``: one the server does not have, or one of the
+    pipeline's internal stages, which only its own models call (which of the two is not said).
 
     Raises
     ------
-    InternalModelError
+    UnknownModelError
         When ``request.model_name`` is not in ``public``.
     """
     if request.model_name not in public:
-        raise InternalModelError(
-            f"model {excerpt(request.model_name)} is not served through this endpoint; "
-            f"send requests to {', '.join(sorted(public))}"
+        raise UnknownModelError(
+            f"unknown model {excerpt(request.model_name)}: this endpoint serves {', '.join(sorted(public))}"
         )
 
 

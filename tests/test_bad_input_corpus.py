@@ -535,9 +535,17 @@ GRPC_CASES: dict[str, Case] = {
     "unknown model": _g(
         _speech(max_new=4),
         "NOT_FOUND",
-        r"^Request for unknown model: 'qwen3_asr_nonexistent' is not found$",
-        TRITON,
+        r"^unknown model 'qwen3_asr_nonexistent': this endpoint serves diarizer, qwen3_asr, qwen3_asr_deltas, ",
+        GUARD,
         model="qwen3_asr_nonexistent",
+    ),
+    # The pipeline's stages are the entry models' business: clients get NOT_FOUND, as for an unknown model.
+    "an internal model (decoder)": _g(
+        _speech(max_new=4),
+        "NOT_FOUND",
+        r"^unknown model 'decoder': this endpoint serves ",
+        GUARD,
+        model="decoder",
     ),
     # --- the wire format, field by field
     "wire: more bytes than the shape": _g(
@@ -612,8 +620,8 @@ GRPC_CASES: dict[str, Case] = {
     "wire: empty model name": _g(
         _wire(("WAVEFORM", "FP32", [1600], F32), ("SAMPLE_RATE", "INT32", [1], R16K), model=""),
         "NOT_FOUND",
-        r"^Request for unknown model: '' is not found$",
-        TRITON,
+        r"^unknown model '': this endpoint serves ",
+        GUARD,
     ),
     # Sent to Triton itself, this one kills the qwen3_asr python worker (see CRASHERS).
     "wire: 2**62 samples and no bytes": _g(
@@ -1204,8 +1212,8 @@ STREAM_CASES: dict[str, Case] = {
                 start(),
                 start=True,
                 model="qwen3_asr_streaming_nonexistent",
-                expect=r"^Request for unknown model: 'qwen3_asr_streaming_nonexistent' is not found$",
-                by=TRITON,
+                expect=r"^unknown model 'qwen3_asr_streaming_nonexistent': this endpoint serves ",
+                by=GUARD,
             )
         ]
     ),

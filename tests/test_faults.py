@@ -96,7 +96,7 @@ def test_the_decoder_refuses_a_direct_request_beyond_the_public_cap(triton_serve
     """Called directly, the decoder generated 20,000 tokens; the public cap is 4,096. Clients cannot reach
     it at all (the gRPC guard serves only the public models), and on Triton's own port it refuses."""
     steps = _counter(triton_server, "qwen3_asr_decoder_steps_total")
-    assert "model 'decoder' is not served through this endpoint" in _direct_decoder_error(triton_server.grpc_url)
+    assert "unknown model 'decoder': this endpoint serves" in _direct_decoder_error(triton_server.grpc_url)
     error = _direct_decoder_error(triton_server.triton_grpc_url)
     assert "request_output_len must be between 1 and 4096, got 20000" in error
     assert _counter(triton_server, "qwen3_asr_decoder_steps_total") == steps, "nothing was generated"
