@@ -13,7 +13,9 @@ time); sample the memory of its whole process tree from ready to stop; read Trit
 statistics around each level; finally send every clip once with natural stopping (token
 agreement with the fp32 reference); stop it. Where our fast mode ran, its accuracy against fp32,
 teacher-forced on the same clips (perf/fast_accuracy.py, ``--no-accuracy`` skips it), goes in the
-report too. Writes ``results.json``, ``report.md`` and PNG
+report too, and so does where the time goes: each precision our runs computed in, encoder, decoder
+steps and prefill, against this machine's measured compute and memory ceilings
+(perf/precision_profile.py, ``--no-profile`` skips it). Writes ``results.json``, ``report.md`` and PNG
 plots into ``--output-dir`` (default perf/results, or perf/results/smoke with ``--smoke``).
 A system that cannot run here (e.g. vLLM not installed, our fast mode not built yet) is
 reported as not available; the others still run.
@@ -41,6 +43,9 @@ from perf.fast_accuracy import measure as measure_accuracy  # noqa: E402
 from perf.fast_accuracy import precision_to_measure  # noqa: E402
 from perf.load import Reply, run_load  # noqa: E402
 from perf.machine import describe_machine  # noqa: E402
+from perf.precision_profile import parse_args as parse_profile_args  # noqa: E402
+from perf.precision_profile import profile as precision_profile  # noqa: E402
+from perf.precision_profile import served_precisions  # noqa: E402
 from perf.procmem import TreeSampler, tree_memory  # noqa: E402
 from perf.report import render  # noqa: E402
 from perf.systems import SYSTEMS, BenchSystem, SystemConfig, SystemUnavailableError, make_system  # noqa: E402
@@ -253,6 +258,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the fast mode's teacher-forced accuracy against fp32 (perf/fast_accuracy.py on the same clips)",
     )
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the profile of our precisions against this machine's ceilings (perf/precision_profile.py)",
+    )
     parser.add_argument("--output-dir", type=Path)
     parser.add_argument("--smoke", action="store_true", help="tiny checkpoint, one level, few requests")
     args = parser.parse_args(argv)
@@ -294,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     clips = clip_pool(BENCH_CACHE / "clips", args.clip_seconds, args.pool)
     runs: list[dict] = []
     accuracy: dict[str, dict] = {}
+    profiles: dict[str, dict] = {}
     fast_precision = None
     if not args.no_accuracy:
         fast_precision = precision_to_measure(
@@ -313,6 +324,16 @@ def main(argv: list[str] | None = None) -> None:
         add_agreement(runs, size, ModelSpec.from_checkpoint(checkpoint).eos_token_ids)
         if fast_precision is not None:
             accuracy[size] = fast_accuracy(size, checkpoint, clips, fast_precision)
+        if not args.no_profile:
+            served = served_precisions(
+                args.systems, args.precisions, args.skip, args.fast_precision, str(machine["fast_precision"])
+            )
+            if served:
+                argv_profile = ["--size", size, "--precisions", *served]
+                profiles[size] = precision_profile(
+                    parse_profile_args(argv_profile),
+                    f"python perf/precision_profile.py {' '.join(argv_profile)} (run by perf/benchmark.py)",
+                )
 
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     results = {
@@ -339,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "runs": runs,
         "accuracy": accuracy,
+        "profiles": profiles,
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")

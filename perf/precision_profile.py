@@ -82,6 +82,8 @@ GIGA = 1e9
 WEIGHT_BYTES = {FP32: 4, BF16: 2}
 # Operators of the encoder's convolution front end: ONNX op types and torch's aten ops whose names hold it.
 CONV_MARK = "conv"
+# A markdown heading's mark, repeated to its level.
+TITLE = "#"
 
 
 # ----------------------------------------------------------------------------- ceilings
@@ -280,26 +282,27 @@ def profile_precision(
 
 
 # ----------------------------------------------------------------------------- report
-def render(report: dict) -> str:
+def render(report: dict, level: int = 1) -> str:
+    """The report as markdown; ``level``: the depth of its title (its sections one below)."""
     m = report["machine"]
     flags = ", ".join(f for f, on in m["flags"].items() if on) or "none of interest"
     absent = ", ".join(f for f, on in m["flags"].items() if not on)
     c = report["ceilings"]
     lines = [
-        f"# Precisions against this machine's ceilings: {report['size']} ({report['export']})",
+        f"{TITLE * level} Precisions against this machine's ceilings: {report['size']} ({report['export']})",
         "",
         f"CPU: {describe_cpu(m)}, {m['usable_cpus']} usable cores; flags: {flags} (absent: {absent}).",
         f"Fast mode on this CPU: **{report['fast_choice']['precision']}** ({report['fast_choice']['reason']}).",
         f"Started {report['started']}; `{report['command']}`; {report['threads']} threads per engine.",
         "",
-        "## Ceilings",
+        f"{TITLE * (level + 1)} Ceilings",
         "",
         f"- memory read: {c['read_gbps']:.1f} GB/s (perf/decode_profile.py's measure over a 1 GiB array)",
         f"- fp32 GEMM (torch `F.linear`, oneDNN, {GEMM_SIZE}^2): {c['gflops'][FP32]:.1f} GFLOP/s",
         f"- bf16 GEMM (torch `F.linear`, oneDNN): {c['gflops'][BF16]:.1f} GFLOP/s",
         f"- int8 GEMM (ONNX Runtime MatMulInteger, u8 x s8): {c['gflops'][INT8]:.1f} GOP/s",
         "",
-        f"## Encoder: {report['settings']['windows']} windows of 8 s in one call",
+        f"{TITLE * (level + 1)} Encoder: {report['settings']['windows']} windows of 8 s in one call",
         "",
         "| precision | ms | GFLOP/s | of ceiling | conv share of FLOPs | conv share of time | top operators (ms) |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -314,7 +317,7 @@ def render(report: dict) -> str:
         )
     lines += [
         "",
-        f"## Decoder step at {report['settings']['context']} cached positions (`DecodeBatch.step`)",
+        f"{TITLE * (level + 1)} Decoder step at {report['settings']['context']} cached positions (`DecodeBatch.step`)",
         "",
         "| precision | batch | ms | tokens/s | MB read | GB/s | of bandwidth | GFLOP/s | of ceiling |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -328,7 +331,7 @@ def render(report: dict) -> str:
             )
     lines += [
         "",
-        f"## Prefill of {report['settings']['prefill_tokens']} prompt tokens",
+        f"{TITLE * (level + 1)} Prefill of {report['settings']['prefill_tokens']} prompt tokens",
         "",
         "| precision | ms | GFLOP/s | of ceiling |",
         "|---|---:|---:|---:|",
@@ -359,9 +362,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def served_precisions(
+    systems: list[str], precisions: list[str], skip: frozenset[tuple[str, str]], fast_knob: str, cpu_fast: str
+) -> list[str]:
+    """The cpu precisions our runs of a benchmark computed in, to profile beside them: fp32 for the exact
+    mode, and the fast mode's precision (``fast_knob``; ``fast`` resolves to ``cpu_fast``, this CPU's choice).
+    """
+    from perf.fast_accuracy import precision_to_measure
+
+    served = [FP32] if "triton" in systems and "fp32" in precisions and ("triton", "fp32") not in skip else []
+    fast = precision_to_measure(systems, precisions, skip, fast_knob, cpu_fast)
+    return served + ([fast] if fast else [])
+
+
+def profile(args: argparse.Namespace, command: str) -> dict:
+    """Measure the ceilings and profile each of ``args.precisions``; the report :func:`render` shows.
+
+    ``args`` holds :func:`parse_args`'s fields (``perf/benchmark.py`` passes ``parse_args([...])``);
+    ``command`` is recorded as the command that produced the report.
+    """
     from qwen3_asr_triton.export.quantize import ensure_precision
     from tests.harness import cached_checkpoint, cached_export
 
@@ -380,10 +399,9 @@ def main(argv: list[str] | None = None) -> None:
     for precision in args.precisions:
         logger.info("profiling %s", precision)
         results[precision] = profile_precision(export, precision, spec, args, threads, read_gbps, gflops[precision])
-    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
-    report = {
+    return {
         "started": started,
-        "command": f"python perf/precision_profile.py {argv_text}".strip(),
+        "command": command,
         "machine": machine,
         "fast_choice": {"precision": fast, "reason": reason},
         "size": args.size,
@@ -400,6 +418,13 @@ def main(argv: list[str] | None = None) -> None:
         "precisions": results,
         "torch_weights": {g: torch_weights_filename(g) for g in (ENCODER_GRAPH, DECODER_GRAPH)},
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+    report = profile(args, f"python perf/precision_profile.py {argv_text}".strip())
     text = render(report)
     print(text)
     if args.json:

@@ -220,6 +220,16 @@ def accuracy_section(results: dict, size: str) -> list[str]:
     ]
 
 
+def profile_section(results: dict, size: str) -> list[str]:
+    """Where the time goes: our precisions against this machine's ceilings (empty where none was profiled)."""
+    body = results.get("profiles", {}).get(size)
+    if not body:
+        return []
+    from perf.precision_profile import render as render_profile
+
+    return [render_profile(body, level=3), ""]
+
+
 def system_details(results: dict) -> list[str]:
     """How each system was configured (commands, knobs, start-up times) and why any did not run."""
     lines = ["## Systems as run", ""]
@@ -390,6 +400,7 @@ def render(results: dict, out_dir: Path) -> Path:
                 ]
         lines += ["### Token agreement with the fp32 reference", "", *agreement_table(results, size)]
         lines += accuracy_section(results, size)
+        lines += profile_section(results, size)
     lines += system_details(results)
     path = out_dir / REPORT_NAME
     path.write_text("\n".join(lines) + "\n")

@@ -35,6 +35,19 @@ def test_encoder_flops_count_the_convolutions_by_hand() -> None:
     assert flops["projector"] == tokens * 2 * (64 + 8 * 4)
 
 
+def test_the_benchmark_profiles_the_precisions_its_runs_of_ours_computed_in() -> None:
+    from perf.precision_profile import served_precisions
+
+    both = (["triton", "vllm"], ["fp32", "fast"])
+    assert served_precisions(*both, frozenset(), "fast", "int8") == ["fp32", "int8"]
+    assert served_precisions(*both, frozenset(), "fast", "bf16") == ["fp32", "bf16"]
+    assert served_precisions(*both, frozenset(), "int8", "bf16") == ["fp32", "int8"]  # the build's knob wins
+    assert served_precisions(*both, frozenset({("triton", "fast")}), "fast", "int8") == ["fp32"]
+    assert served_precisions(*both, frozenset({("triton", "fp32")}), "fast", "int8") == ["int8"]
+    assert served_precisions(["vllm"], ["fp32", "fast"], frozenset(), "fast", "int8") == []
+    assert served_precisions(["triton"], ["fp32"], frozenset(), "fast", "int8") == ["fp32"]
+
+
 @pytest.mark.slow
 def test_a_short_run_reports_every_precision(asr_export: Path, tmp_path: Path) -> None:
     from perf.precision_profile import main
@@ -56,4 +69,13 @@ def test_a_short_run_reports_every_precision(asr_export: Path, tmp_path: Path) -
     # int8 reads fewer weight bytes per step than bf16, and bf16 fewer than fp32.
     weights = {p: r["weight_bytes"] for p, r in report["precisions"].items()}
     assert weights["int8"] < weights["bf16"] < weights["fp32"]
-    assert "## Decoder step" in (tmp_path / "p.md").read_text()
+    assert "\n## Decoder step" in (tmp_path / "p.md").read_text()
+    # The benchmark's report carries the same tables, one level down in each size's section.
+    from perf.report import profile_section
+
+    section = "\n".join(profile_section({"profiles": {"tiny": report}}, "tiny"))
+    assert section.startswith("### Precisions against this machine's ceilings: tiny")
+    for heading in ("#### Ceilings", "#### Encoder", "#### Decoder step", "#### Prefill"):
+        assert f"\n{heading}" in section, heading
+    assert "| int8 | 2 |" in section
+    assert profile_section({"profiles": {}}, "tiny") == []
