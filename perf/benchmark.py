@@ -305,6 +305,13 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[dict] = []
     accuracy: dict[str, dict] = {}
     profiles: dict[str, dict] = {}
+    profiled = (
+        []
+        if args.no_profile
+        else served_precisions(
+            args.systems, args.precisions, args.skip, args.fast_precision, str(machine["fast_precision"])
+        )
+    )
     fast_precision = None
     if not args.no_accuracy:
         fast_precision = precision_to_measure(
@@ -324,16 +331,12 @@ def main(argv: list[str] | None = None) -> None:
         add_agreement(runs, size, ModelSpec.from_checkpoint(checkpoint).eos_token_ids)
         if fast_precision is not None:
             accuracy[size] = fast_accuracy(size, checkpoint, clips, fast_precision)
-        if not args.no_profile:
-            served = served_precisions(
-                args.systems, args.precisions, args.skip, args.fast_precision, str(machine["fast_precision"])
+        if profiled:
+            argv_profile = ["--size", size, "--precisions", *profiled]
+            profiles[size] = precision_profile(
+                parse_profile_args(argv_profile),
+                f"python perf/precision_profile.py {' '.join(argv_profile)} (run by perf/benchmark.py)",
             )
-            if served:
-                argv_profile = ["--size", size, "--precisions", *served]
-                profiles[size] = precision_profile(
-                    parse_profile_args(argv_profile),
-                    f"python perf/precision_profile.py {' '.join(argv_profile)} (run by perf/benchmark.py)",
-                )
 
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     results = {

@@ -56,15 +56,13 @@ def long_flac(seconds: int = 3700, known_length: bool = True) -> bytes:
     if not path.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.flac")
-        source = ["-f", "lavfi", "-i", "anullsrc=r=384000:cl=mono", "-t", str(seconds)]
-        encode = ["-c:a", "flac", "-sample_fmt", "s16", "-f", "flac"]
-        with tmp.open("wb") as out:
-            target = [str(tmp), "-y"] if known_length else ["pipe:1"]
-            subprocess.run(
-                ["ffmpeg", "-loglevel", "error", *source, *encode, *target],
-                check=True,
-                stdout=subprocess.DEVNULL if known_length else out,
-            )
+        command = ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=384000:cl=mono"]
+        command += ["-t", str(seconds), "-c:a", "flac", "-sample_fmt", "s16", "-f", "flac"]
+        if known_length:
+            subprocess.run([*command, str(tmp)], check=True)
+        else:
+            with tmp.open("wb") as out:
+                subprocess.run([*command, "pipe:1"], check=True, stdout=out)
         tmp.rename(path)
     return path.read_bytes()
 

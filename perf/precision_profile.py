@@ -284,25 +284,26 @@ def profile_precision(
 # ----------------------------------------------------------------------------- report
 def render(report: dict, level: int = 1) -> str:
     """The report as markdown; ``level``: the depth of its title (its sections one below)."""
+    title, section = TITLE * level, TITLE * (level + 1)
     m = report["machine"]
     flags = ", ".join(f for f, on in m["flags"].items() if on) or "none of interest"
     absent = ", ".join(f for f, on in m["flags"].items() if not on)
     c = report["ceilings"]
     lines = [
-        f"{TITLE * level} Precisions against this machine's ceilings: {report['size']} ({report['export']})",
+        f"{title} Precisions against this machine's ceilings: {report['size']} ({report['export']})",
         "",
         f"CPU: {describe_cpu(m)}, {m['usable_cpus']} usable cores; flags: {flags} (absent: {absent}).",
         f"Fast mode on this CPU: **{report['fast_choice']['precision']}** ({report['fast_choice']['reason']}).",
         f"Started {report['started']}; `{report['command']}`; {report['threads']} threads per engine.",
         "",
-        f"{TITLE * (level + 1)} Ceilings",
+        f"{section} Ceilings",
         "",
         f"- memory read: {c['read_gbps']:.1f} GB/s (perf/decode_profile.py's measure over a 1 GiB array)",
         f"- fp32 GEMM (torch `F.linear`, oneDNN, {GEMM_SIZE}^2): {c['gflops'][FP32]:.1f} GFLOP/s",
         f"- bf16 GEMM (torch `F.linear`, oneDNN): {c['gflops'][BF16]:.1f} GFLOP/s",
         f"- int8 GEMM (ONNX Runtime MatMulInteger, u8 x s8): {c['gflops'][INT8]:.1f} GOP/s",
         "",
-        f"{TITLE * (level + 1)} Encoder: {report['settings']['windows']} windows of 8 s in one call",
+        f"{section} Encoder: {report['settings']['windows']} windows of 8 s in one call",
         "",
         "| precision | ms | GFLOP/s | of ceiling | conv share of FLOPs | conv share of time | top operators (ms) |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -317,7 +318,7 @@ def render(report: dict, level: int = 1) -> str:
         )
     lines += [
         "",
-        f"{TITLE * (level + 1)} Decoder step at {report['settings']['context']} cached positions (`DecodeBatch.step`)",
+        f"{section} Decoder step at {report['settings']['context']} cached positions (`DecodeBatch.step`)",
         "",
         "| precision | batch | ms | tokens/s | MB read | GB/s | of bandwidth | GFLOP/s | of ceiling |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -331,7 +332,7 @@ def render(report: dict, level: int = 1) -> str:
             )
     lines += [
         "",
-        f"{TITLE * (level + 1)} Prefill of {report['settings']['prefill_tokens']} prompt tokens",
+        f"{section} Prefill of {report['settings']['prefill_tokens']} prompt tokens",
         "",
         "| precision | ms | GFLOP/s | of ceiling |",
         "|---|---:|---:|---:|",

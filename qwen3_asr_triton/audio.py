@@ -252,10 +252,10 @@ def _decode_libsndfile(
         if known:
             _check_duration(int(sound.frames), rate, limits)
         one_read = known and sound.frames * sound.channels <= ONE_READ_SAMPLES
+        frames = -1 if one_read else _BLOCK_FRAMES  # -1: the whole file
         sink, count = make_sink(rate, limits), 0
         try:
             while True:
-                frames = -1 if one_read else _BLOCK_FRAMES
                 block = sound.read(frames, dtype="float32", always_2d=True)
                 if block.shape[0] == 0:
                     break

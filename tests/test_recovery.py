@@ -119,7 +119,9 @@ def test_the_deployment_answers_again_after_a_kill_under_load(own_server, clips,
     regions = group_regions(server_pid)
     assert regions, "the server's python workers have shared-memory regions"
     with _Load(own_server.grpc_url, data, expected) as load:
+        started = time.monotonic()
         while not any(outcome == "ok" for _, _, outcome in load.outcomes):
+            assert time.monotonic() - started < LOAD_TIMEOUT, ("no correct answer before the kill", load.outcomes[-3:])
             time.sleep(0.05)
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
