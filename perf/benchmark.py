@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -39,6 +40,7 @@ if str(REPO) not in sys.path:
 
 from perf.agreement import token_agreement  # noqa: E402
 from perf.clips import BenchClip, clip_pool  # noqa: E402
+from perf.decode_profile import measure_bandwidth  # noqa: E402
 from perf.fast_accuracy import measure as measure_accuracy  # noqa: E402
 from perf.fast_accuracy import precision_to_measure  # noqa: E402
 from perf.load import Reply, run_load  # noqa: E402
@@ -65,6 +67,22 @@ NATURAL_MAX_TOKENS = 64
 SMOKE = {"sizes": ["tiny"], "concurrency": [2], "requests": 4, "pool": 4}
 # vLLM's start-up alone (model inspection, torch.compile) takes 3-4 minutes here: opt in with --systems.
 SMOKE_SYSTEMS = ("triton", "transformers")
+# Memory-bandwidth probe around each system's levels: 512 MiB (source and copy: 1 GiB, beside a 17 GB
+# vLLM at 1.7B on a 24 GiB machine) is far past any CPU cache; the best of 3 reads takes ~2 s.
+PROBE_BYTES = 512 << 20
+PROBE_RUNS = 3
+
+
+def probe_bandwidth() -> float:
+    """This machine's memory read bandwidth now (GB/s, best of :data:`PROBE_RUNS`), every usable core.
+
+    A decoder step at concurrency 1 reads every weight once, so its time follows the bandwidth, which
+    other tenants of a shared host move (32-38 GB/s in four runs within ten minutes on the Zen 3 of
+    perf/results/): measured before and after each system's levels, it tells a real difference at
+    concurrency 1 from a busier host.
+    """
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return round(measure_bandwidth(PROBE_BYTES, threads, PROBE_RUNS).read, 1)
 
 
 def warm_up(system: BenchSystem, clips: list[BenchClip], tokens: int, level: int, streamed: bool) -> None:
@@ -108,6 +126,7 @@ def run_system(
         sampler = TreeSampler(pid)
         sampler.__enter__()
         warm_up(system, clips, args.tokens, max(levels), streamed)
+        record["bandwidth_gbps"] = {"before": probe_bandwidth()}
         record["levels"] = []
         for c in levels:
             requests = level_requests(args.requests, c)
@@ -149,6 +168,8 @@ def run_system(
             sampler.sample(pss=True)  # between levels: a PSS read costs whole CPU-seconds on big trees
             if not load.latencies_s:
                 raise RuntimeError(f"every request failed at concurrency {c}: {load.errors[:1]}")
+        record["bandwidth_gbps"]["after"] = probe_bandwidth()
+        logger.info("%s: memory read bandwidth %s GB/s", system.label, record["bandwidth_gbps"])
         record["natural_outputs"] = [
             list(system.transcribe(clip, args.natural_max_tokens, 0).token_ids) for clip in clips
         ]

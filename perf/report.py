@@ -29,6 +29,9 @@ PEERS = {"fp32": (("vllm", "fp32"), ("transformers", "fp32")), "fast": (("vllm",
 REPORT_NAME = "report.md"
 # One colour per system in every plot (matplotlib's default cycle).
 SYSTEM_COLORS = {"triton": "C0", "vllm": "C1", "transformers": "C2"}
+# Two systems' bandwidth probes further apart than this (relative to the lower) make memory-bound
+# ratios (concurrency 1) a statement about the host as much as about the systems: the report says so.
+BANDWIDTH_SPREAD_NOTE = 0.05
 
 
 def _fmt(value: float | None, digits: int = 2, unit: str = "") -> str:
@@ -156,6 +159,45 @@ def ratio_table(results: dict, size: str, precision: str, levels: Iterable[int])
     return [*lines, ""]
 
 
+def _bandwidths(run: dict | None) -> list[float]:
+    if run is None or run.get("status") != "ok":
+        return []
+    return [v for v in (run.get("bandwidth_gbps") or {}).values() if v]
+
+
+def bandwidth_note(results: dict, size: str, precision: str) -> list[str]:
+    """The memory read bandwidth probed around our run and each peer's (GB/s), and how far apart they are.
+
+    Empty for runs that predate the probe. A step at concurrency 1 reads every weight once, so a host
+    whose bandwidth moved between two runs moves their ratio there by as much.
+    """
+    ours = _bandwidths(_find(results, size, OURS, precision))
+    if not ours:
+        return []
+    parts = [f"ours {' / '.join(f'{v:.1f}' for v in ours)}"]
+    every = list(ours)
+    for system, peer_precision in PEERS[precision]:
+        peer = _find(results, size, system, peer_precision)
+        theirs = _bandwidths(peer)
+        if theirs:
+            parts.append(f"{peer['label']} {' / '.join(f'{v:.1f}' for v in theirs)}")
+            every += theirs
+    if len(parts) == 1:
+        return []
+    spread = max(every) / min(every) - 1
+    verdict = (
+        f"{spread:.0%} apart: ratios at concurrency 1, where a step reads every weight once, carry that much of "
+        "the host"
+        if spread > BANDWIDTH_SPREAD_NOTE
+        else f"within {spread:.0%}: the host's memory was alike for all"
+    )
+    return [
+        f"Memory read bandwidth on the idle machine before / after each system's levels, GB/s: "
+        f"{'; '.join(parts)} ({verdict}).",
+        "",
+    ]
+
+
 def breakdown_table(run: dict) -> list[str]:
     """Triton's per-model time per request (statistics API deltas over each forced-length load)."""
     lines = [
@@ -249,6 +291,9 @@ def system_details(results: dict) -> list[str]:
                 f"  - memory: peak RSS {mem['rss_mib']:.0f} MiB, PSS {mem['pss_mib']:.0f} MiB over "
                 f"{mem['processes']} processes; RSS once ready {mem.get('ready_rss_mib', 0):.0f} MiB"
             )
+        if _bandwidths(run):
+            probes = " / ".join(f"{v:.1f}" for v in _bandwidths(run))
+            lines.append(f"  - memory read bandwidth, idle, before / after the levels: {probes} GB/s")
     return [*lines, ""]
 
 
@@ -364,6 +409,9 @@ def render(results: dict, out_dir: Path) -> Path:
         "- **Ratios**: above 1 means ours is better (throughput ours / peer; times and memory peer / ours). "
         "Compared at equal precision: our exact fp32 mode with vLLM float32 and our fast mode with vLLM's "
         "default bf16; the transformers reference is fp32 in both.",
+        "- **memory read bandwidth**: probed on the idle machine (numpy, every core) right before and after "
+        "each system's levels. A decoder step at concurrency 1 reads every weight once, so where the probes "
+        "of two systems differ, their ratio there moves with them.",
         "- **transformers** runs one request at a time (no server, no batching across requests): concurrency 1 only.",
         "",
         *machine_section(results["machine"]),
@@ -388,6 +436,7 @@ def render(results: dict, out_dir: Path) -> Path:
                 f"Ratios ({precision}; above 1: ours better):",
                 "",
                 *ratio_table(results, size, precision, levels),
+                *bandwidth_note(results, size, precision),
             ]
             ours = _find(results, size, OURS, precision)
             if ours is not None and ours["status"] == "ok":
