@@ -127,6 +127,8 @@ class TritonServer:
 
 # The gateway serve_cpu.sh starts for the tests (tests/test_gateway.py speaks to it with the openai SDK):
 # an API key, and an upload limit above every test clip (the 30 s wav is ~1 MB) yet quick to pass.
+# serve_cpu.sh gives in-flight requests up to 30 s after SIGTERM; a minute covers that and the workers' exit.
+STOP_TIMEOUT_S = 60
 GATEWAY_API_KEY = "sk-gateway-test"
 GATEWAY_MAX_FILE_BYTES = 2 * 1024 * 1024
 GATEWAY_ARGS = f"--max-file-bytes {GATEWAY_MAX_FILE_BYTES} --max-concurrency 16 --timeout 120 --grpc-channels 2"
@@ -182,22 +184,27 @@ def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] =
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Triton failed to start:\n{log_path.read_text(errors='replace')[-4000:]}")
-        # The script announces readiness once its own health check passed.
-        if "serve_cpu.sh: Triton ready" in log_path.read_text(errors="replace"):
-            break
-        time.sleep(0.5)
-    else:
-        proc.terminate()
-        raise RuntimeError("Triton not ready after 300 s")
-    assert urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=5).status == 200
     openai_url = f"http://127.0.0.1:{openai}"
-    while not _answers_http(f"{openai_url}/health"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the gateway did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.3)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Triton failed to start:\n{log_path.read_text(errors='replace')[-4000:]}")
+            # The script announces readiness once its own health check passed.
+            if "serve_cpu.sh: Triton ready" in log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("Triton not ready after 300 s")
+        assert urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=5).status == 200
+        while not _answers_http(f"{openai_url}/health"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+            time.sleep(0.3)
+    except BaseException:
+        # A start that failed or was interrupted (Ctrl-C, SIGTERM) has no server object to stop later:
+        # stop the script (and with it Triton's whole process group) before giving up.
+        _stop(proc, STOP_TIMEOUT_S)
+        raise
     return TritonServer(
         proc,
         f"127.0.0.1:{grpc}",
@@ -209,17 +216,21 @@ def start_server(repository: Path, log_path: Path, extra_args: tuple[str, ...] =
     )
 
 
-def stop_server(server: TritonServer, timeout: float = 60) -> int:
+def _stop(proc, timeout: float) -> int:
+    """SIGTERM to serve_cpu.sh (it stops Triton's process group), SIGKILL after ``timeout`` seconds."""
     import signal
     import subprocess
 
-    proc = server.process
     proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait(10)
+
+
+def stop_server(server: TritonServer, timeout: float = STOP_TIMEOUT_S) -> int:
+    return _stop(server.process, timeout)
 
 
 def speech_with_pauses(
