@@ -10,8 +10,9 @@ turn and never two at once: build / start the system, warm it up, then at each c
 level send N requests with exactly ``--tokens`` generated tokens (forced and checked), N
 requests with 1 token (time to first token) and, for vLLM, N streamed requests (first-chunk
 time); sample the memory of its whole process tree from ready to stop; read Triton's per-model
-statistics around each level; finally send every clip once with natural stopping (token
-agreement with the fp32 reference); stop it. Where our fast mode ran, its accuracy against fp32,
+statistics around each level; probe the machine's memory read bandwidth before and after the
+levels (a busier host moves memory-bound ratios); finally send every clip once with natural
+stopping (token agreement with the fp32 reference); stop it. Where our fast mode ran, its accuracy against fp32,
 teacher-forced on the same clips (perf/fast_accuracy.py, ``--no-accuracy`` skips it), goes in the
 report too, and so does where the time goes: each precision our runs computed in, encoder, decoder
 steps and prefill, against this machine's measured compute and memory ceilings
