@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shlex
 import signal
 import sys
@@ -45,7 +44,7 @@ from perf.decode_profile import measure_bandwidth  # noqa: E402
 from perf.fast_accuracy import measure as measure_accuracy  # noqa: E402
 from perf.fast_accuracy import precision_to_measure  # noqa: E402
 from perf.load import Reply, run_load  # noqa: E402
-from perf.machine import describe_machine  # noqa: E402
+from perf.machine import describe_machine, usable_cpus  # noqa: E402
 from perf.precision_profile import parse_args as parse_profile_args  # noqa: E402
 from perf.precision_profile import profile as precision_profile  # noqa: E402
 from perf.precision_profile import served_precisions  # noqa: E402
@@ -82,8 +81,7 @@ def probe_bandwidth() -> float:
     perf/results/): measured before and after each system's levels, it tells a real difference at
     concurrency 1 from a busier host.
     """
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return round(measure_bandwidth(PROBE_BYTES, threads, PROBE_RUNS).read, 1)
+    return round(measure_bandwidth(PROBE_BYTES, len(usable_cpus()), PROBE_RUNS).read, 1)
 
 
 def warm_up(system: BenchSystem, clips: list[BenchClip], tokens: int, level: int, streamed: bool) -> None:

@@ -95,6 +95,13 @@ def describe_cpu(machine: dict) -> str:
     return f"{name} ({ident})"
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on, sorted (its affinity mask; every CPU where the OS keeps none)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def _meminfo_gib(field: str) -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -120,7 +127,7 @@ def describe_machine() -> dict[str, object]:
         "cpu_model": cpu.get("model name", platform.processor() or "unknown"),
         **cpu_identity(cpu),
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cpus": len(usable_cpus()),
         "flags": {flag: flag in flags for flag in INTERESTING_FLAGS},
         # What a repository built with --precision fast serves on this CPU (chosen where the models load).
         "fast_precision": choose_fast_precision(frozenset(flags), _version("torch") is not None)[0],

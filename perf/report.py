@@ -291,8 +291,7 @@ def system_details(results: dict) -> list[str]:
                 f"  - memory: peak RSS {mem['rss_mib']:.0f} MiB, PSS {mem['pss_mib']:.0f} MiB over "
                 f"{mem['processes']} processes; RSS once ready {mem.get('ready_rss_mib', 0):.0f} MiB"
             )
-        if _bandwidths(run):
-            probes = " / ".join(f"{v:.1f}" for v in _bandwidths(run))
+        if probes := " / ".join(f"{v:.1f}" for v in _bandwidths(run)):
             lines.append(f"  - memory read bandwidth, idle, before / after the levels: {probes} GB/s")
     return [*lines, ""]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from perf.clips import BenchClip
 from perf.load import Reply
+from perf.machine import usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def wait_http_ok(url: str, proc: subprocess.Popen, timeout: float, log_path: Pat
 
 def cpu_list() -> str:
     """The CPUs this process may use, as a range list such as ``0-1`` (for OpenMP thread binding)."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cpus = usable_cpus()
     ranges, start, prev = [], cpus[0], cpus[0]
     for cpu in cpus[1:]:
         if cpu != prev + 1:
