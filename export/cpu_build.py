@@ -12,9 +12,12 @@ from pathlib import Path
 
 from qwen3_asr_triton.artifacts import (
     ALIGNER_GRAPH,
+    DECODER_BODY_FILENAME,
     DECODER_GRAPH,
     EMBED_FILENAME,
     ENCODER_GRAPH,
+    SCREEN_GRAPH,
+    SCREEN_TABLES_FILENAME,
     onnx_filename,
     torch_weights_filename,
 )
@@ -25,6 +28,7 @@ from .assembly import Artifacts, common_artifacts, write_repository
 from .build_options import BuildOptions
 from .checkpoint import check_checkpoints
 from .layout import ALIGNER_EXPORT_DIRNAME, ASR_EXPORT_DIRNAME, SPEAKER_EXPORT_DIRNAME
+from .logit_screen_files import screen_is_current
 from .onnx_export import export_checkpoint, external_data_file
 from .options_cli import DIARIZER_FROM_PYPI
 from .quantize import ensure_precision, quantized_name
@@ -45,6 +49,10 @@ def _graph_files(export_dir: Path, graph: str, precision: str) -> list[tuple[Pat
     if graph_precision is not None:
         main, data = _onnx_files(export_dir, quantized_name(graph, graph_precision))
         files += [(main, onnx_filename(graph)), (data, data.name)]
+    if graph == DECODER_GRAPH and graph_precision == "fp32" and screen_is_current(export_dir):
+        # The exact decoder's body graph and logit screen (qwen3_asr_triton/decoding/logit_screen.py).
+        screen = [export_dir / DECODER_BODY_FILENAME, *_onnx_files(export_dir, SCREEN_GRAPH)]
+        files += [(path, path.name) for path in [*screen, export_dir / SCREEN_TABLES_FILENAME]]
     if HOLDS_TORCH_WEIGHTS[precision]:
         files.append((export_dir / torch_weights_filename(graph), torch_weights_filename(graph)))
     return files

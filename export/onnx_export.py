@@ -37,6 +37,7 @@ from qwen3_asr_triton.tokenizer import TOKENIZER_FILENAME
 from qwen3_asr_triton.torch_modules import AlignerModel, AudioEncoder, DecoderWithCache
 
 from .checkpoint import CheckpointError, load_state_dict
+from .logit_screen_files import write_logit_screen
 
 logger = logging.getLogger(__name__)
 
@@ -308,6 +309,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, force: bool = 
     stamp_path = output / STAMP_FILENAME
     if not force and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
         logger.info("%s is up to date with %s; skipping export", output, checkpoint)
+        if spec.kind == "asr":
+            write_logit_screen(output)
         return spec
     output.mkdir(parents=True, exist_ok=True)
     stamp_path.unlink(missing_ok=True)
@@ -320,6 +323,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, force: bool = 
     np.save(output / EMBED_FILENAME, state["model.language_model.embed_tokens.weight"].numpy())
     write_tokenizer(checkpoint, output)
     spec.save(output)
+    if spec.kind == "asr":
+        write_logit_screen(output)
     stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
     logger.info("exported %s checkpoint %s to %s (%s)", spec.kind, checkpoint, output, SPEC_FILENAME)
     return spec

@@ -7,12 +7,15 @@ For each batch size B, with every sequence holding ``--context`` cached position
 step is timed three ways; (a) and (b) alternate, so that load from other processes hits both
 alike, and the best of ``--repeats`` counts (medians go to the JSON):
 
-(a) ``session.run`` of the decoder graph on prepared inputs: ONNX Runtime compute and overhead;
+(a) :meth:`DecoderRunner.run` on prepared inputs: ONNX Runtime compute and overhead (for the fp32
+    graph of an export with the logit screen: the body graph, the screen's integer product and the
+    fp32 rows it recomputes, qwen3_asr_triton/decoding/logit_screen.py);
 (b) :meth:`DecodeBatch.step`, the serving path: (a) plus building the inputs, greedy choice
     (argmax and a log-softmax over the vocabulary per row: float32 exp, float64 sum) and bookkeeping, so
     (b) - (a) is our Python overhead; the share of it spent in :meth:`DecodeBatch.choose` is
     timed on its own;
-(c) a memory floor: the bytes one step must move (every weight of the graph, lm_head included,
+(c) a memory floor: the bytes one step must move (every weight of the graph, lm_head included (its
+    int8 copy with the screen),
     the allocated past KV cache it reads and the new position it returns) divided by the
     read bandwidth measured here with numpy (the fastest of a threaded max-reduction, a BLAS
     dot product and the read side of a copy, over a 1 GiB array). ``floor / (a)`` is the share of the step explained
@@ -225,6 +228,17 @@ def graph_weights(path: Path, vocab_size: int, hidden_size: int) -> GraphWeights
     return GraphWeights(params, nbytes, lm_head_params, lm_head, data.stat().st_size if data.is_file() else 0)
 
 
+def step_weights(export: Path, graph: str, runner: DecoderRunner) -> GraphWeights:
+    """The weights one step reads: the graph's, or with the logit screen the body graph's plus the
+    screen's one byte per output projection weight (the fp32 rows it recomputes are a few)."""
+    t = runner.spec.text
+    if runner.screen is None:
+        return graph_weights(export / graph, t.vocab_size, t.hidden_size)
+    full = graph_weights(export / graph, t.vocab_size, t.hidden_size)
+    head = t.vocab_size * t.hidden_size
+    return GraphWeights(full.params, full.bytes - full.lm_head_bytes + head, head, head, full.data_file_bytes)
+
+
 def build_batch(runner: DecoderRunner, batch: int, context: int, rng: np.random.Generator) -> DecodeBatch:
     """A running batch of ``batch`` sequences with ``context`` cached positions each (random caches)."""
     t = runner.spec.text
@@ -284,7 +298,7 @@ def profile_step(
     width = decode.width  # allocated cache columns; those past ``context`` are masked, as in the serving path
     mask = np.ones((batch, width + 1), dtype=np.int64)
     mask[:, context:width] = 0
-    feeds = runner.feeds(
+    feeds = (
         np.asarray(runner.embed[tokens], dtype=np.float32)[:, None, :],
         mask,
         np.full((batch, 1), context, dtype=np.int64),
@@ -294,7 +308,7 @@ def profile_step(
     graph, step, choose = [], [], []
     for i in range(warmup + repeats):
         start = time.perf_counter()
-        logits = runner.session.run(None, feeds)[0]
+        logits, _ = runner.run(*feeds, [scratch.eos_ids] * batch)
         a = time.perf_counter() - start
         decode.kv = kv  # every step starts from the same cache width
         for s in seqs:
@@ -399,7 +413,8 @@ def render(
         "",
         f"Weights: {weights.params / 1e6:.1f} M parameters, {weights.bytes / mb:.0f} MB of initializers "
         f"({weights.data_file_bytes / mb:.0f} MB in {args.graph}.data), "
-        f"of which lm_head {weights.lm_head_bytes / mb:.0f} MB. "
+        f"of which lm_head {weights.lm_head_bytes / mb:.0f} MB"
+        f"{' (the int8 logit screen)' if weights.lm_head_bytes == weights.lm_head_params else ''}. "
         f"KV cache: {kv_bytes_per_token / 1e3:.1f} kB per token (fp32).",
         "",
         f"Step at {args.context} cached tokens per sequence; best of {args.repeats} steps after {args.warmup} "
@@ -465,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     options = OrtOptions(intra_op_threads=args.threads)
     runner = DecoderRunner(args.export, options, graph=args.graph)
     t = runner.spec.text
-    weights = graph_weights(args.export / args.graph, t.vocab_size, t.hidden_size)
+    weights = step_weights(args.export, args.graph, runner)
     rng = np.random.default_rng(0)
     steps = []
     for batch in args.batch:

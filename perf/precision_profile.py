@@ -163,11 +163,13 @@ def load_runners(export: Path, precision: str, threads: int):
     return encoder, DecoderRunner(export, options, graph=onnx_filename(DECODER_GRAPH + suffix))
 
 
-def weight_bytes(export: Path, precision: str, spec: TextSpec) -> int:
-    """Bytes of decoder weights one step reads."""
+def weight_bytes(export: Path, precision: str, spec: TextSpec, screened: bool = False) -> int:
+    """Bytes of decoder weights one step reads (``screened``: fp32 layers, the output projection's int8 screen)."""
     if precision == INT8:
         return graph_weights(export / onnx_filename(DECODER_GRAPH + "-int8"), spec.vocab_size, spec.hidden_size).bytes
     layers, head = decoder_params(spec)
+    if screened:
+        return layers * WEIGHT_BYTES[precision] + head
     return (layers + head) * WEIGHT_BYTES[precision]
 
 
@@ -245,7 +247,7 @@ def profile_precision(
     }
     text = spec.text
     layers, head = decoder_params(text)
-    wbytes = weight_bytes(export, precision, text)
+    wbytes = weight_bytes(export, precision, text, screened=decoder.screen is not None)
     steps = []
     for batch in args.batch:
         decode = build_batch(decoder, batch, args.context, rng)
@@ -272,6 +274,7 @@ def profile_precision(
         "encoder": encoder_result,
         "decode": steps,
         "weight_bytes": wbytes,
+        "logit_screen": decoder.screen is not None,
         "prefill": {
             "tokens": args.prefill_tokens,
             "ms": prefill_ms,
@@ -330,6 +333,13 @@ def render(report: dict, level: int = 1) -> str:
                 f"| {s['gbps']:.1f} | {100 * s['bandwidth_share']:.0f}% | {s['gflops']:.1f} "
                 f"| {100 * s['ceiling_share']:.0f}% |"
             )
+    screened = [p for p, r in report["precisions"].items() if r.get("logit_screen")]
+    if screened:
+        lines += [
+            "",
+            f"{', '.join(screened)}: the output projection is read as its int8 logit screen (one byte per weight; the "
+            "fp32 rows that can decide the token are recomputed, qwen3_asr_triton/decoding/logit_screen.py).",
+        ]
     lines += [
         "",
         f"{section} Prefill of {report['settings']['prefill_tokens']} prompt tokens",

@@ -23,6 +23,14 @@ def onnx_filename(graph: str) -> str:
 ENCODER_FILENAME = onnx_filename(ENCODER_GRAPH)
 DECODER_FILENAME = onnx_filename(DECODER_GRAPH)
 ALIGNER_FILENAME = onnx_filename(ALIGNER_GRAPH)
+# The fp32 decoder graph without its output projection: it ends at the last position's normed hidden state
+# ``hidden_states [B, H]`` and reads its weights from ``decoder.onnx.data`` (no second copy on disk).
+DECODER_BODY_FILENAME = onnx_filename("decoder-body")
+# The output projection's int8 screen (qwen3_asr_triton/decoding/logit_screen.py): a MatMulInteger graph over
+# the [H, V] uint8 rows, and the rows' scales and norms (npz).
+SCREEN_GRAPH = "lm_head-u8"
+SCREEN_GRAPH_FILENAME = onnx_filename(SCREEN_GRAPH)
+SCREEN_TABLES_FILENAME = "lm_head-u8.npz"
 # Silero VAD's 16 kHz sequence graph, copied from the silero-vad wheel next to the streaming model.
 VAD_FILENAME = "silero_vad.onnx"
 # [vocab, hidden] float32 token embeddings, spliced on the host (recogniser and aligner).

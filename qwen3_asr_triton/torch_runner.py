@@ -85,6 +85,7 @@ class TorchDecoderRunner(DecoderRunner):
     def __init__(self, model_dir: str | Path, precision: str = "bf16", device: str = "cpu", threads: int = 0):
         model_dir = Path(model_dir)
         self._load_tables(model_dir)
+        self.screen = None  # the torch module computes every logit
         self.dtype = torch_dtype(precision)
         self.device = torch.device(device)
         _set_threads(threads)
@@ -96,9 +97,15 @@ class TorchDecoderRunner(DecoderRunner):
         logger.info("decoder on torch: %s on %s", precision, self.device)
 
     def run(
-        self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: list[np.ndarray]
+        self,
+        inputs_embeds: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        past: list[np.ndarray],
+        end_tokens: list[frozenset[int]] | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One call, as :meth:`DecoderRunner.run` (fp32 numpy in and out; computed in :attr:`dtype`)."""
+        """One call, as :meth:`DecoderRunner.run` (fp32 numpy in and out; computed in :attr:`dtype`; every
+        logit computed, ``end_tokens`` unused)."""
         device, dtype = self.device, self.dtype
         with torch.inference_mode():
             outputs = self.module(

@@ -172,9 +172,11 @@ def test_teacher_forcing_on_greedy_tokens_reproduces_them(int8_export: Path, fp3
     logits = teacher_forced_logits(runner, ids, fake_audio, out.tokens)
     assert logits.shape == (12, spec.text.vocab_size)
     assert np.argmax(logits, axis=-1).tolist() == out.tokens
-    # Its log-probabilities are greedy decoding's, and the prefill's chunking changes nothing.
+    # Its log-probabilities are greedy decoding's (which sums the improbable rows' int8 screen values: this
+    # random model's flat distributions put ~all the mass there, trained models' peaked ones almost none),
+    # and the prefill's chunking changes nothing.
     chosen = log_softmax(logits)[np.arange(12), out.tokens]
-    np.testing.assert_allclose(chosen, out.logprobs, atol=1e-4)
+    np.testing.assert_allclose(chosen, out.logprobs, atol=1e-3)
     np.testing.assert_allclose(teacher_forced_logits(runner, ids, fake_audio, out.tokens, chunk=7), logits, atol=1e-4)
 
 

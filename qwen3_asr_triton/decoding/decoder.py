@@ -39,10 +39,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..artifacts import DECODER_FILENAME, EMBED_FILENAME
+from ..artifacts import DECODER_BODY_FILENAME, DECODER_FILENAME, EMBED_FILENAME
 from ..model_spec import ModelSpec
 from ..prompt import splice_prompt_embeddings
 from ..sessions import OrtOptions, make_session
+from .logit_screen import LogitScreen
 from .prefix_cache import PrefixCache
 
 logger = logging.getLogger(__name__)
@@ -80,17 +81,43 @@ class DecoderRunner:
     ----------
     model_dir : path
         Export directory with ``decoder.onnx``, ``embed_tokens.npy`` and ``model_spec.json``.
+    options : OrtOptions, optional
+        ONNX Runtime threads and optimisation level.
+    graph : str
+        The graph file (``decoder-int8.onnx`` for the int8 precision).
+    screen : bool
+        For the fp32 graph of an export that has them, run ``decoder-body.onnx`` and compute the
+        logits with the int8 screen (:mod:`.logit_screen`: the same greedy tokens, ~a quarter of the
+        output projection's bytes). Off, or without the files, the whole graph computes the logits.
     """
 
-    def __init__(self, model_dir: str | Path, options: OrtOptions | None = None, graph: str = DECODER_FILENAME) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        options: OrtOptions | None = None,
+        graph: str = DECODER_FILENAME,
+        screen: bool = True,
+    ) -> None:
         model_dir = Path(model_dir)
         self._load_tables(model_dir)
-        self.session = make_session(model_dir / graph, options)
+        self.screen = self._load_screen(model_dir, options) if screen and graph == DECODER_FILENAME else None
+        self.session = make_session(model_dir / (DECODER_BODY_FILENAME if self.screen else graph), options)
         self._past_names = [f"past_key_values.{i}.{k}" for i in range(self.num_layers) for k in ("key", "value")]
         graph_inputs = {i.name for i in self.session.get_inputs()}
         missing = {"inputs_embeds", "attention_mask", "position_ids", *self._past_names} - graph_inputs
         if missing:
             raise ValueError(f"decoder graph lacks inputs {sorted(missing)}")
+
+    def _load_screen(self, model_dir: Path, options: OrtOptions | None) -> LogitScreen | None:
+        """The export's logit screen, or None (no screen files, or integer products inexact on this CPU)."""
+        if not LogitScreen.available(model_dir):
+            return None
+        screen = LogitScreen(model_dir, self.embed, options)
+        if not screen.self_check():
+            logger.warning("the int8 logit screen is not exact on this CPU's kernels; computing every logit in fp32")
+            return None
+        logger.info("decoder logits: int8 screen, fp32 recomputation of the rows that can decide the token")
+        return screen
 
     def _load_tables(self, model_dir: Path) -> None:
         """The spec and the token embedding table of an export directory (any engine's runner needs both)."""
@@ -124,7 +151,12 @@ class DecoderRunner:
         return feeds
 
     def run(
-        self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, past: list[np.ndarray]
+        self,
+        inputs_embeds: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        past: list[np.ndarray],
+        end_tokens: list[frozenset[int]] | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One graph call.
 
@@ -134,6 +166,10 @@ class DecoderRunner:
         attention_mask : ``[B, P + S]`` int64, 1 where a key may be attended
         position_ids : ``[B, S]`` int64 RoPE positions
         past : ``2 * layers`` arrays ``[B, kv_heads, P, head_dim]``
+        end_tokens : list of B sets of ids, optional
+            Given, the logits are those a greedy choice needs: with the logit screen, fp32 wherever
+            they can decide the argmax (each row's end tokens always, which a step may mask), the
+            screen's values elsewhere. Omitted, every logit is fp32.
 
         Returns
         -------
@@ -141,7 +177,11 @@ class DecoderRunner:
         values of the new positions (to be stored by the caller).
         """
         outputs = self.session.run(None, self.feeds(inputs_embeds, attention_mask, position_ids, past))
-        return outputs[0], outputs[1:]
+        if self.screen is None:
+            return outputs[0], outputs[1:]
+        if end_tokens is None:
+            return self.screen.full(outputs[0]), outputs[1:]
+        return self.screen.logits(outputs[0], end_tokens), outputs[1:]
 
 
 class Choice(NamedTuple):
@@ -433,7 +473,8 @@ class DecodeBatch:
         keys), so every row's last position is its prompt's last token; the graph returns each row's
         new keys and values in its last columns.
         """
-        logits, present = self.runner.run(*self._prefill_inputs(jobs, counts))
+        ends = [job.sequence.eos_ids for job in jobs]
+        logits, present = self.runner.run(*self._prefill_inputs(jobs, counts), ends)
         width = max(counts)  # the new positions each row returns; a row's own are its last ``count``
         choices: list[Choice | None] = []
         for row, (job, count) in enumerate(zip(jobs, counts, strict=True)):
@@ -548,7 +589,8 @@ class DecodeBatch:
         mask = np.ones((len(rows), buffers.columns + 1), np.int64)
         mask[:, :-1] = np.arange(buffers.columns)[None, :] < lengths[:, None]
         embeds = np.asarray(runner.embed[tokens], dtype=np.float32)[:, None, :]
-        logits, new = runner.run(embeds, mask, lengths[:, None], buffers.layers)
+        ends = [seq.eos_ids for seq in self.sequences]
+        logits, new = runner.run(embeds, mask, lengths[:, None], buffers.layers, ends)
         buffers.write(rows, lengths, [fresh[:, :, 0, :] for fresh in new])  # [B, kv, C, d] <- [B, kv, d] at L_r
         return [greedy_choice(seq, row) for seq, row in zip(self.sequences, logits, strict=False)]
 
