@@ -106,6 +106,7 @@ def template_values(
                 "INTRA_OP_THREADS": opts.intra_op_threads,
                 "ENCODER_THREADS": opts.encoder_threads or opts.intra_op_threads,
                 "ORT_SPIN_WAIT": "true" if opts.ort_spin_wait else "false",
+                "LOGIT_SCREEN": "true" if opts.logit_screen else "false",
                 "PRECISION": opts.precision,
             }
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 from qwen3_asr_triton.artifacts import ENCODER_FILENAME
 from qwen3_asr_triton.cpu_precision import BF16, FP32, read_cpu_flags, resolve_precision
 from qwen3_asr_triton.decoding.decoder import DecoderRunner
-from qwen3_asr_triton.sessions import EncoderRunner, OrtOptions
+from qwen3_asr_triton.sessions import EncoderRunner, OrtOptions, bool_parameter
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,12 @@ def encoder_runner(folder: Path, params: Mapping[str, str]) -> EncoderRunner:
 
 
 def decoder_runner(folder: Path, params: Mapping[str, str]) -> DecoderRunner:
-    """The decoder of a version folder at its configured precision."""
+    """The decoder of a version folder at its configured precision (fp32 with the logit screen unless
+    ``logit_screen`` is false or the folder has none: :mod:`.decoding.logit_screen`)."""
     options = OrtOptions.from_parameters(params)
+    screen = bool_parameter(params, "logit_screen", True)
     if runtime_precision(params, "decoder") == BF16:
         from .torch_runner import TorchDecoderRunner
 
         return TorchDecoderRunner(folder, BF16, threads=options.intra_op_threads)
-    return DecoderRunner(folder, options)
+    return DecoderRunner(folder, options, screen=screen)

@@ -52,12 +52,23 @@ class OrtOptions:
     def from_parameters(cls, params: Mapping[str, str]) -> OrtOptions:
         """Options from a Triton model config's ``parameters``: ``intra_op_threads`` and ``ort_spin_wait``."""
         threads = params.get("intra_op_threads", "0")
-        spin = params.get("ort_spin_wait", "true").strip().lower()
         if not threads.strip().isdigit():
             raise ValueError(f"intra_op_threads must be a whole number >= 0, got {threads!r}")
-        if spin not in ("true", "false"):
-            raise ValueError(f"ort_spin_wait must be true or false, got {spin!r}")
-        return cls(intra_op_threads=int(threads), ort_spin_wait=spin == "true")
+        return cls(intra_op_threads=int(threads), ort_spin_wait=bool_parameter(params, "ort_spin_wait", True))
+
+
+def bool_parameter(params: Mapping[str, str], key: str, default: bool) -> bool:
+    """A ``true`` / ``false`` model config parameter (``default`` where absent).
+
+    Raises
+    ------
+    ValueError
+        Any other value.
+    """
+    value = params.get(key, "true" if default else "false").strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value == "true"
 
 
 def make_session(path: str | Path, options: OrtOptions | None = None):

@@ -129,6 +129,26 @@ def test_onnx_runtime_knobs_reach_every_cpu_graph_model(spec, spin):
         assert OrtOptions.from_parameters(params) == OrtOptions(intra_op_threads=1, ort_spin_wait=spin), model
 
 
+@pytest.mark.parametrize("screen", [True, False])
+def test_the_logit_screen_knob_reaches_the_cpu_decoder(spec, screen):
+    import argparse
+
+    from qwen3_asr_triton.export.build_options import default_options
+    from qwen3_asr_triton.export.options_cli import add_option_arguments, given_options
+    from qwen3_asr_triton.sessions import bool_parameter
+
+    parser = argparse.ArgumentParser()
+    add_option_arguments(parser, BuildOptions)
+    argv = [] if screen else ["--logit-screen", "false"]
+    opts = default_options("cpu", **given_options(parser.parse_args(argv), BuildOptions))
+    assert opts.logit_screen is screen
+    filled = fill_repository_configs(spec, opts, "cpu", True)
+    params = {k: v.string_value for k, v in parse_model_config(filled["decoder"]).parameters.items()}
+    assert bool_parameter(params, "logit_screen", not screen) is screen
+    with pytest.raises(ValueError, match="logit_screen must be true or false"):
+        bool_parameter({"logit_screen": "on"}, "logit_screen", True)
+
+
 @pytest.mark.parametrize("intra, encoder, expected", [(0, 0, 0), (2, 0, 2), (0, 1, 1), (3, 1, 1)])
 def test_encoder_threads_apply_to_the_encoder_alone(spec, intra, encoder, expected):
     filled = fill_repository_configs(spec, BuildOptions(intra_op_threads=intra, encoder_threads=encoder), "cpu", True)

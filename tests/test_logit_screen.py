@@ -177,6 +177,14 @@ def test_a_cpu_whose_integer_products_are_inexact_decodes_with_the_whole_graph(a
     assert runner.screen is None and runner.session.get_outputs()[0].name == "logits"
 
 
+@pytest.mark.parametrize("configured", ["true", "false"])
+def test_the_repository_decoder_screens_unless_its_config_says_false(model_repository, configured):
+    from qwen3_asr_triton.runners import decoder_runner
+
+    runner = decoder_runner(model_repository / "decoder" / "1", {"precision": "fp32", "logit_screen": configured})
+    assert (runner.screen is not None) == (configured == "true")
+
+
 def test_only_an_exactly_tied_projection_is_screened():
     rng = np.random.default_rng(5)
     embed = rng.standard_normal((50, 8)).astype(np.float32)
