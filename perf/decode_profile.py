@@ -232,9 +232,9 @@ def step_weights(export: Path, graph: str, runner: DecoderRunner) -> GraphWeight
     """The weights one step reads: the graph's, or with the logit screen the body graph's plus the
     screen's one byte per output projection weight (the fp32 rows it recomputes are a few)."""
     t = runner.spec.text
-    if runner.screen is None:
-        return graph_weights(export / graph, t.vocab_size, t.hidden_size)
     full = graph_weights(export / graph, t.vocab_size, t.hidden_size)
+    if runner.screen is None:
+        return full
     head = t.vocab_size * t.hidden_size
     return GraphWeights(full.params, full.bytes - full.lm_head_bytes + head, head, head, full.data_file_bytes)
 
@@ -418,7 +418,8 @@ def render(
         f"KV cache: {kv_bytes_per_token / 1e3:.1f} kB per token (fp32).",
         "",
         f"Step at {args.context} cached tokens per sequence; best of {args.repeats} steps after {args.warmup} "
-        "warm-up (medians in the JSON). (a) `session.run` alone; (b) `DecodeBatch.step()`; overhead = (b) - (a); "
+        "warm-up (medians in the JSON). (a) `DecoderRunner.run` alone (the graph; with the logit screen also its "
+        "integer product and recomputed rows); (b) `DecodeBatch.step()`; overhead = (b) - (a); "
         "choose = `DecodeBatch.choose` for every row (argmax + log-softmax: float32 exp, float64 sum); "
         "floor = (weights + allocated past KV read + new position written) / read bandwidth; "
         "floor/(a) = share of the graph time explained by "

@@ -98,15 +98,22 @@ def quantize_rows(weight: np.ndarray, chunk: int = QUANTIZE_CHUNK) -> QuantizedR
     error_norm = np.empty(vocab, np.float64)
     for start in range(0, vocab, chunk):
         rows = np.asarray(weight[start : start + chunk], np.float64)
-        peak = np.abs(rows).max(axis=1)
-        s = np.where(peak > 0, peak / QMAX, 1.0).astype(np.float32)
-        q = np.clip(np.rint(rows / s[:, None].astype(np.float64)), -QMAX, QMAX)
+        s, q = quantize_per_row(rows)
         stop = start + rows.shape[0]
         codes[:, start:stop] = (q + ZERO_POINT).astype(np.uint8).T
         scale[start:stop] = s
         weight_norm[start:stop] = np.linalg.norm(rows, axis=1)
         error_norm[start:stop] = np.linalg.norm(rows - q * s[:, None].astype(np.float64), axis=1)
     return QuantizedRows(codes, scale, weight_norm, error_norm)
+
+
+def quantize_per_row(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, K]`` float64 -> ``[N]`` float32 scales ``max |x_n| / 127`` (1 for an all-zero row) and the
+    ``[N, K]`` float64 integers in [-127, 127] nearest ``x_n / scale_n``: the one rounding of the rows,
+    the hidden states and the load-time check."""
+    peak = np.abs(x).max(axis=1)
+    scale = np.where(peak > 0, peak / QMAX, 1.0).astype(np.float32)
+    return scale, np.clip(np.rint(x / scale[:, None].astype(np.float64)), -QMAX, QMAX)
 
 
 @dataclass(frozen=True)
@@ -123,10 +130,8 @@ class QuantizedHidden:
 
 def quantize_hidden(hidden: np.ndarray) -> QuantizedHidden:
     """``[B, H]`` float32 hidden states -> their per-row int8 copies and norms."""
-    peak = np.abs(hidden).max(axis=1)
-    scale = np.where(peak > 0, peak / QMAX, 1.0).astype(np.float32)
     exact = hidden.astype(np.float64)
-    u = np.clip(np.rint(exact / scale[:, None].astype(np.float64)), -QMAX, QMAX)
+    scale, u = quantize_per_row(exact)
     quantized = u * scale[:, None].astype(np.float64)
     return QuantizedHidden(
         codes=(u + ZERO_POINT).astype(np.uint8),
@@ -263,9 +268,8 @@ class LogitScreen:
         codes = np.stack([np.full(hidden, 255, np.uint8), np.full(hidden, 1, np.uint8)])
         got = self.products(codes)
         probe = np.argsort(-self.scale, kind="stable")[:probe_rows]
-        rows = np.asarray(self.rows[probe], np.float64)
-        q = np.clip(np.rint(rows / self.scale[probe, None].astype(np.float64)), -QMAX, QMAX).astype(np.int64)
-        want = (codes.astype(np.int64) - ZERO_POINT) @ q.T
+        _, q = quantize_per_row(np.asarray(self.rows[probe], np.float64))
+        want = (codes.astype(np.int64) - ZERO_POINT) @ q.astype(np.int64).T
         return bool(np.array_equal(got[:, probe], want))
 
     def full(self, hidden: np.ndarray) -> np.ndarray:
