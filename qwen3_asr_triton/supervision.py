@@ -11,10 +11,11 @@ Kubernetes) restarts it.
 
     python -m qwen3_asr_triton.supervision watch --pid SERVER_PID --url http://127.0.0.1:8000 [--interval 1.0]
     python -m qwen3_asr_triton.supervision regions --pgid SERVER_PID > FILE
-    python -m qwen3_asr_triton.supervision clean-shm [--names-file FILE] [--min-age SECONDS]
+    python -m qwen3_asr_triton.supervision clean-shm [--names-file FILE [--wait SECONDS]] [--min-age SECONDS]
 
 ``clean-shm`` deletes the shared-memory regions that a killed server left in /dev/shm: those listed
-by ``regions`` while it ran, or (at start-up) every unused one older than ``--min-age``.
+by ``regions`` while it ran (waiting up to ``--wait`` seconds for the killed workers to unmap them),
+or (at start-up) every unused one older than ``--min-age``.
 
 Exit status: 3 a python worker died, 4 the server exited, 5 the server never listed its models. The
 policy (:class:`WorkerWatch`, :func:`expected_workers`) is pure; :func:`python_workers` reads ``/proc``.
@@ -29,7 +30,7 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,11 @@ CONFIG_TIMEOUT_S = 60.0
 # Shared-memory regions of the python backend (one per model instance, in /dev/shm). A server or stub
 # killed with SIGKILL leaves its regions behind: tmpfs memory that nothing frees until reboot.
 SHM_PREFIX = "triton_python_backend_shm_region_"
+# How often clean-shm looks again for a killed worker that still maps its region, and the default
+# bound on that wait: a stub unmaps its memory within a second of SIGKILL on the machines measured,
+# ten times that covers a loaded host and still keeps a restart prompt.
+KILLED_POLL_S = 0.1
+KILLED_WAIT_S = 10.0
 
 
 def _parent_pid(stat: str) -> int:
@@ -156,6 +162,32 @@ def clean_stale_regions(
     return stale
 
 
+def clean_killed_regions(
+    names: set[str],
+    wait_s: float,
+    shm: Path = Path("/dev/shm"),
+    proc: Path = Path("/proc"),
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[list[str], list[str]]:
+    """Delete a killed server's regions ``names`` once no live process uses them, waiting up to ``wait_s``.
+
+    SIGKILL of a process group returns before its workers are gone: a stub tearing down gigabytes of
+    mappings still maps its region for a moment, and a region deleted only when unused would be left
+    behind for good. Returns ``(deleted, still in use after the wait)``.
+    """
+    deleted: list[str] = []
+    deadline = clock() + wait_s
+    remaining = {name for name in names if (shm / name).exists()}
+    while True:
+        removed = clean_stale_regions(shm, proc, names=remaining)
+        deleted += removed
+        remaining = {name for name in remaining - set(removed) if (shm / name).exists()}
+        if not remaining or clock() >= deadline:
+            return deleted, sorted(remaining)
+        sleep(KILLED_POLL_S)
+
+
 @dataclass(frozen=True)
 class WorkerWatch:
     """The decision, apart from reading processes: which expected worker is missing.
@@ -241,16 +273,25 @@ def main(argv: list[str] | None = None) -> int:
     clean = sub.add_parser("clean-shm", help="delete python-backend shared-memory regions that no live process uses")
     clean.add_argument("--names-file", type=Path, help="only these regions (as printed by `regions`)")
     clean.add_argument("--min-age", type=float, default=0.0, help="only regions older than this many seconds")
+    clean.add_argument(
+        "--wait",
+        type=float,
+        default=KILLED_WAIT_S,
+        help=f"with --names-file: seconds to wait for killed workers to unmap them (default {KILLED_WAIT_S:g})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog: %(message)s", stream=sys.stderr)
     if args.command == "regions":
         print("\n".join(sorted(group_regions(args.pgid))))
         return 0
     if args.command == "clean-shm":
-        names = None
         if args.names_file is not None:
             names = set(args.names_file.read_text().split()) if args.names_file.is_file() else set()
-        stale = clean_stale_regions(names=names, min_age_s=args.min_age)
+            stale, kept = clean_killed_regions(names, args.wait)
+            if kept:
+                logger.warning("%d region(s) still in use after %.0f s: %s", len(kept), args.wait, kept[:3])
+        else:
+            stale = clean_stale_regions(min_age_s=args.min_age)
         if stale:
             logger.info("removed %d shared-memory region(s) left by a killed server", len(stale))
         return 0

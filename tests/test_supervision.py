@@ -14,6 +14,7 @@ from qwen3_asr_triton.supervision import (
     EXIT_WORKER_DIED,
     SHM_PREFIX,
     WorkerWatch,
+    clean_killed_regions,
     clean_stale_regions,
     expected_workers,
     group_regions,
@@ -83,6 +84,37 @@ def test_only_regions_no_live_process_uses_are_deleted(tmp_path):
     kept = sorted(p.name for p in shm.iterdir())
     assert kept == ["someone_elses_file", f"{SHM_PREFIX}argument", f"{SHM_PREFIX}mapped"]
     assert group_regions(100, proc) == {f"{SHM_PREFIX}mapped", f"{SHM_PREFIX}argument"}
+
+
+def test_a_killed_workers_region_is_deleted_once_it_unmaps_it_and_the_wait_is_bounded(tmp_path):
+    """SIGKILL returns before the stub is gone: its region is still mapped for a moment (the race that
+    left a region behind after a restart), so the killed server's regions are retried, not skipped."""
+    proc, shm = tmp_path / "proc", tmp_path / "shm"
+    shm.mkdir()
+    for name in ("dying", "gone", "stuck"):
+        (shm / f"{SHM_PREFIX}{name}").write_bytes(b"x")
+    _process(proc, 101, 1, ["stub"])
+    maps = proc / "101" / "maps"
+    maps.write_text(f"7f00-7f10 rw-s 00000000 00:1a 5 /dev/shm/{SHM_PREFIX}dying\n")
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:  # the killed stub finishes exiting during the first wait
+        now[0] += seconds
+        maps.write_text("")
+
+    deleted, kept = clean_killed_regions(
+        {f"{SHM_PREFIX}dying", f"{SHM_PREFIX}gone"}, 5.0, shm, proc, sleep=sleep, clock=lambda: now[0]
+    )
+    assert sorted(deleted) == [f"{SHM_PREFIX}dying", f"{SHM_PREFIX}gone"] and kept == []
+    assert now[0] > 0, "the mapped region was retried after a wait"
+    # A region some live process keeps mapping is kept, and the wait ends at its bound.
+    _process(proc, 102, 1, ["other"])
+    (proc / "102" / "maps").write_text(f"7f00-7f10 rw-s 00000000 00:1a 5 /dev/shm/{SHM_PREFIX}stuck\n")
+    now[0] = 0.0
+    deleted, kept = clean_killed_regions({f"{SHM_PREFIX}stuck"}, 2.0, shm, proc, sleep=sleep, clock=lambda: now[0])
+    assert deleted == [] and kept == [f"{SHM_PREFIX}stuck"]
+    assert 2.0 <= now[0] < 2.5
+    assert (shm / f"{SHM_PREFIX}stuck").exists()
 
 
 # Model configurations as Triton 2.51 returns them (instance group names filled in by the server).
