@@ -272,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     regions.add_argument("--pgid", type=int, required=True)
     clean = sub.add_parser("clean-shm", help="delete python-backend shared-memory regions that no live process uses")
     clean.add_argument("--names-file", type=Path, help="only these regions (as printed by `regions`)")
-    clean.add_argument("--min-age", type=float, default=0.0, help="only regions older than this many seconds")
+    clean.add_argument(
+        "--min-age", type=float, default=0.0, help="without --names-file: only regions older than this many seconds"
+    )
     clean.add_argument(
         "--wait",
         type=float,
@@ -285,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(sorted(group_regions(args.pgid))))
         return 0
     if args.command == "clean-shm":
+        if args.wait < 0 or args.min_age < 0:
+            parser.error("--wait and --min-age must be >= 0")
         if args.names_file is not None:
             names = set(args.names_file.read_text().split()) if args.names_file.is_file() else set()
             stale, kept = clean_killed_regions(names, args.wait)

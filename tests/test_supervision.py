@@ -18,6 +18,7 @@ from qwen3_asr_triton.supervision import (
     clean_stale_regions,
     expected_workers,
     group_regions,
+    main,
     python_workers,
     server_running,
     watch,
@@ -115,6 +116,13 @@ def test_a_killed_workers_region_is_deleted_once_it_unmaps_it_and_the_wait_is_bo
     assert deleted == [] and kept == [f"{SHM_PREFIX}stuck"]
     assert 2.0 <= now[0] < 2.5
     assert (shm / f"{SHM_PREFIX}stuck").exists()
+
+
+@pytest.mark.parametrize("flag", ["--wait", "--min-age"])
+def test_clean_shm_refuses_a_negative_bound(flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["clean-shm", flag, "-1"])
+    assert exit_info.value.code == 2 and "must be >= 0" in capsys.readouterr().err
 
 
 # Model configurations as Triton 2.51 returns them (instance group names filled in by the server).
