@@ -27,9 +27,10 @@ from qwen3_asr_triton.model_spec import SPEC_FILENAME
 from .assembly import Artifacts, common_artifacts, write_repository
 from .build_options import BuildOptions
 from .checkpoint import check_checkpoints
+from .external_data import external_data_file
 from .layout import ALIGNER_EXPORT_DIRNAME, ASR_EXPORT_DIRNAME, SPEAKER_EXPORT_DIRNAME
 from .logit_screen_files import screen_is_current
-from .onnx_export import export_checkpoint, external_data_file
+from .onnx_export import export_checkpoint
 from .options_cli import DIARIZER_FROM_PYPI
 from .quantize import ensure_precision, quantized_name
 from .repository_values import fill_repository_configs

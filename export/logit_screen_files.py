@@ -27,6 +27,8 @@ from qwen3_asr_triton.artifacts import (
 )
 from qwen3_asr_triton.decoding.logit_screen import SCREEN_INPUT, SCREEN_OUTPUT, ZERO_POINT, quantize_rows
 
+from .external_data import map_tensor
+
 logger = logging.getLogger(__name__)
 
 # The decoder graph's logits output and the body graph's hidden-state output.
@@ -47,15 +49,6 @@ def _projection_node(graph: onnx.GraphProto) -> tuple[onnx.NodeProto, onnx.Tenso
     if len(weights) != 1 or len(weights[0].dims) != 2:
         raise ValueError("the decoder graph's output projection is not a [H, V] initializer")
     return node, weights[0]
-
-
-def _external_array(tensor: onnx.TensorProto, directory: Path) -> np.ndarray:
-    """A float32 initializer stored in an external data file, memory-mapped."""
-    info = {e.key: e.value for e in tensor.external_data}
-    if tensor.data_location != TensorProto.EXTERNAL or tensor.data_type != TensorProto.FLOAT:
-        raise ValueError(f"initializer {tensor.name} is not external float32 data")
-    shape = tuple(tensor.dims)
-    return np.memmap(directory / info["location"], np.float32, "r", int(info.get("offset", 0)), shape)
 
 
 def projection_is_tied(projection: np.ndarray, embed: np.ndarray, chunk: int = TIE_CHECK_CHUNK) -> bool:
@@ -121,7 +114,7 @@ def write_logit_screen(export_dir: Path) -> bool:
     model = onnx.load(export_dir / DECODER_FILENAME, load_external_data=False)
     _, weight = _projection_node(model.graph)
     embed = np.load(export_dir / EMBED_FILENAME, mmap_mode="r")
-    if not projection_is_tied(_external_array(weight, export_dir), embed):
+    if not projection_is_tied(map_tensor(weight, export_dir), embed):
         logger.info("%s: the output projection is not the embedding table; no logit screen", export_dir)
         return False
     rows = quantize_rows(embed)

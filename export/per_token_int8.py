@@ -121,7 +121,7 @@ def rewrite_graph(src: Path, dst: Path, weight_format: str = INT7) -> int:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from .onnx_export import read_tensor, write_with_external_data
+    from .external_data import read_tensor, write_with_external_data
 
     _weight_levels(weight_format)  # refuse an unknown format before reading anything
     model = onnx.load(str(src), load_external_data=False)

@@ -211,7 +211,7 @@ def recipe_export(export_dir: Path, recipe: str, scratch: Path) -> Path:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from qwen3_asr_triton.export.onnx_export import save_with_external_data
+    from qwen3_asr_triton.export.external_data import save_with_external_data
     from qwen3_asr_triton.export.per_token_int8 import rewrite_graph
 
     changes = dict(RECIPES[recipe])
@@ -254,7 +254,7 @@ def _quantize_blockwise(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from qwen3_asr_triton.export.onnx_export import save_with_external_data
+    from qwen3_asr_triton.export.external_data import save_with_external_data
 
     quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), **BLOCKWISE_SETTINGS)
     quantizer.process()

@@ -36,6 +36,7 @@ CHECKPOINT_CODE = ("export/random_checkpoint.py", "export/vocab.py", "export/cha
 EXPORT_CODE = (
     "qwen3_asr_triton/torch_modules.py",
     "export/onnx_export.py",
+    "export/external_data.py",
     "export/logit_screen_files.py",
     "qwen3_asr_triton/decoding/logit_screen.py",
     "export/checkpoint.py",

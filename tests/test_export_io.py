@@ -8,7 +8,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from qwen3_asr_triton.export.onnx_export import EXTERNAL_ALIGN, EXTERNAL_MIN_BYTES, save_with_external_data
+from qwen3_asr_triton.export.external_data import (
+    EXTERNAL_ALIGN,
+    EXTERNAL_MIN_BYTES,
+    map_tensor,
+    read_tensor,
+    save_with_external_data,
+)
 from qwen3_asr_triton.model_spec import ModelSpec
 from qwen3_asr_triton.torch_modules import DecoderWithCache, with_weights
 
@@ -64,6 +70,27 @@ def test_save_with_external_data_moves_every_large_tensor_into_one_aligned_file(
     for tensor in loaded.graph.initializer:
         np.testing.assert_array_equal(numpy_helper.to_array(tensor), weights[tensor.name])
     onnx.checker.check_model(str(out))
+
+
+def test_an_external_tensor_is_read_and_mapped_in_place_and_an_inline_one_is_not_mapped(tmp_path):
+    rng = np.random.default_rng(1)
+    weights = {"a": rng.standard_normal(2000).astype(np.float32), "tiny": np.array([0.5], np.float32)}
+    src, out = tmp_path / "src.onnx", tmp_path / "m.onnx"
+    onnx.save_model(_graph_with(weights), str(src))
+    save_with_external_data(src, out)
+    tensors = {t.name: t for t in onnx.load(str(out), load_external_data=False).graph.initializer}
+    mapped = map_tensor(tensors["a"], tmp_path)
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    np.testing.assert_array_equal(mapped, weights["a"])
+    np.testing.assert_array_equal(read_tensor(tensors["a"], tmp_path), weights["a"])
+    np.testing.assert_array_equal(read_tensor(tensors["tiny"], tmp_path), weights["tiny"])
+    with pytest.raises(ValueError, match="not external float32 data"):
+        map_tensor(tensors["tiny"], tmp_path)
+    short = onnx.TensorProto()
+    short.CopyFrom(tensors["a"])
+    short.dims[0] = 4000  # more than the span holds
+    with pytest.raises(ValueError, match="shape"):
+        map_tensor(short, tmp_path)
 
 
 def test_with_weights_uses_the_checkpoint_tensors_without_copying(asr_checkpoint):

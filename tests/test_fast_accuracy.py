@@ -204,7 +204,7 @@ def _broken_export(int8_export: Path, directory: Path, how: str) -> Path:
     ``"reversed"`` reverses each weight's per-channel scales (the channel axis mixed up).
     """
     from qwen3_asr_triton.artifacts import DECODER_GRAPH, onnx_filename
-    from qwen3_asr_triton.export.onnx_export import save_with_external_data
+    from qwen3_asr_triton.export.external_data import save_with_external_data
     from qwen3_asr_triton.export.per_token_int8 import WEIGHT_SCALES_SUFFIX
     from qwen3_asr_triton.export.quantize import quantized_name
 

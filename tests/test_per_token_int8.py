@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qwen3_asr_triton.artifacts import DECODER_GRAPH, onnx_filename
-from qwen3_asr_triton.export.onnx_export import save_with_external_data
+from qwen3_asr_triton.export.external_data import save_with_external_data
 from qwen3_asr_triton.export.per_token_int8 import (
     ACTIVATION_LEVELS,
     INT7,
