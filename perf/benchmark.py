@@ -113,7 +113,8 @@ def run_system(
     system = make_system(name, config)
     record: dict = {"system": name, "size": size, "precision": precision, "label": system.label, "status": "ok"}
     cap = system.max_concurrency()
-    levels = [c for c in args.concurrency if cap is None or c <= cap] or ([cap] if cap else [])
+    wanted = args.skip.run_levels(name, precision, args.concurrency)
+    levels = [c for c in wanted if cap is None or c <= cap] or ([cap] if cap else [])
     streamed = name == "vllm" and not args.no_stream
     logger.info("=== %s, %s dims, %s ===", system.label, size, precision)
     sampler = None
@@ -268,9 +269,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--skip",
         nargs="+",
         default=[],
-        metavar="SYSTEM:PRECISION",
+        metavar="SYSTEM:PRECISION[@CONCURRENCY]",
         help="runs left out, e.g. vllm:fast (vLLM's bf16 where the CPU lacks bf16 instructions: emulated, "
-        "about an hour at 1.7B)",
+        "about an hour at 1.7B), or one level of a run, e.g. vllm:fast@16",
     )
     parser.add_argument("--no-stream", action="store_true", help="skip vLLM's streamed first-chunk pass")
     parser.add_argument(
@@ -300,6 +301,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(exc))
     if min(args.concurrency) < 1 or args.requests < 1 or args.tokens < 1:
         parser.error("concurrency, requests and tokens must be >= 1")
+    stray = sorted({c for _, _, c in args.skip.levels} - set(args.concurrency))
+    if stray:
+        parser.error(f"--skip names concurrency {stray[0]}, which is not one of --concurrency")
     args.concurrency = sorted(set(args.concurrency))
     return args
 
@@ -329,13 +333,13 @@ def main(argv: list[str] | None = None) -> None:
         []
         if args.no_profile
         else served_precisions(
-            args.systems, args.precisions, args.skip, args.fast_precision, str(machine["fast_precision"])
+            args.systems, args.precisions, args.skip.runs, args.fast_precision, str(machine["fast_precision"])
         )
     )
     fast_precision = None
     if not args.no_accuracy:
         fast_precision = precision_to_measure(
-            args.systems, args.precisions, args.skip, args.fast_precision, str(machine["fast_precision"])
+            args.systems, args.precisions, args.skip.runs, args.fast_precision, str(machine["fast_precision"])
         )
     for size in args.sizes:
         checkpoint = cached_checkpoint("asr", size=size)
@@ -344,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
             for name in args.systems:
                 if name == "transformers" and precision != "fp32":
                     continue  # the fp32 reference; its rows serve both precisions
-                if (name, precision) in args.skip:
+                if not args.skip.run_levels(name, precision, args.concurrency):
                     logger.info("skipping %s %s (--skip)", name, precision)
                     continue
                 runs.append(run_system(name, size, precision, checkpoint, clips, args))
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
             "fast_precision": args.fast_precision,
             "triton_knobs": args.triton_knob,
             "vllm_knobs": args.vllm_knob,
-            "skipped": sorted(f"{system}:{precision}" for system, precision in args.skip),
+            "skipped": args.skip.labels(),
             "logs": str(args.log_dir.relative_to(REPO)),
         },
         "runs": runs,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from perf.systems import SYSTEMS
-from perf.systems.base import parse_knobs, parse_skips
+from perf.systems.base import Skips, parse_knobs, parse_skips
 
 
 def test_knobs_split_on_the_first_equals_sign() -> None:
@@ -22,18 +22,41 @@ def test_a_knob_without_value_is_refused() -> None:
 
 
 def test_skips_become_system_precision_pairs() -> None:
-    assert parse_skips(["vllm:fast", "transformers:fp32", "vllm:fast"], SYSTEMS) == {
-        ("vllm", "fast"),
-        ("transformers", "fp32"),
-    }
-    assert parse_skips([], SYSTEMS) == frozenset()
+    skips = parse_skips(["vllm:fast", "transformers:fp32", "vllm:fast"], SYSTEMS)
+    assert skips.runs == {("vllm", "fast"), ("transformers", "fp32")}
+    assert skips.levels == frozenset()
+    assert skips.run_levels("vllm", "fast", [1, 8]) == []
+    assert skips.run_levels("vllm", "fp32", [1, 8]) == [1, 8]
+    assert parse_skips([], SYSTEMS) == Skips()
 
 
-@pytest.mark.parametrize("value", ["vllm", "vllm:bf16", "sglang:fast", ":fast", "vllm:"])
+def test_a_skip_at_a_concurrency_leaves_out_that_level_only() -> None:
+    skips = parse_skips(["vllm:fast@16", "vllm:fast@4", "triton:fp32"], SYSTEMS)
+    assert skips.runs == {("triton", "fp32")}
+    assert skips.levels == {("vllm", "fast", 16), ("vllm", "fast", 4)}
+    assert skips.run_levels("vllm", "fast", [1, 4, 8, 16]) == [1, 8]
+    assert skips.run_levels("vllm", "fp32", [1, 4, 8, 16]) == [1, 4, 8, 16]
+    assert skips.run_levels("triton", "fp32", [1, 4]) == []
+    assert skips.labels() == ["triton:fp32", "vllm:fast@16", "vllm:fast@4"]
+
+
+@pytest.mark.parametrize(
+    "value", ["vllm", "vllm:bf16", "sglang:fast", ":fast", "vllm:", "vllm:fast@", "vllm:fast@0", "vllm:fast@x"]
+)
 def test_a_skip_must_name_a_known_system_and_precision(value: str) -> None:
     with pytest.raises(ValueError, match="SYSTEM:PRECISION") as info:
         parse_skips([value], SYSTEMS)
     assert "triton, vllm, transformers" in str(info.value)
+
+
+def test_a_skipped_level_must_be_one_the_run_has(capsys: pytest.CaptureFixture[str]) -> None:
+    from perf.benchmark import parse_args
+
+    args = parse_args(["--concurrency", "1", "8", "16", "--skip", "vllm:fast@16"])
+    assert args.skip.levels == {("vllm", "fast", 16)}
+    with pytest.raises(SystemExit):
+        parse_args(["--concurrency", "1", "8", "--skip", "vllm:fast@16"])
+    assert "concurrency 16, which is not one of --concurrency" in capsys.readouterr().err
 
 
 def test_a_long_skip_value_is_quoted_short() -> None:

@@ -165,21 +165,61 @@ def parse_knobs(items: list[str]) -> dict[str, str]:
     return out
 
 
-def parse_skips(values: list[str], systems: Sequence[str]) -> frozenset[tuple[str, str]]:
-    """The benchmark's ``--skip`` values (``system:precision``, e.g. ``vllm:fast``) as pairs.
+@dataclass(frozen=True)
+class Skips:
+    """What a benchmark run leaves out (``--skip``).
+
+    Attributes
+    ----------
+    runs : frozenset of (str, str)
+        ``(system, precision)`` runs left out whole (``vllm:fast``).
+    levels : frozenset of (str, str, int)
+        ``(system, precision, concurrency)`` levels left out of a run that still runs at its other levels
+        (``vllm:fast@16``: vLLM's emulated bf16 at 16 clients would take longer than the rest of a run).
+    """
+
+    runs: frozenset[tuple[str, str]] = frozenset()
+    levels: frozenset[tuple[str, str, int]] = frozenset()
+
+    def run_levels(self, system: str, precision: str, levels: Sequence[int]) -> list[int]:
+        """``levels`` less those left out for this run (all of them where the whole run is)."""
+        if (system, precision) in self.runs:
+            return []
+        return [c for c in levels if (system, precision, c) not in self.levels]
+
+    def labels(self) -> list[str]:
+        """The values as given on the command line, sorted (the report's "left out" line)."""
+        whole = [f"{system}:{precision}" for system, precision in self.runs]
+        return sorted(whole + [f"{system}:{precision}@{c}" for system, precision, c in self.levels])
+
+
+def parse_skips(values: list[str], systems: Sequence[str]) -> Skips:
+    """The benchmark's ``--skip`` values: ``system:precision`` (e.g. ``vllm:fast``) leaves a run out,
+    ``system:precision@level`` (e.g. ``vllm:fast@16``) one concurrency level of it.
 
     Raises
     ------
     ValueError
-        On a value that does not name one of ``systems`` and one of :data:`PRECISIONS`.
+        On a value that does not name one of ``systems``, one of :data:`PRECISIONS` and, after ``@``, a
+        concurrency of at least 1.
     """
-    pairs = set()
+    runs: set[tuple[str, str]] = set()
+    levels: set[tuple[str, str, int]] = set()
     for value in values:
-        system, sep, precision = value.partition(":")
-        if not sep or system not in systems or precision not in PRECISIONS:
+        pair, at, level = value.partition("@")
+        system, sep, precision = pair.partition(":")
+        if (
+            not sep
+            or system not in systems
+            or precision not in PRECISIONS
+            or (at and not (level.isdigit() and int(level) >= 1))
+        ):
             raise ValueError(
-                f"--skip {value[:40]!r}: expected SYSTEM:PRECISION, SYSTEM one of {', '.join(systems)}, "
-                f"PRECISION one of {', '.join(PRECISIONS)}"
+                f"--skip {value[:40]!r}: expected SYSTEM:PRECISION or SYSTEM:PRECISION@CONCURRENCY, SYSTEM one "
+                f"of {', '.join(systems)}, PRECISION one of {', '.join(PRECISIONS)}, CONCURRENCY >= 1"
             )
-        pairs.add((system, precision))
-    return frozenset(pairs)
+        if at:
+            levels.add((system, precision, int(level)))
+        else:
+            runs.add((system, precision))
+    return Skips(frozenset(runs), frozenset(levels))
