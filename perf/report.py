@@ -20,6 +20,7 @@ if str(REPO) not in sys.path:  # run as a script (re-rendering a results.json)
     sys.path.insert(0, str(REPO))
 
 from perf.machine import describe_cpu  # noqa: E402
+from qwen3_asr_triton.cpu_precision import BF16_FLAGS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,20 @@ def machine_section(machine: dict) -> list[str]:
         f"| load average at start | {', '.join(f'{x:.2f}' for x in load) if load else '–'} |",
         f"| kernel, Python | {machine.get('kernel')}, {machine.get('python')} |",
         f"| packages (benchmark venv) | {pkgs} |",
+        "",
+        *_bf16_note(flags),
+    ]
+
+
+def _bf16_note(flags: dict[str, bool]) -> list[str]:
+    """Where the CPU has no bf16 instructions: what that means for the bf16 rows (nothing otherwise)."""
+    if not flags or any(flags.get(flag) for flag in BF16_FLAGS):
+        return []
+    return [
+        f"No bf16-capable CPU in this run (none of {', '.join(BF16_FLAGS)}): vLLM's bf16 runs emulated here, so "
+        "ratios against it hold for CPUs without bf16 instructions only; our bf16 path, which `--precision fast` "
+        "serves on CPUs with them, is tested for correctness here (tests/test_bf16_server.py, "
+        "tests/test_torch_runner.py) and not timed in this report.",
         "",
     ]
 

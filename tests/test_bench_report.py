@@ -1,8 +1,11 @@
-"""perf/report.py: the memory-bandwidth probes of each system's run, in the ratios and in the systems' details."""
+"""perf/report.py: the memory-bandwidth probes of each system's run, in the ratios and in the systems' details;
+the machine section's note on CPUs without bf16 instructions."""
 
 from __future__ import annotations
 
-from perf.report import bandwidth_note, system_details
+import pytest
+
+from perf.report import bandwidth_note, machine_section, system_details
 
 
 def _run(system: str, precision: str, probes: dict | None, status: str = "ok") -> dict:
@@ -47,3 +50,22 @@ def test_each_systems_details_list_its_probes() -> None:
     text = "\n".join(system_details(results))
     assert "memory read bandwidth, idle, before / after the levels: 30.0 / 30.0 GB/s" in text
     assert text.count("memory read bandwidth") == 1
+
+
+def _flags(*present: str) -> dict[str, bool]:
+    from perf.machine import INTERESTING_FLAGS
+
+    return {flag: flag in present for flag in INTERESTING_FLAGS}
+
+
+def test_a_machine_without_bf16_instructions_says_what_its_bf16_rows_mean() -> None:
+    text = "\n".join(machine_section({"flags": _flags("avx2", "fma")}))
+    assert "No bf16-capable CPU in this run" in text
+    assert "vLLM's bf16 runs emulated here" in text
+
+
+@pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
+def test_a_machine_with_bf16_instructions_has_no_such_note(flag: str) -> None:
+    assert "No bf16-capable CPU" not in "\n".join(machine_section({"flags": _flags("avx2", "avx512f", flag)}))
+    # A results file without flags (older runs) claims nothing either way.
+    assert "No bf16-capable CPU" not in "\n".join(machine_section({}))
