@@ -434,7 +434,7 @@ def render(results: dict, out_dir: Path) -> Path:
         lines += [
             "Left out of this run (`--skip`): "
             + ", ".join(f"`{pair}`" for pair in settings["skipped"])
-            + ". A precision without its peer has no ratios.",
+            + ". A precision or level without its peer has no ratios.",
             "",
         ]
     for size in settings["sizes"]:
