@@ -301,9 +301,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(exc))
     if min(args.concurrency) < 1 or args.requests < 1 or args.tokens < 1:
         parser.error("concurrency, requests and tokens must be >= 1")
-    stray = sorted({c for _, _, c in args.skip.levels} - set(args.concurrency))
-    if stray:
-        parser.error(f"--skip names concurrency {stray[0]}, which is not one of --concurrency")
+    try:
+        args.skip.check_levels(args.concurrency)
+    except ValueError as exc:
+        parser.error(str(exc))
     args.concurrency = sorted(set(args.concurrency))
     return args
 

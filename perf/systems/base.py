@@ -187,6 +187,18 @@ class Skips:
             return []
         return [c for c in levels if (system, precision, c) not in self.levels]
 
+    def check_levels(self, concurrency: Sequence[int]) -> None:
+        """Refuse a level skip at a concurrency the run does not have (a typo would leave nothing out).
+
+        Raises
+        ------
+        ValueError
+            Naming the first such concurrency.
+        """
+        stray = sorted({c for _, _, c in self.levels} - set(concurrency))
+        if stray:
+            raise ValueError(f"--skip names concurrency {stray[0]}, which is not one of --concurrency")
+
     def labels(self) -> list[str]:
         """The values as given on the command line, sorted (the report's "left out" line)."""
         whole = [f"{system}:{precision}" for system, precision in self.runs]
