@@ -104,17 +104,19 @@ def _streamed(system: BenchSystem, clip: BenchClip, tokens: int) -> Reply:
 
 def run_system(
     name: str, size: str, precision: str, checkpoint: Path, clips: list[BenchClip], args: argparse.Namespace
-) -> dict:
-    """Everything one system measures at one size and precision (a JSON-ready dict)."""
+) -> dict | None:
+    """Everything one system measures at one size and precision (a JSON-ready dict; None where ``--skip``
+    leaves out every level it runs at)."""
     knobs = {"triton": args.triton_knob, "vllm": args.vllm_knob, "transformers": {}}[name]
     if name == "triton":
         knobs = {**knobs, "fast-precision": args.fast_precision}
     config = SystemConfig(checkpoint, size, precision, max(args.concurrency), args.log_dir, dict(knobs))
     system = make_system(name, config)
     record: dict = {"system": name, "size": size, "precision": precision, "label": system.label, "status": "ok"}
-    cap = system.max_concurrency()
-    wanted = args.skip.run_levels(name, precision, args.concurrency)
-    levels = [c for c in wanted if cap is None or c <= cap] or ([cap] if cap else [])
+    levels = args.skip.run_levels(name, precision, args.concurrency, system.max_concurrency())
+    if not levels:
+        logger.info("skipping %s %s (--skip)", name, precision)
+        return None
     streamed = name == "vllm" and not args.no_stream
     logger.info("=== %s, %s dims, %s ===", system.label, size, precision)
     sampler = None
@@ -349,10 +351,9 @@ def main(argv: list[str] | None = None) -> None:
             for name in args.systems:
                 if name == "transformers" and precision != "fp32":
                     continue  # the fp32 reference; its rows serve both precisions
-                if not args.skip.run_levels(name, precision, args.concurrency):
-                    logger.info("skipping %s %s (--skip)", name, precision)
-                    continue
-                runs.append(run_system(name, size, precision, checkpoint, clips, args))
+                record = run_system(name, size, precision, checkpoint, clips, args)
+                if record is not None:
+                    runs.append(record)
         add_agreement(runs, size, ModelSpec.from_checkpoint(checkpoint).eos_token_ids)
         if fast_precision is not None:
             accuracy[size] = fast_accuracy(size, checkpoint, clips, fast_precision)

@@ -40,6 +40,16 @@ def test_a_skip_at_a_concurrency_leaves_out_that_level_only() -> None:
     assert skips.labels() == ["triton:fp32", "vllm:fast@16", "vllm:fast@4"]
 
 
+def test_a_capped_system_runs_at_its_cap_unless_that_level_is_left_out() -> None:
+    # transformers runs one request at a time (cap 1): at 1 only, or at 1 where every level exceeds it.
+    none = parse_skips([], SYSTEMS)
+    assert none.run_levels("transformers", "fp32", [1, 8], cap=1) == [1]
+    assert none.run_levels("transformers", "fp32", [4, 8], cap=1) == [1]
+    skip_one = parse_skips(["transformers:fp32@1"], SYSTEMS)
+    assert skip_one.run_levels("transformers", "fp32", [1, 8], cap=1) == []
+    assert skip_one.run_levels("vllm", "fp32", [1, 8]) == [1, 8]
+
+
 @pytest.mark.parametrize(
     "value", ["vllm", "vllm:bf16", "sglang:fast", ":fast", "vllm:", "vllm:fast@", "vllm:fast@0", "vllm:fast@x"]
 )

@@ -181,11 +181,13 @@ class Skips:
     runs: frozenset[tuple[str, str]] = frozenset()
     levels: frozenset[tuple[str, str, int]] = frozenset()
 
-    def run_levels(self, system: str, precision: str, levels: Sequence[int]) -> list[int]:
-        """``levels`` less those left out for this run (all of them where the whole run is)."""
+    def run_levels(self, system: str, precision: str, levels: Sequence[int], cap: int | None = None) -> list[int]:
+        """The concurrency levels a run measures: ``levels`` up to the system's ``cap`` (only ``cap`` where
+        every level exceeds it), less those left out (all of them where the whole run is)."""
         if (system, precision) in self.runs:
             return []
-        return [c for c in levels if (system, precision, c) not in self.levels]
+        capped = [c for c in levels if cap is None or c <= cap] or ([cap] if cap else [])
+        return [c for c in capped if (system, precision, c) not in self.levels]
 
     def check_levels(self, concurrency: Sequence[int]) -> None:
         """Refuse a level skip at a concurrency the run does not have (a typo would leave nothing out).
